@@ -1,0 +1,126 @@
+"""Reading run files: ``open_run(path)`` -> ``Run`` with tidy pandas DataFrames.
+
+Only committed epochs (rows ``< epochs_done``) are ever returned, so a run that is still
+being written, or that crashed mid-epoch, reads as its last complete epoch.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .config import phase_of
+from .store import open_h5
+
+PROVENANCE_KEYS = ("gradlab_version", "torch_version", "cuda_version", "numpy_version", "h5py_version",
+                   "python_version", "device", "device_name", "cpu_threads", "cpu_count", "hostname", "platform",
+                   "git_commit", "seed", "created_utc")
+
+
+def _str(v: Any) -> Any:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+class Run:
+    """A read-only view of one run file. Use as a context manager or call ``close()``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.f = open_h5(self.path)
+        a = self.f.attrs
+        self.config: dict[str, Any] = json.loads(_str(a["config"]))
+        self.status: str = _str(a["status"])
+        self.epochs_done: int = int(a["epochs_done"])
+        self.provenance: dict[str, Any] = {k: _str(a[k]) for k in PROVENANCE_KEYS if k in a}
+        self.failure: str = _str(a.get("failure", ""))
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.f.id.valid:
+            self.f.close()
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, status={self.status}, epochs_done={self.epochs_done}, probes={self.probes})"
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def probes(self) -> list[str]:
+        return sorted(self.f["probes"]) if "probes" in self.f else []
+
+    @property
+    def milestones(self) -> list[int]:
+        return list(self.config["train"]["milestones"])
+
+    @property
+    def num_phases(self) -> int:
+        return phase_of(max(self.epochs_done - 1, 0), self.milestones) + 1 if self.epochs_done else 0
+
+    def phase_epochs(self, phase: int) -> np.ndarray:
+        """Committed epochs of training phase ``phase``."""
+        e = np.arange(self.epochs_done)
+        return e[[phase_of(int(i), self.milestones) == phase for i in e]]
+
+    def layers(self) -> pd.DataFrame:
+        g = self.f["layers"]
+        return pd.DataFrame({
+            "layer": [_str(n) for n in g["name"][()]],
+            "kind": [_str(k) for k in g["kind"][()]],
+            "numel": g["numel"][()],
+        })
+
+    def measures(self, probe: str) -> list[str]:
+        return sorted(self.f[f"probes/{probe}/distance"]) if f"probes/{probe}/distance" in self.f else []
+
+    def _rows(self, name: str) -> np.ndarray:
+        return self.f[name][: self.epochs_done]
+
+    def batch_scores(self, probe: str) -> np.ndarray:
+        return self.f[f"probes/{probe}/batch_score"][()]
+
+    def score_label(self, probe: str) -> str:
+        return _str(self.f[f"probes/{probe}"].attrs.get("score_label", "batch score"))
+
+    def _check_probe(self, probe: str) -> None:
+        if probe not in self.probes:
+            raise KeyError(f"probe {probe!r} not in run {self.path}; it has {self.probes}")
+
+    # ------------------------------------------------------------------ tables
+    def distance_matrix(self, probe: str, measure: str = "l2") -> np.ndarray:
+        """D as ``[epochs_done, K]``."""
+        self._check_probe(probe)
+        return self._rows(f"probes/{probe}/distance/{measure}")
+
+    def distances(self, probe: str, measure: str = "l2") -> pd.DataFrame:
+        """Tidy D: one row per (epoch, batch) with phase and the batch's metric score."""
+        d = self.distance_matrix(probe, measure)
+        e, k = d.shape
+        score = self.batch_scores(probe)
+        epochs = np.repeat(np.arange(e), k)
+        return pd.DataFrame({
+            "epoch": epochs,
+            "phase": np.array([phase_of(int(i), self.milestones) for i in range(e)], dtype=np.int64).repeat(k),
+            "batch": np.tile(np.arange(k), e),
+            "batch_score": np.tile(score, e),
+            "distance": d.reshape(-1),
+        })
+
+    def train_curves(self) -> pd.DataFrame:
+        """Per epoch: lr, phase, train loss/acc (during the epoch) and test loss/acc (after it)."""
+        cols = {"epoch": np.arange(self.epochs_done)}
+        for name in ("train/lr", "train/phase", "train/loss", "train/acc", "test/loss", "test/acc"):
+            if name in self.f:
+                cols[name.replace("/", "_")] = self._rows(name)
+        return pd.DataFrame(cols)
+
+
+def open_run(path: str | Path) -> Run:
+    """Open a gradlab run file for analysis."""
+    return Run(path)

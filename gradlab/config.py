@@ -1,0 +1,217 @@
+"""Typed study configuration.
+
+A study file is TOML with the sections below. Every key is checked: unknown keys get the
+nearest valid key suggested, wrong types get the expected type. ``--set a.b=v`` overrides
+take a TOML value (``--set train.milestones=[2,4]``); a bare word is read as a string.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    dataset: Literal["cifar10", "synthetic", "cifar10-sample"] = "synthetic"
+    root: str = "data"  # CIFAR-10 lives in <root>/cifar-10-batches-py
+    subset: int = 0  # training images used, first N of the set; 0 = all
+    test_subset: int = 0  # test images evaluated each epoch; 0 = all
+    augment: bool = True  # train-time random crop (pad 4) + horizontal flip; probes never augment
+    download: bool = True  # let torchvision try the real CIFAR-10 download when missing
+
+
+@dataclass
+class ModelConfig:
+    name: str = "smallcnn"  # dpn92 | dpn26 | resnet18 | smallcnn (see gradlab.models.MODELS)
+    norm: str = "bn"  # bn | none (see gradlab.models.norm.NORMS)
+    series_weight: float = 1.0  # weight mechanism alpha on series-connection concat input
+    parallel_weight: float = 1.0  # beta on the parallel position
+    num_classes: int = 10
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 6
+    batch_size: int = 128
+    lr: float = 0.1
+    milestones: list[int] = field(default_factory=lambda: [2, 4])  # LR x gamma at these epochs
+    gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+
+
+@dataclass
+class TrackConfig:
+    enabled: bool = True  # false: plain training, no probe passes (the baseline for benchmarks)
+    order: str = "shuffle"  # training order: "shuffle", or a metric name (paper mode)
+    probes: list[str] = field(default_factory=lambda: ["intensity", "random"])
+    grads: str = "memory"  # where batch gradients wait for the epoch end (gradlab.gradstore.STORES)
+    grad_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    measures: list[str] = field(default_factory=lambda: ["l2", "cosine"])
+    per_layer: bool = True  # per-layer l2 distance [E, K, L]
+    keep_grads: Literal["none", "last", "all"] = "none"  # per-batch gradients kept in the run file
+
+
+@dataclass
+class OutputConfig:
+    path: str = "runs/run.h5"
+    heatmaps: bool = True  # write <path without .h5>.html with the distance heatmaps
+
+
+@dataclass
+class StudyConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> "StudyConfig":
+        """Cross-field checks that types alone cannot express."""
+        t = self.train
+        if t.epochs < 1:
+            raise ConfigError(f"train.epochs must be >= 1, got {t.epochs}")
+        if t.batch_size < 1:
+            raise ConfigError(f"train.batch_size must be >= 1, got {t.batch_size}")
+        if t.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {t.lr}")
+        if sorted(t.milestones) != list(t.milestones) or any(m < 1 for m in t.milestones):
+            raise ConfigError(f"train.milestones must be increasing epochs >= 1, got {t.milestones}")
+        if self.data.subset < 0 or self.data.test_subset < 0:
+            raise ConfigError("data.subset and data.test_subset must be >= 0 (0 = all)")
+        if len(set(self.track.probes)) != len(self.track.probes):
+            raise ConfigError(f"track.probes lists an order twice: {self.track.probes}")
+        return self
+
+
+def phase_of(epoch: int, milestones: list[int]) -> int:
+    """Training phase of a 0-based epoch: the number of LR milestones reached."""
+    return sum(1 for m in milestones if epoch >= m)
+
+
+def lr_at(epoch: int, train: TrainConfig) -> float:
+    """Learning rate of a 0-based epoch: lr x gamma^phase (step schedule)."""
+    return train.lr * train.gamma ** phase_of(epoch, train.milestones)
+
+
+# --------------------------------------------------------------------------- loading
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against annotation ``tp``; ints are accepted where floats are."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            extra = f' (did you mean "{hint[0]}"?)' if hint else ""
+            raise ConfigError(f"{key} must be one of {_type_name(tp)}, got {value!r}{extra}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {type(value).__name__} {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {type(value).__name__} {value!r}")
+        return value
+    raise TypeError(f"unsupported config annotation {tp!r}")  # programming error
+
+
+def _unknown(key: str, valid: list[str]) -> ConfigError:
+    hint = difflib.get_close_matches(key.rsplit(".", 1)[-1], [v.rsplit(".", 1)[-1] for v in valid], n=1)
+    prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
+    extra = f' (did you mean "{prefix}{hint[0]}"?)' if hint else f" (valid: {', '.join(valid)})"
+    return ConfigError(f'unknown config key "{key}"{extra}')
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"[{prefix}] must be a table, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        full = f"{prefix}.{key}" if prefix else key
+        if key not in names:
+            raise _unknown(full, [f"{prefix}.{n}" if prefix else n for n in names])
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, full)
+        else:
+            kwargs[key] = _coerce(value, tp, full)
+    return cls(**kwargs)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split ``a.b=value`` into a key path and a TOML-parsed value (bare words are strings)."""
+    if "=" not in item:
+        raise ConfigError(f'--set expects key=value, got "{item}"')
+    key, text = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f'--set expects key=value, got "{item}"')
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    return key.split("."), value
+
+
+def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> StudyConfig:
+    """Build and validate a config from a nested dict plus ``key=value`` overrides."""
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for item in overrides or []:
+        path, value = parse_override(item)
+        node = raw
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f'--set {item}: "{part}" is not a table')
+        node[path[-1]] = value
+    return _build(StudyConfig, raw, "").validate()
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
+    """Read a study TOML file; see the module docstring."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study file {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    return config_from_dict(raw, overrides)

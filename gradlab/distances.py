@@ -1,0 +1,138 @@
+"""Full gradient, distances D[e, k] by measure, per-layer distances and the noise scale.
+
+Notation (paper eq. 1-2): batch k has m_k images and mean-loss gradient g_k, all taken at
+the same frozen parameters theta_e. The full-batch gradient is the batch-size-weighted
+mean G = sum_k m_k g_k / sum_k m_k, accumulated in float64 as batches arrive.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import ConfigError
+from .gradstore import GradStore
+from .layout import ParamLayout
+
+
+class FullGradient:
+    """Running batch-size-weighted sum of flat gradients, in float64."""
+
+    def __init__(self, size: int, device: torch.device):
+        self.sum = torch.zeros(size, dtype=torch.float64, device=device)
+        self.weight = 0
+
+    def add(self, grad: torch.Tensor, batch_size: int) -> None:
+        self.sum.add_(grad.to(torch.float64), alpha=batch_size)
+        self.weight += batch_size
+
+    def mean(self) -> torch.Tensor:
+        """G as float64 ``[P]``."""
+        return self.sum / self.weight
+
+
+# --------------------------------------------------------------------------- measures
+
+class Measure:
+    """A distance between g_k and G from four reductions that the distance pass computes:
+    ``sq_dist`` = |g_k - G|^2, ``dot`` = <g_k, G>, ``sq_norm`` = |g_k|^2, ``full_sq_norm`` = |G|^2."""
+
+    name = ""
+
+    def __call__(self, sq_dist: np.ndarray, dot: np.ndarray, sq_norm: np.ndarray, full_sq_norm: float) -> np.ndarray:
+        raise NotImplementedError
+
+
+class L2(Measure):
+    """Euclidean distance |g_k - G| (the paper's measure)."""
+
+    name = "l2"
+
+    def __call__(self, sq_dist, dot, sq_norm, full_sq_norm):
+        return np.sqrt(sq_dist)
+
+
+class Cosine(Measure):
+    """Cosine distance 1 - cos(g_k, G): 0 = same direction, 1 = orthogonal, 2 = opposite.
+
+    Stored as a distance, not a similarity, so that small means close for every measure.
+    """
+
+    name = "cosine"
+
+    def __call__(self, sq_dist, dot, sq_norm, full_sq_norm):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return 1.0 - dot / np.sqrt(sq_norm * full_sq_norm)
+
+
+MEASURES: dict[str, type[Measure]] = {m.name: m for m in (L2, Cosine)}
+
+
+def check_measures(names: list[str]) -> None:
+    unknown = [n for n in names if n not in MEASURES]
+    if unknown:
+        raise ConfigError(f'unknown track.measures {unknown}; choose from {", ".join(MEASURES)}')
+
+
+# --------------------------------------------------------------------------- epoch stats
+
+@dataclass
+class EpochStats:
+    """Everything one probe pass yields for one epoch."""
+
+    distance: dict[str, np.ndarray]  # measure -> [K]
+    layer_l2: np.ndarray | None  # [K, L] per-layer |g_k - G| restricted to each tensor
+    batch_norm: np.ndarray  # [K] |g_k|
+    full_norm: float  # |G|
+    noise_scale: float  # B_simple, see noise_scale()
+
+
+def noise_scale(sq_dists: np.ndarray, full_sq_norm: float, batch_size: int, n: int) -> float:
+    """Unbiased simple gradient noise scale B_simple = tr(Sigma) / |G_true|^2 (McCandlish et al. 2018).
+
+    The K batches partition n = K*m examples, each drawn without replacement, so
+    E|g_k - G|^2 = tr(Sigma) (n - m) / (m n) with Sigma the per-example covariance
+    (1/(n-1) normalised). Hence tr(Sigma) = m n / (n - m) * mean_k |g_k - G|^2, and since
+    E|G|^2 = |G_true|^2 + tr(Sigma)/n, |G_true|^2 = |G|^2 - tr(Sigma)/n. Only meaningful for
+    batches drawn at random (the ``random`` probe); NaN when K < 2.
+    """
+    if n <= batch_size or len(sq_dists) < 2:
+        return math.nan
+    tr_sigma = batch_size * n / (n - batch_size) * float(np.mean(sq_dists))
+    g2 = full_sq_norm - tr_sigma / n
+    return tr_sigma / g2 if g2 > 0 else math.inf
+
+
+def epoch_stats(store: GradStore, full: torch.Tensor, layout: ParamLayout, batch_sizes: np.ndarray,
+                measures: list[str], per_layer: bool) -> EpochStats:
+    """One sequential pass over the stored gradients: every D[e, k] of this epoch."""
+    k_total, n_layers = len(batch_sizes), len(layout)
+    full32 = full.to(torch.float32)
+    full_sq = float(full.pow(2).sum())
+    sq = np.zeros(k_total)
+    dot = np.zeros(k_total)
+    nrm = np.zeros(k_total)
+    layer = np.zeros((k_total, n_layers)) if per_layer else None
+    off = layout.offsets
+    for s, chunk in store.chunks():
+        g = chunk.to(full32.device, torch.float32)
+        c = g.shape[0]
+        diff = g - full32
+        if per_layer:
+            per = torch.stack([diff[:, off[i]:off[i + 1]].pow(2).sum(1, dtype=torch.float64)
+                               for i in range(n_layers)], 1).cpu().numpy()
+            layer[s:s + c] = np.sqrt(per)
+            sq[s:s + c] = per.sum(1)
+        else:
+            sq[s:s + c] = diff.pow(2).sum(1, dtype=torch.float64).cpu().numpy()
+        del diff
+        dot[s:s + c] = (g * full32).sum(1, dtype=torch.float64).cpu().numpy()
+        nrm[s:s + c] = g.pow(2).sum(1, dtype=torch.float64).cpu().numpy()
+    m = int(batch_sizes[0])
+    if np.any(batch_sizes != m):
+        raise ValueError("noise scale assumes equal batch sizes (drop_last)")
+    dist = {name: MEASURES[name]()(sq, dot, nrm, full_sq) for name in measures}
+    return EpochStats(dist, layer, np.sqrt(nrm), math.sqrt(full_sq),
+                      noise_scale(sq, full_sq, m, int(batch_sizes.sum())))

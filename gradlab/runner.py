@@ -1,0 +1,221 @@
+"""``gradlab run``: train one network, probe it at each epoch start, write the run file.
+
+Per epoch e: freeze theta_e -> train pass (updates theta) -> one probe pass per probe order
+at theta_e -> test evaluation at theta_{e+1} -> append rows -> commit ``epochs_done``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import provenance
+from .config import StudyConfig, lr_at, phase_of
+from .datasets import BatchLoader, ImageSet, load_split
+from .distances import check_measures
+from .errors import ConfigError, GradlabError
+from .gradstore import GradStore, make_store
+from .layout import ParamLayout
+from .models import build_model
+from .orders import SHUFFLE, Order, ScoreFn, build_order, compute_scores
+from .store import RunWriter
+from .tracker import FrozenModel, probe_pass
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> first CUDA device when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f'train.device "{name}" is not a device; use "auto", "cpu" or "cuda[:N]"') from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f'train.device = "{name}" but no CUDA device is visible; use "auto" or "cpu"')
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, loader: BatchLoader, order: torch.Tensor,
+                augment: torch.Generator | None, progress: bool = False, desc: str = "train"
+                ) -> tuple[float, float]:
+    """One SGD pass over the full batches of ``order``; returns mean loss and accuracy."""
+    model.train()
+    total_loss = torch.zeros((), dtype=torch.float64, device=loader.device)
+    correct = torch.zeros((), dtype=torch.int64, device=loader.device)
+    n = 0
+    for x, y in tqdm(loader.batches(order, augment), total=len(loader), desc=desc, leave=False, disable=not progress):
+        out = model(x)
+        loss = F.cross_entropy(out, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total_loss += loss.detach() * len(y)
+        correct += (out.argmax(1) == y).sum()
+        n += len(y)
+    return float(total_loss) / n, int(correct) / n
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: BatchLoader) -> tuple[float, float]:
+    """Mean loss and accuracy over every image of ``loader`` (eval mode)."""
+    model.eval()
+    total, correct, n = 0.0, 0, 0
+    for x, y in loader.all_batches():
+        out = model(x)
+        total += float(F.cross_entropy(out, y, reduction="sum"))
+        correct += int((out.argmax(1) == y).sum())
+        n += len(y)
+    model.train()
+    return total / max(n, 1), correct / max(n, 1)
+
+
+@dataclass
+class Study:
+    """Everything built from a config before the first epoch."""
+
+    cfg: StudyConfig
+    device: torch.device
+    train: ImageSet
+    test: ImageSet
+    model: nn.Module
+    layout: ParamLayout
+    train_order: Order | None  # None = reshuffle every epoch
+    probes: list[Order] = field(default_factory=list)
+
+
+def build_study(cfg: StudyConfig, scores: ScoreFn = compute_scores) -> Study:
+    """Load data, build the model (seeded) and the orders; validates names early."""
+    t = cfg.track
+    check_measures(t.measures)
+    make_store(t.grads, t.grad_dtype)  # validates the name before any work
+    device = resolve_device(cfg.train.device)
+    train = load_split(cfg.data, train=True)
+    test = load_split(cfg.data, train=False)
+    bs = cfg.train.batch_size
+    if len(train) < bs:
+        raise ConfigError(f"the training set has {len(train)} images, fewer than train.batch_size = {bs}; "
+                          f"lower train.batch_size or raise data.subset")
+    seed_everything(cfg.train.seed)
+    model = build_model(cfg.model).to(device)
+    layout = ParamLayout.of(model)
+    train_order = None if t.order == SHUFFLE else build_order(t.order, train, bs, cfg.train.seed, scores)
+    probes: list[Order] = []
+    if t.enabled:
+        names = ([train_order.name] if train_order else []) + [p for p in t.probes if not train_order or p != train_order.name]
+        probes = [train_order if train_order and n == train_order.name else build_order(n, train, bs, cfg.train.seed, scores)
+                  for n in names]
+    return Study(cfg, device, train, test, model, layout, train_order, probes)
+
+
+class Runner:
+    """One study run. ``Runner(cfg).run()`` writes the run file; the trained model stays
+    on ``self.study.model`` for callers that want it (tests, notebooks)."""
+
+    def __init__(self, cfg: StudyConfig, overwrite: bool = False, progress: bool = True,
+                 scores: ScoreFn = compute_scores, log: Callable[[str], None] = print):
+        self.cfg, self.overwrite, self.progress, self.log = cfg, overwrite, progress, log
+        self.out = Path(cfg.output.path)
+        if self.out.exists() and not overwrite:
+            raise GradlabError(f"{self.out} already exists; pass --overwrite to replace it, or choose another --out")
+        self.study = build_study(cfg, scores)
+
+    def run(self) -> Path:
+        cfg, s, out = self.cfg, self.study, self.out
+        tc = cfg.train
+        device, model = s.device, s.model
+        loader = BatchLoader(s.train, device, tc.batch_size)
+        test_loader = BatchLoader(s.test, device, tc.batch_size)
+        opt = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+        data_gen = torch.Generator().manual_seed(tc.seed)  # shuffles and augmentation only
+        fixed = torch.from_numpy(s.train_order.index) if s.train_order else None
+
+        writer = RunWriter(out, cfg.to_dict(), provenance.collect(device, tc.seed), s.layout)
+        for o in s.probes:
+            writer.add_probe(o.name, o.index, o.batch_score, o.score_label, tc.batch_size)
+        self.log(f"gradlab run: {cfg.model.name} ({s.layout.size:,} params, {len(s.layout)} tensors) on {device}, "
+                 f"{cfg.data.dataset} {len(s.train)} train / {len(s.test)} test, {len(loader)} batches of "
+                 f"{tc.batch_size}, probes {[o.name for o in s.probes] or 'off'} -> {out}")
+        try:
+            bar = tqdm(range(tc.epochs), desc="epochs", disable=not self.progress)
+            for e in bar:
+                lr = lr_at(e, tc)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                frozen = FrozenModel(model, s.layout) if s.probes else None
+                t0 = time.perf_counter()
+                order = fixed if fixed is not None else torch.randperm(len(s.train), generator=data_gen)
+                loss, acc = train_epoch(model, opt, loader, order, data_gen if cfg.data.augment else None,
+                                        self.progress)
+                if not math.isfinite(loss):
+                    raise GradlabError(f"training loss became {loss} in epoch {e}; lower train.lr (now {lr:g})")
+                t_train = time.perf_counter() - t0
+                t_probe = 0.0
+                for o in s.probes:
+                    t1 = time.perf_counter()
+                    _probe_epoch(writer, frozen, loader, o, e, cfg, self.progress)
+                    t_probe += time.perf_counter() - t1
+                t2 = time.perf_counter()
+                test_loss, test_acc = evaluate(model, test_loader)
+                t_eval = time.perf_counter() - t2
+                for name, v in (("train/lr", lr), ("train/phase", phase_of(e, tc.milestones)), ("train/loss", loss),
+                                ("train/acc", acc), ("test/loss", test_loss), ("test/acc", test_acc),
+                                ("timing/train_s", t_train), ("timing/probe_s", t_probe), ("timing/eval_s", t_eval)):
+                    writer.append(name, v, e)
+                writer.commit(e)
+                bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", test_acc=f"{test_acc:.3f}")
+        except BaseException as exc:
+            writer.close("failed", f"{type(exc).__name__}: {exc}")
+            raise
+        writer.close("complete")
+        if cfg.output.heatmaps and s.probes:
+            from . import plots
+            from .analysis import open_run
+
+            with open_run(out) as run:
+                html_path = plots.write_heatmaps(run, out.with_suffix(".html"))
+            self.log(f"heatmaps: {html_path}")
+        return out
+
+
+def run_study(cfg: StudyConfig, overwrite: bool = False, progress: bool = True,
+              scores: ScoreFn = compute_scores, log: Callable[[str], None] = print) -> Path:
+    """Run the study described by ``cfg`` and return the run file's path."""
+    return Runner(cfg, overwrite, progress, scores, log).run()
+
+
+def _probe_epoch(writer: RunWriter, frozen: FrozenModel, loader: BatchLoader, order: Order, e: int,
+                 cfg: StudyConfig, progress: bool) -> None:
+    tr = cfg.track
+    store: GradStore = make_store(tr.grads, tr.grad_dtype)
+    base = f"probes/{order.name}"
+    keep = tr.keep_grads == "all" or (tr.keep_grads == "last" and e == cfg.train.epochs - 1)
+
+    def save(st: GradStore) -> None:
+        grads = torch.cat([c for _, c in st.chunks()])
+        writer.write_grads(f"{base}/grads/epoch_{e}", grads)
+
+    batches = tqdm(loader.batches(torch.from_numpy(order.index)), total=order.num_batches,
+                   desc=f"probe {order.name}", leave=False, disable=not progress)
+    res = probe_pass(frozen, batches, order.num_batches, store, tr.measures, tr.per_layer, save if keep else None)
+    st = res.stats
+    for m, d in st.distance.items():
+        writer.append(f"{base}/distance/{m}", d, e)
+    if st.layer_l2 is not None:
+        writer.append(f"{base}/layer_distance/l2", st.layer_l2, e)
+    writer.append(f"{base}/batch_norm", st.batch_norm, e)
+    writer.append(f"{base}/batch_loss", res.batch_loss, e)
+    writer.append(f"{base}/full_norm", st.full_norm, e)
+    writer.append(f"{base}/noise_scale", st.noise_scale, e)

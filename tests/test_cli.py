@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import numpy as np
+
+from gradlab import open_run
+from gradlab.cli import main
+
+
+def test_quickstart_writes_readable_run(tmp_path, capsys):
+    out = tmp_path / "q.h5"
+    rc = main(["run", "studies/quickstart.toml", "--quiet", "--out", str(out),
+               "--set", "data.subset=512", "--set", "data.test_subset=128", "--set", "train.epochs=3",
+               "--set", "train.milestones=[1, 2]"])
+    assert rc == 0
+    with open_run(out) as run:
+        assert run.status == "complete" and run.epochs_done == 3
+        assert run.probes == ["intensity", "random"]
+        df = run.distances("intensity", "l2")
+        assert len(df) == 3 * 4 and set(df.phase) == {0, 1, 2}
+        assert np.all(np.isfinite(df.distance)) and np.all(df.distance > 0)
+        assert np.all(np.diff(run.batch_scores("intensity")) >= 0)  # sorted ascending
+        assert run.provenance["torch_version"] and run.provenance["seed"] == 0
+    html = out.with_suffix(".html").read_text()
+    import re
+
+    assert not re.search(r"<script[^>]+src=", html)  # nothing fetched: plotly.js is inlined
+    assert len(html) > 1_000_000 and "Plotly.newPlot" in html
+    assert main(["inspect", str(out)]) == 0
+    assert "status complete" in capsys.readouterr().out
+
+
+def test_existing_output_is_an_error(tmp_path, capsys):
+    out = tmp_path / "x.h5"
+    out.write_bytes(b"")
+    assert main(["run", "studies/quickstart.toml", "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_bad_key_one_line_error(capsys):
+    assert main(["run", "studies/quickstart.toml", "--set", "train.epoch=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and 'did you mean "train.epochs"' in err
+
+
+def test_inspect_rejects_non_run(tmp_path, capsys):
+    import h5py
+
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = 1
+    assert main(["inspect", str(tmp_path / "other.h5")]) == 2
+    assert "not a gradlab run" in capsys.readouterr().err
