@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import pandas as pd
 
@@ -98,19 +99,97 @@ class Run:
         self._check_probe(probe)
         return self._rows(f"probes/{probe}/distance/{measure}")
 
-    def distances(self, probe: str, measure: str = "l2") -> pd.DataFrame:
-        """Tidy D: one row per (epoch, batch) with phase and the batch's metric score."""
-        d = self.distance_matrix(probe, measure)
-        e, k = d.shape
-        score = self.batch_scores(probe)
-        epochs = np.repeat(np.arange(e), k)
-        return pd.DataFrame({
-            "epoch": epochs,
-            "phase": np.array([phase_of(int(i), self.milestones) for i in range(e)], dtype=np.int64).repeat(k),
+    def _phases(self, n: int) -> np.ndarray:
+        return np.array([phase_of(int(i), self.milestones) for i in range(n)], dtype=np.int64)
+
+    def _batch_frame(self, probe: str, e: int, k: int) -> dict[str, np.ndarray]:
+        """The index columns of a per-(epoch, batch) table: epoch, phase, batch, batch_score."""
+        return {
+            "epoch": np.repeat(np.arange(e), k),
+            "phase": self._phases(e).repeat(k),
             "batch": np.tile(np.arange(k), e),
-            "batch_score": np.tile(score, e),
-            "distance": d.reshape(-1),
-        })
+            "batch_score": np.tile(self.batch_scores(probe), e),
+        }
+
+    def distances(self, probe: str, measure: str | None = "l2") -> pd.DataFrame:
+        """Tidy D: one row per (epoch, batch) with phase and the batch's metric score.
+
+        With a measure name the values are in column ``distance``; with ``measure=None``
+        every stored measure is a column named after it (``l2``, ``cosine``, ...).
+        """
+        self._check_probe(probe)
+        measures = [measure] if measure is not None else self.measures(probe)
+        if measure is not None and measure not in self.measures(probe):
+            raise KeyError(f"measure {measure!r} not stored for probe {probe!r}; it has {self.measures(probe)}")
+        mats = {m: self.distance_matrix(probe, m) for m in measures}
+        e, k = next(iter(mats.values())).shape if mats else (self.epochs_done, len(self.batch_scores(probe)))
+        cols = self._batch_frame(probe, e, k)
+        for m, d in mats.items():
+            cols["distance" if measure is not None else m] = d.reshape(-1)
+        return pd.DataFrame(cols)
+
+    def layer_distances(self, probe: str, measure: str = "l2") -> pd.DataFrame:
+        """Per-layer D: one row per (epoch, batch, layer) with the layer's name, kind and size."""
+        self._check_probe(probe)
+        name = f"probes/{probe}/layer_distance/{measure}"
+        if name not in self.f:
+            raise KeyError(f"probe {probe!r} has no per-layer {measure} distances (track.per_layer was off)")
+        d = self._rows(name)  # [E, K, L]
+        e, k, n = d.shape
+        lay = self.layers()
+        cols = {c: np.repeat(v, n) for c, v in self._batch_frame(probe, e, k).items()}
+        cols["layer_index"] = np.tile(np.arange(n), e * k)
+        cols["layer"] = np.tile(lay.layer.to_numpy(), e * k)
+        cols["kind"] = np.tile(lay.kind.to_numpy(), e * k)
+        cols["numel"] = np.tile(lay.numel.to_numpy(), e * k)
+        cols["distance"] = d.reshape(-1)
+        return pd.DataFrame(cols)
+
+    def norms(self, probe: str) -> pd.DataFrame:
+        """Per (epoch, batch): batch gradient norm, the epoch's full-gradient norm, batch loss."""
+        self._check_probe(probe)
+        bn = self._rows(f"probes/{probe}/batch_norm")
+        e, k = bn.shape
+        cols = self._batch_frame(probe, e, k)
+        cols["batch_norm"] = bn.reshape(-1)
+        cols["full_norm"] = np.repeat(self._rows(f"probes/{probe}/full_norm")[:e], k)
+        if f"probes/{probe}/batch_loss" in self.f:
+            cols["batch_loss"] = self._rows(f"probes/{probe}/batch_loss").reshape(-1)
+        return pd.DataFrame(cols)
+
+    def batch_loss(self, probe: str) -> pd.DataFrame:
+        """Per (epoch, batch): the batch's loss at the epoch-start parameters θ_e."""
+        self._check_probe(probe)
+        loss = self._rows(f"probes/{probe}/batch_loss")
+        e, k = loss.shape
+        cols = self._batch_frame(probe, e, k)
+        cols["batch_loss"] = loss.reshape(-1)
+        return pd.DataFrame(cols)
+
+    def noise_scale(self, probe: str | None = None) -> pd.DataFrame:
+        """Per (probe, epoch): gradient noise scale and full-gradient norm (all probes by default)."""
+        frames = []
+        for p in [probe] if probe is not None else self.probes:
+            self._check_probe(p)
+            ns = self._rows(f"probes/{p}/noise_scale")
+            frames.append(pd.DataFrame({
+                "probe": p, "epoch": np.arange(len(ns)), "phase": self._phases(len(ns)),
+                "noise_scale": ns, "full_norm": self._rows(f"probes/{p}/full_norm")[: len(ns)],
+            }))
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+            columns=["probe", "epoch", "phase", "noise_scale", "full_norm"])
+
+    @property
+    def has_params(self) -> bool:
+        """Whether the run recorded parameter statistics (``/params``, see ``param_stats``)."""
+        return "params" in self.f
+
+    def datasets(self) -> pd.DataFrame:
+        """Every dataset in the file: name, shape, dtype (for ``gradlab inspect``)."""
+        rows: list[dict[str, Any]] = []
+        self.f.visititems(lambda n, o: rows.append({"name": n, "shape": tuple(o.shape), "dtype": str(o.dtype)})
+                          if isinstance(o, h5py.Dataset) else None)
+        return pd.DataFrame(rows, columns=["name", "shape", "dtype"])
 
     def train_curves(self) -> pd.DataFrame:
         """Per epoch: lr, phase, train loss/acc (during the epoch) and test loss/acc (after it)."""

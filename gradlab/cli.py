@@ -1,4 +1,4 @@
-"""Command line: ``gradlab run | inspect`` (see README.md).
+"""Command line: ``gradlab run | inspect | report`` (see README.md).
 
 Every ``GradlabError`` ends the command with one line on stderr and exit status 2.
 """
@@ -24,28 +24,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    import json
+    from .describe import describe
 
-    from .analysis import open_run
+    print(describe(args.run))
+    return 0
 
-    with open_run(args.run) as run:
-        print(f"{run.path}: status {run.status}, {run.epochs_done} epoch(s) committed")
-        if run.failure:
-            print(f"  failure: {run.failure}")
-        for k, v in run.provenance.items():
-            print(f"  {k}: {v}")
-        layers = run.layers()
-        print(f"  layers: {len(layers)} tensors, {int(layers.numel.sum()):,} parameters")
-        for p in run.probes:
-            g = run.f[f"probes/{p}"]
-            items = []
-            g.visititems(lambda n, o: items.append(f"{n}{list(o.shape)}") if hasattr(o, "shape") else None)
-            print(f"  probe {p}: {', '.join(items)}")
-        curves = run.train_curves()
-        if len(curves):
-            last = curves.iloc[-1]
-            print("  last epoch: " + ", ".join(f"{c} {last[c]:.4g}" for c in curves.columns if c != "epoch"))
-        print("  config: " + json.dumps(run.config, sort_keys=True))
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    out = Path(args.out) if args.out else Path(args.runs[0]).with_suffix(".report.html")
+    rep = write_report(args.runs, out, png_dir=args.png, measure=args.measure, bins=args.bins, n_perm=args.perm)
+    print(f"report: {rep.html} ({rep.figures} figures)" + (f", {len(rep.pngs)} PNGs in {args.png}" if rep.pngs else ""))
     return 0
 
 
@@ -62,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="print a summary of a run file")
     i.add_argument("run", help="run file (.h5)")
     i.set_defaults(func=_cmd_inspect)
+    rp = sub.add_parser("report", help="write one self-contained HTML report for one or several runs")
+    rp.add_argument("runs", nargs="+", metavar="RUN.h5", help="run files; several are compared side by side")
+    rp.add_argument("--out", help="HTML file (default: first run's name + .report.html)")
+    rp.add_argument("--png", metavar="DIR", help="also export every figure as PNG into DIR (needs Chromium)")
+    rp.add_argument("--measure", default="l2", help="distance measure for heatmaps and the summary (default l2)")
+    rp.add_argument("--bins", type=int, default=4, help="score quantile bins in the phase summary (4 = quartiles)")
+    rp.add_argument("--perm", type=int, default=2000, help="permutations for the chance level (default 2000)")
+    rp.set_defaults(func=_cmd_report)
     return p
 
 

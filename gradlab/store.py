@@ -108,7 +108,6 @@ def open_h5(path: str | Path) -> h5py.File:
     if not str(schema).startswith("gradlab.run/"):
         f.close()
         raise RunFileError(f"{path} is HDF5 but not a gradlab run (no schema attribute); pass a file written by gradlab run")
-    if schema != SCHEMA:
-        f.close()
-        raise RunFileError(f"{path} has schema {schema}; this gradlab ({SCHEMA}) cannot read it: upgrade gradlab")
-    return f
+    from .schema import resolve  # version check, migration of older files (gradlab/schema.py)
+
+    return resolve(path, f, str(schema))

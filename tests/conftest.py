@@ -26,3 +26,64 @@ def tiny_config(tmp_path, **sections) -> StudyConfig:
 @pytest.fixture
 def tiny(tmp_path):
     return lambda **sections: tiny_config(tmp_path, **sections)
+
+
+def write_fake_run(path, *, epochs=6, commit=None, milestones=(3,), batches=20, layers=3, seed=0,
+                   profiles=None, probes=("intensity", "random"), status="complete", schema=None, extra_rows=0):
+    """A run file with known distances, written through RunWriter without training anything.
+
+    ``profiles[probe][phase]`` is a length-``batches`` multiplier of D (batches in score
+    order); D[e, k] = (2 / (e + 1)) * profile[k] * (1 + 1% noise), so each epoch has its
+    own scale (as in real runs) and the best quantile per phase is known. ``commit``
+    epochs are committed (default all); ``extra_rows`` more are written but never committed.
+    """
+    import numpy as np
+
+    from gradlab.config import phase_of
+    from gradlab.layout import ParamLayout
+    from gradlab.store import RunWriter
+
+    rng = np.random.default_rng(seed)
+    commit = epochs if commit is None else commit
+    layout = ParamLayout(tuple(f"l{i}.weight" for i in range(layers)), tuple((4, i + 2) for i in range(layers)),
+                         tuple("conv.weight" for _ in range(layers)))
+    config = {"train": {"epochs": epochs, "milestones": list(milestones), "lr": 0.1, "gamma": 0.1,
+                        "batch_size": 8, "momentum": 0.9, "weight_decay": 0.0, "seed": seed, "device": "cpu"},
+              "model": {"name": "fake", "norm": "bn"}, "data": {"dataset": "synthetic", "subset": batches * 8},
+              "track": {"probes": list(probes), "measures": ["l2", "cosine"], "order": "shuffle"}}
+    w = RunWriter(path, config, {"gradlab_version": "test", "seed": seed, "device": "cpu"}, layout)
+    if schema is not None:
+        w.f.attrs["schema"] = schema
+    profiles = profiles or {}
+    for p in probes:
+        score = np.arange(batches, dtype=float) if p == "random" else np.sort(rng.uniform(0, 100, batches))
+        w.add_probe(p, rng.permutation(batches * 8), score, "batch number" if p == "random" else f"{p} score", 8)
+    for e in range(commit + extra_rows):
+        ph = phase_of(e, list(milestones))
+        for p in probes:
+            prof = np.asarray(profiles.get(p, {}).get(ph, np.ones(batches)), dtype=float)
+            d = (2.0 / (e + 1)) * prof * (1 + 0.01 * rng.standard_normal(batches))
+            base = f"probes/{p}"
+            w.append(f"{base}/distance/l2", d, e)
+            w.append(f"{base}/distance/cosine", d / 4, e)
+            w.append(f"{base}/layer_distance/l2", np.outer(d, np.arange(1, layers + 1)) / layers, e)
+            w.append(f"{base}/batch_norm", d + 1.0, e)
+            w.append(f"{base}/batch_loss", 2.3 / (e + 1) + 0.01 * rng.standard_normal(batches), e)
+            w.append(f"{base}/full_norm", 1.0 / (e + 1), e)
+            w.append(f"{base}/noise_scale", 10.0 * (e + 1), e)
+        for name, v in (("train/lr", 0.1 * 0.1 ** ph), ("train/phase", ph), ("train/loss", 2.0 / (e + 1)),
+                        ("train/acc", 0.1 + 0.1 * e), ("test/loss", 2.1 / (e + 1)), ("test/acc", 0.1 + 0.09 * e)):
+            w.append(name, v, e)
+        if e < commit:
+            w.commit(e)
+    if status == "running":  # a writer that is still going (or was killed): no status change, no close marker
+        w.f.flush()
+        w.f.close()
+    else:
+        w.close(status, "RuntimeError: boom" if status == "failed" else "")
+    return path
+
+
+@pytest.fixture
+def fake_run():
+    return write_fake_run

@@ -1,0 +1,618 @@
+"""``gradlab report``: one self-contained, offline HTML page for one or several runs.
+
+Sections: runs at a glance, the phase summary (which quantile of batches is closest to
+the full gradient, per phase, against chance), distance heatmaps per probe and phase,
+per-layer distances, gradient norms and noise scale, train/test curves, parameter
+statistics (runs with ``/params``), and provenance. Several runs are compared side by
+side: heatmaps in columns, line plots overlaid with one colour per run.
+
+plotly.js is inlined once in ``<head>``; the page fetches nothing. ``png_dir`` also
+writes every figure as a static PNG through kaleido, which drives a local Chromium.
+"""
+from __future__ import annotations
+
+import datetime
+import html
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import plotly.io as pio
+from plotly.colors import qualitative, sample_colorscale
+from plotly.subplots import make_subplots
+
+from . import __version__, plots
+from .analysis import Run, open_run
+from .errors import GradlabError
+from .summary import CONTROL, bin_label, phase_summary
+
+RUN_COLOURS = qualitative.D3
+PROBE_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+CONTROL_COLOUR = "#7f7f7f"
+PLOT_CONFIG = {"displaylogo": False, "responsive": True, "toImageButtonOptions": {"format": "png", "scale": 2}}
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+
+
+class BrowserMissingError(GradlabError):
+    """PNG export needs a Chromium-family browser and none was found."""
+
+
+@dataclass
+class Report:
+    """What ``write_report`` produced."""
+
+    html: Path
+    figures: int
+    pngs: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class _Fig:
+    fig: go.Figure
+    slug: str
+
+
+# ---------------------------------------------------------------------------- helpers
+def run_names(runs: Sequence[Run]) -> list[str]:
+    """Short unique names: the file stem, or parent/stem when stems repeat."""
+    stems = [r.path.stem for r in runs]
+    names = [s if stems.count(s) == 1 else f"{r.path.parent.name}/{s}" for s, r in zip(stems, runs)]
+    return [n if names.count(n) == 1 else f"{n} #{i + 1}" for i, n in enumerate(names)]
+
+
+def _slug(*parts: object) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "_".join(str(p) for p in parts)).strip("-")
+
+
+def _probe_colour(probe: str, all_probes: list[str]) -> str:
+    if probe == CONTROL:
+        return CONTROL_COLOUR
+    metric = [p for p in all_probes if p != CONTROL]
+    return PROBE_COLOURS[metric.index(probe) % len(PROBE_COLOURS)] if probe in metric else PROBE_COLOURS[0]
+
+
+def _e(x: object) -> str:
+    return html.escape(str(x))
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if isinstance(v, (float, np.floating)):
+        if not np.isfinite(v):
+            return "–"
+        return f"{v:.{digits}g}" if abs(v) < 1e5 else f"{v:.{digits}e}"
+    return str(v)
+
+
+def _cell_colour(v: float, lo: float, hi: float) -> tuple[str, str]:
+    """Background and text colour for a relative-D value: light = close (as the heatmaps)."""
+    if not np.isfinite(v):
+        return "#ffffff", "#000000"
+    t = 0.5 if hi <= lo else float(np.clip((v - lo) / (hi - lo), 0, 1))
+    bg = sample_colorscale(plots.COLORSCALE, [0.05 + 0.8 * t])[0]
+    return bg, ("#ffffff" if t > 0.55 else "#08306b")
+
+
+def _all_probes(runs: Sequence[Run]) -> list[str]:
+    seen: list[str] = []
+    for r in runs:
+        seen += [p for p in r.probes if p not in seen]
+    return sorted(seen, key=lambda p: (p == CONTROL, p))
+
+
+# ---------------------------------------------------------------------------- figures
+def summary_profile_figure(summaries: dict[str, pd.DataFrame], bins: int, all_probes: list[str],
+                           measure: str) -> go.Figure | None:
+    """Mean relative D per quantile bin, one panel per phase, one line per (run, probe)."""
+    frames = [df.assign(run=name) for name, df in summaries.items() if len(df)]
+    if not frames:
+        return None
+    df = pd.concat(frames, ignore_index=True)
+    phases = sorted(df.phase.unique())
+    fig = make_subplots(rows=1, cols=len(phases), shared_yaxes=True, horizontal_spacing=0.03,
+                        subplot_titles=[f"phase {p}" for p in phases])
+    dashes = ["solid", "dash", "dot", "dashdot", "longdash"]
+    labels = [bin_label(b, bins) for b in range(bins)]
+    multi = len(summaries) > 1
+    for (run, probe), g in df.groupby(["run", "probe"], sort=False):
+        ri = list(summaries).index(run)
+        for j, ph in enumerate(phases):
+            row = g[g.phase == ph]
+            if not len(row):
+                continue
+            y = [row.iloc[0][f"bin_{b + 1}"] for b in range(bins)]
+            name = f"{run} · {probe}" if multi else probe
+            fig.add_trace(go.Scatter(
+                x=labels, y=y, mode="lines+markers", name=name, legendgroup=name, showlegend=(j == 0),
+                line=dict(color=RUN_COLOURS[ri % len(RUN_COLOURS)] if multi else _probe_colour(probe, all_probes),
+                          dash=dashes[all_probes.index(probe) % len(dashes)] if multi else "solid", width=2),
+                hovertemplate=f"{_e(name)}<br>%{{x}}: relative D %{{y:.3f}}<extra>phase {ph}</extra>",
+            ), row=1, col=j + 1)
+    for run, g in df.groupby("run", sort=False):
+        ri = list(summaries).index(run)
+        name = f"{run} · {CONTROL} (control)" if multi else f"{CONTROL} (control)"
+        for j, ph in enumerate(phases):
+            row = g[g.phase == ph]
+            if not len(row) or "control_bin_1" not in row or not np.isfinite(row.iloc[0]["control_bin_1"]):
+                continue
+            y = [row.iloc[0][f"control_bin_{b + 1}"] for b in range(bins)]
+            fig.add_trace(go.Scatter(
+                x=labels, y=y, mode="lines+markers", name=name, legendgroup=name, showlegend=(j == 0),
+                line=dict(color=RUN_COLOURS[ri % len(RUN_COLOURS)] if multi else CONTROL_COLOUR, dash="dot", width=1.5),
+                marker=dict(symbol="x", size=6),
+                hovertemplate=f"{_e(name)}<br>%{{x}} (by batch number): relative D %{{y:.3f}}<extra>phase {ph}</extra>",
+            ), row=1, col=j + 1)
+    for j in range(len(phases)):
+        fig.add_hline(y=1.0, line=dict(color="#bbbbbb", width=1, dash="dot"), row=1, col=j + 1)
+        fig.update_xaxes(title_text=f"quantile bin of batch score ({labels[0]} = lowest)", row=1, col=j + 1)
+    fig.update_yaxes(title_text=f"mean relative D ({measure}); 1 = phase mean", row=1, col=1)
+    fig.update_layout(template="plotly_white", height=360, margin=dict(t=50, b=60, l=70, r=20),
+                      title=dict(text=f"Relative distance per score quantile ({measure}); lower = closer to ∇<sub>e</sub>"),
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def layer_figure(run: Run, probe: str, measure: str = "l2") -> go.Figure | None:
+    """log10 of the batch-mean per-layer D: layers (network order) x epochs."""
+    if f"probes/{probe}/layer_distance/{measure}" not in run.f or run.epochs_done == 0:
+        return None
+    d = run.f[f"probes/{probe}/layer_distance/{measure}"][: run.epochs_done].mean(axis=1)  # [E, L]
+    lay = run.layers()
+    z = np.log10(np.where(d > 0, d, np.nan)).T  # [L, E]
+    labels = [f"{i}: {n}" for i, n in enumerate(lay.layer)]
+    custom = np.stack([np.broadcast_to(lay.kind.to_numpy()[:, None], z.shape),
+                       np.broadcast_to(lay.numel.to_numpy()[:, None], z.shape).astype(str)], axis=-1)
+    fig = go.Figure(go.Heatmap(
+        z=z, x=np.arange(run.epochs_done), y=labels, colorscale=plots.COLORSCALE, customdata=custom,
+        colorbar=dict(title=dict(text=f"log10 D ({measure})", side="right")),
+        hovertemplate="epoch %{x}<br>%{y}<br>kind %{customdata[0]}, %{customdata[1]} params"
+                      "<br>log10 D %{z:.3f}<extra></extra>",
+    ))
+    for m in run.milestones:
+        if 0 < m < run.epochs_done:
+            fig.add_vline(x=m - 0.5, line=dict(color="#d62728", width=1, dash="dot"))
+    fig.update_layout(template="plotly_white", height=min(900, 140 + 14 * len(labels)),
+                      title=dict(text=f"<b>{_e(probe)}</b> — per-layer D, mean over batches"),
+                      xaxis=dict(title="epoch"), yaxis=dict(title="", autorange="reversed", tickfont=dict(size=10)),
+                      margin=dict(t=50, b=50, l=10, r=10))
+    return fig
+
+
+def norms_figure(runs: Sequence[Run], names: list[str], all_probes: list[str]) -> go.Figure | None:
+    """Full-gradient norm, mean batch-gradient norm and noise scale per epoch, per (run, probe)."""
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.07,
+                        subplot_titles=["‖∇<sub>e</sub>‖ (full gradient)", "mean ‖∇<sub>k</sub>‖ (batches)",
+                                        "gradient noise scale"])
+    multi = len(runs) > 1
+    dashes = ["solid", "dash", "dot", "dashdot"]
+    n = 0
+    for ri, (run, name) in enumerate(zip(runs, names)):
+        for probe in run.probes:
+            if f"probes/{probe}/full_norm" not in run.f or run.epochs_done == 0:
+                continue
+            nm = run.norms(probe).groupby("epoch", as_index=False).agg(full=("full_norm", "first"),
+                                                                      batch=("batch_norm", "mean"))
+            ns = run.noise_scale(probe) if f"probes/{probe}/noise_scale" in run.f else None
+            label = f"{name} · {probe}" if multi else probe
+            line = dict(color=RUN_COLOURS[ri % len(RUN_COLOURS)] if multi else _probe_colour(probe, all_probes),
+                        dash=dashes[all_probes.index(probe) % len(dashes)] if multi else "solid")
+            series = [(nm.epoch, nm.full), (nm.epoch, nm.batch)] + ([(ns.epoch, ns.noise_scale)] if ns is not None else [])
+            for j, (x, y) in enumerate(series):
+                fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=label, legendgroup=label,
+                                         showlegend=(j == 0), line=line, marker=dict(size=5)), row=1, col=j + 1)
+            n += 1
+    if n == 0:
+        return None
+    fig.update_yaxes(type="log", row=1, col=3)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_layout(template="plotly_white", height=340, margin=dict(t=50, b=50, l=60, r=20),
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def curves_figure(runs: Sequence[Run], names: list[str]) -> go.Figure | None:
+    """Train (solid) and test (dashed) loss and accuracy per epoch; one colour per run."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08, subplot_titles=["loss", "accuracy"])
+    n = 0
+    for ri, (run, name) in enumerate(zip(runs, names)):
+        c = run.train_curves()
+        if not len(c):
+            continue
+        colour = RUN_COLOURS[ri % len(RUN_COLOURS)]
+        for j, metric in enumerate(("loss", "acc")):
+            for split, dash in (("train", "solid"), ("test", "dash")):
+                col = f"{split}_{metric}"
+                if col in c:
+                    label = f"{name} · {split}" if len(runs) > 1 else split
+                    fig.add_trace(go.Scatter(x=c.epoch, y=c[col], mode="lines+markers", name=label, legendgroup=label,
+                                             showlegend=(j == 0), line=dict(color=colour, dash=dash),
+                                             marker=dict(size=5)), row=1, col=j + 1)
+                    n += 1
+    if n == 0:
+        return None
+    for m in runs[0].milestones:
+        if 0 < m < max(r.epochs_done for r in runs):
+            fig.add_vline(x=m - 0.5, line=dict(color="#bbbbbb", width=1, dash="dot"))
+    fig.update_xaxes(title_text="epoch")
+    fig.update_layout(template="plotly_white", height=340, margin=dict(t=50, b=50, l=60, r=20),
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def _shared_range(runs: Sequence[Run], phase: int, probes: list[str], measure: str) -> dict[int, tuple[float, float]]:
+    """Per run: one colour range for every probe's heatmap of ``phase``, so probes compare directly."""
+    out = {}
+    for i, run in enumerate(runs):
+        vals = [run.distance_matrix(p, measure)[run.phase_epochs(phase)] for p in probes
+                if p in run.probes and measure in run.measures(p)]
+        vals = [v[np.isfinite(v)] for v in vals if v.size]
+        if vals:
+            allv = np.concatenate(vals)
+            if allv.size:
+                out[i] = (float(allv.min()), float(allv.max()))
+    return out
+
+
+# ---------------------------------------------------------------------------- HTML pieces
+CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;color:#1d2733;background:#f6f8fa}
+main{max-width:1320px;margin:0 auto;padding:1.5em 2em 4em}
+h1{margin:.2em 0 .1em;font-size:1.7em} h2{margin-top:2.2em;border-bottom:2px solid #dbe4ee;padding-bottom:.2em}
+h3{margin:1.4em 0 .4em;font-size:1.1em}
+p.lead{color:#4a5a6a;margin-top:0} .note{color:#4a5a6a;font-size:.93em;max-width:62em}
+nav.toc{background:#fff;border:1px solid #dbe4ee;border-radius:8px;padding:.6em 1.2em;margin:1em 0;display:inline-block}
+nav.toc ol{margin:.3em 0;padding-left:1.3em} nav.toc a{color:#1f5f99;text-decoration:none}
+.card{background:#fff;border:1px solid #dbe4ee;border-radius:8px;padding:.6em .8em;margin:.8em 0}
+.grid{display:grid;gap:.8em;grid-template-columns:repeat(var(--cols),minmax(0,1fr))}
+.grid>.card{margin:0;min-width:0} .runname{font-weight:600;font-size:.95em;margin:.1em 0 .3em}
+table{border-collapse:collapse;background:#fff;font-size:.88em}
+th,td{border:1px solid #dbe4ee;padding:.3em .55em;text-align:left;vertical-align:top}
+th{background:#eef3f8;font-weight:600} td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.bin{text-align:center;font-variant-numeric:tabular-nums;min-width:3.4em} td.best{outline:2px solid #e6550d;outline-offset:-2px;font-weight:700}
+tr.diff td{background:#fff8e6} .swatch{display:inline-block;width:.8em;height:.8em;border-radius:2px;margin-right:.35em;vertical-align:-1px}
+.yes{color:#1a7f37;font-weight:600} .no{color:#6e7781} .tablewrap{overflow-x:auto}
+code{background:#eef3f8;padding:0 .25em;border-radius:3px}
+details>summary{cursor:pointer;color:#1f5f99;margin:.6em 0}
+"""
+
+
+def _fig_html(f: _Fig) -> str:
+    return pio.to_html(f.fig, full_html=False, include_plotlyjs=False, config=PLOT_CONFIG,
+                       div_id=f"fig-{f.slug}", default_height=f"{f.fig.layout.height or 400}px")
+
+
+def _summary_table(summaries: dict[str, pd.DataFrame], runs_colour: dict[str, str], bins: int,
+                   measure: str) -> str:
+    frames = [df.assign(run=name) for name, df in summaries.items() if len(df)]
+    if not frames:
+        return "<p class='note'>No committed epochs with distances yet.</p>"
+    df = pd.concat(frames, ignore_index=True)
+    bcols = [f"bin_{b + 1}" for b in range(bins)]
+    vals = df[bcols].to_numpy(dtype=float)
+    lo, hi = np.nanmin(vals), np.nanmax(vals)
+    multi = len(summaries) > 1
+    head = ["probe", "phase"] + (["run"] if multi else []) + [bin_label(b, bins) for b in range(bins)] + [
+        "closest quantile (scores)", "vs phase mean", "extremes / middle", "chance best", "p",
+        f"<span class='swatch' style='background:{CONTROL_COLOUR}'></span>{CONTROL} control: best / spread", "verdict"]
+    out = ["<div class='tablewrap'><table class='summary'><thead><tr>",
+           "".join(f"<th>{h}</th>" for h in head), "</tr></thead><tbody>"]
+    df = df.sort_values(["probe", "phase"], kind="stable")
+    for _, r in df.iterrows():
+        cells = [f"<td><b>{_e(r.probe)}</b><br><span class='note'>{_e(r.score_label)}</span></td>",
+                 f"<td>{int(r.phase)}<br><span class='note'>epochs {_e(r.epochs)}, lr {r.lr:g}</span></td>"]
+        if multi:
+            cells.append(f"<td><span class='swatch' style='background:{runs_colour[r.run]}'></span>{_e(r.run)}</td>")
+        for b in range(bins):
+            v = float(r[f"bin_{b + 1}"])
+            bg, fg = _cell_colour(v, lo, hi)
+            cls = "bin best" if b + 1 == int(r.best_bin) else "bin"
+            cells.append(f"<td class='{cls}' style='background:{bg};color:{fg}'>{_fmt(v, 3)}</td>")
+        s_lo, s_hi = r.best_scores
+        cells.append(f"<td><b>{_e(r.best_label)}</b><br><span class='note'>scores {_fmt(s_lo)}–{_fmt(s_hi)}</span></td>")
+        cells.append(f"<td class='num'>{-100 * r.gain:+.1f}%</td>")
+        cells.append(f"<td class='num'>{_fmt(r.outer_rel)} / {_fmt(r.middle_rel)}</td>")
+        cells.append(f"<td class='num'>{_fmt(r.chance_best_rel)}</td>")
+        cells.append(f"<td class='num'>{r.p_value:.3f}</td>" if np.isfinite(r.p_value) else "<td>–</td>")
+        ctrl = ("–" if not np.isfinite(r.control_best_rel)
+                else f"{_fmt(r.control_best_rel)} / {_fmt(r.control_spread)}")
+        cells.append(f"<td class='num'>{ctrl}</td>")
+        cls = "yes" if r.verdict == "beats chance" else "no"
+        cells.append(f"<td class='{cls}'>{_e(r.verdict)}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table></div>")
+    return "".join(out)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _runs_table(runs: Sequence[Run], names: list[str], colours: dict[str, str], keys: list[tuple[str, Any]]) -> str:
+    head = "<th></th>" + "".join(f"<th><span class='swatch' style='background:{colours[n]}'></span>{_e(n)}</th>"
+                                 for n in names)
+    rows = []
+    for label, get in keys:
+        vals = [get(r) for r in runs]
+        strs = ["–" if v is None or v == "" else str(v) for v in vals]
+        diff = len(runs) > 1 and len(set(strs)) > 1
+        rows.append(f"<tr class='{'diff' if diff else ''}'><th>{_e(label)}</th>"
+                    + "".join(f"<td>{_e(s)}</td>" for s in strs) + "</tr>")
+    return f"<div class='tablewrap'><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+
+
+def _glance_keys() -> list[tuple[str, Any]]:
+    c = lambda *ks: (lambda r: _dig(r.config, ks))  # noqa: E731
+    return [
+        ("file", lambda r: str(r.path)),
+        ("status", lambda r: r.status + (f" ({r.failure})" if r.failure else "")),
+        ("epochs done / planned", lambda r: f"{r.epochs_done} / {_dig(r.config, ('train', 'epochs'))}"),
+        ("model", lambda r: f"{_dig(r.config, ('model', 'name'))} (norm {_dig(r.config, ('model', 'norm'))})"),
+        ("parameters", lambda r: f"{int(r.layers().numel.sum()):,} in {len(r.layers())} tensors"),
+        ("dataset", lambda r: f"{_dig(r.config, ('data', 'dataset'))}, subset {_dig(r.config, ('data', 'subset'))}"),
+        ("batch size", c("train", "batch_size")),
+        ("lr / milestones / gamma", lambda r: f"{_dig(r.config, ('train', 'lr'))} / "
+                                              f"{_dig(r.config, ('train', 'milestones'))} / {_dig(r.config, ('train', 'gamma'))}"),
+        ("training order", c("track", "order")),
+        ("probes", lambda r: ", ".join(r.probes)),
+        ("final test accuracy", lambda r: (f"{r.train_curves().test_acc.iloc[-1]:.4f}"
+                                           if r.epochs_done and "test/acc" in r.f else None)),
+    ]
+
+
+def _dig(d: dict[str, Any], keys: Sequence[str]) -> Any:
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return None
+        d = d[k]
+    return d
+
+
+# ---------------------------------------------------------------------------- PNG export
+def find_chromium() -> str | None:
+    """Path of a Chromium-family browser: ``BROWSER_PATH`` if set (and executable), else on PATH."""
+    env = os.environ.get("BROWSER_PATH")
+    if env:
+        return env if os.path.isfile(env) and os.access(env, os.X_OK) else None
+    for name in CHROMIUM_NAMES:
+        p = shutil.which(name)
+        if p:
+            return p
+    return None
+
+
+def export_pngs(figs: list[_Fig], out_dir: Path) -> list[Path]:
+    """Write every figure as ``<out_dir>/<NN>_<slug>.png`` with kaleido (one browser for all)."""
+    browser = find_chromium()
+    if browser is None:
+        raise BrowserMissingError(
+            "PNG export needs Chromium and none was found (set BROWSER_PATH or install it: apt-get install chromium)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{i:02d}_{f.slug}.png" for i, f in enumerate(figs)]
+    old = os.environ.get("BROWSER_PATH")
+    os.environ["BROWSER_PATH"] = browser  # kaleido/choreographer use this browser, never a download
+    try:
+        pio.write_images([f.fig for f in figs], paths, format="png",
+                         width=[1200 if f.fig.layout.width is None else f.fig.layout.width for f in figs],
+                         height=[f.fig.layout.height or 450 for f in figs], scale=1.5)
+    except Exception as exc:  # kaleido raises several types (browser start, timeouts)
+        raise BrowserMissingError(f"PNG export with kaleido and {browser} failed: {type(exc).__name__}: "
+                                  f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from exc
+    finally:
+        if old is None:
+            os.environ.pop("BROWSER_PATH", None)
+        else:
+            os.environ["BROWSER_PATH"] = old
+    return paths
+
+
+# ---------------------------------------------------------------------------- the page
+def build_report(runs: Sequence[Run], measure: str = "l2", bins: int = 4, n_perm: int = 2000,
+                 title: str | None = None) -> tuple[str, list[_Fig]]:
+    """The report page as HTML text, plus its figures (for PNG export)."""
+    if not runs:
+        raise GradlabError("gradlab report needs at least one run file")
+    names = run_names(runs)
+    colours = {n: RUN_COLOURS[i % len(RUN_COLOURS)] for i, n in enumerate(names)}
+    probes = _all_probes(runs)
+    multi = len(runs) > 1
+    figs: list[_Fig] = []
+    sections: list[tuple[str, str, str]] = []  # (anchor, title, html)
+
+    def add(fig: go.Figure | None, *slug: object) -> str:
+        if fig is None:
+            return ""
+        f = _Fig(fig, _slug(*slug))
+        figs.append(f)
+        return f"<div class='card'>{_fig_html(f)}</div>"
+
+    def grid(items: list[tuple[str, str]]) -> str:
+        """Cards side by side, one column per run; items are (run name, inner html)."""
+        cells = "".join(f"<div class='card'><div class='runname'><span class='swatch' style='background:"
+                        f"{colours[n]}'></span>{_e(n)}</div>{inner}</div>" for n, inner in items)
+        return f"<div class='grid' style='--cols:{len(items)}'>{cells}</div>"
+
+    def fig_inner(fig: go.Figure | None, *slug: object) -> str:
+        if fig is None:
+            return "<p class='note'>nothing stored</p>"
+        f = _Fig(fig, _slug(*slug))
+        figs.append(f)
+        return _fig_html(f)
+
+    # 1. runs at a glance
+    sections.append(("runs", "Runs at a glance",
+                     "<p class='note'>One column per run. Rows where runs differ are highlighted.</p>"
+                     + _runs_table(runs, names, colours, _glance_keys())))
+
+    # 2. phase summary
+    measures = [m for m in ("l2", "cosine") if any(m in r.measures(p) for r in runs for p in r.probes)]
+    measures += sorted({m for r in runs for p in r.probes for m in r.measures(p)} - set(measures))
+    main_measure = measure if measure in measures else (measures[0] if measures else measure)
+    summaries = {m: {n: phase_summary(r, measure=m, bins=bins, n_perm=n_perm) for n, r in zip(names, runs)}
+                 for m in measures}
+    qname = {4: "quartiles", 10: "deciles", 5: "quintiles"}.get(bins, f"{bins} quantile bins")
+    intro = (
+        f"<p class='note'>The paper's question, per training phase (a span of constant learning rate): "
+        f"<b>which quantile of batches, by metric score, is closest to the full gradient ∇<sub>e</sub>?</b> "
+        f"Each epoch's distances are divided by that epoch's mean over batches (so late epochs, whose D is "
+        f"smaller, weigh the same), averaged over the phase, and grouped into score {qname} "
+        f"({bin_label(0, bins)} = lowest scores). Cells show each bin's mean relative D: 1.00 is an average batch, "
+        f"lower and lighter is closer; the closest bin is outlined. <i>vs phase mean</i> is how much closer the best "
+        f"bin is than an average batch. <i>extremes / middle</i> compares the two outer bins with the rest. "
+        f"<i>chance best</i> is the best-bin value expected when batches are put into bins at random "
+        f"(permutation test, {n_perm} shuffles; <i>p</i> is the share of shuffles whose best bin is as close). "
+        f"The <code>{CONTROL}</code> probe, binned the same way by batch number, shows what no signal looks like: "
+        f"its best bin and the spread between its bins. A metric beats chance when p &lt; 0.05.</p>")
+    body = intro
+    prof = summary_profile_figure(summaries.get(main_measure, {}), bins, probes, main_measure)
+    body += f"<h3>Distance measure: {_e(main_measure)}</h3>" + _summary_table(
+        summaries.get(main_measure, {}), colours, bins, main_measure) + add(prof, "summary_profile", main_measure)
+    for m in measures:
+        if m != main_measure:
+            body += (f"<details><summary>Same table for the {_e(m)} distance</summary>"
+                     + _summary_table(summaries[m], colours, bins, m) + "</details>")
+    sections.append(("summary", "Phase summary: which batches are closest?", body))
+
+    # 3. heatmaps
+    body = (f"<p class='note'>D[e, k] = ‖∇<sub>k</sub> − ∇<sub>e</sub>‖ ({_e(main_measure)}) for every epoch e "
+            "(rows) and batch k (columns, in probe order, labelled by score), at the epoch-start parameters θ<sub>e</sub>. "
+            "Light = close to the full gradient, dark = far, as in the paper. Within one run and phase, all probes "
+            "share one colour range, so the metric and the random control compare directly."
+            + (" Runs are side by side, one column each." if multi else "") + "</p>")
+    nph = max((r.num_phases for r in runs), default=0)
+    for ph in range(nph):
+        ranges = _shared_range(runs, ph, probes, main_measure)
+        for probe in probes:
+            items = []
+            for i, (run, name) in enumerate(zip(runs, names)):
+                if probe not in run.probes or main_measure not in run.measures(probe) or ph >= run.num_phases:
+                    items.append((name, "<p class='note'>not in this run</p>"))
+                    continue
+                fig = plots.heatmap(run, probe, ph, main_measure)
+                if i in ranges:
+                    fig.update_traces(zmin=ranges[i][0], zmax=ranges[i][1])
+                n_ep = len(run.phase_epochs(ph))
+                fig.update_yaxes(tick0=0, dtick=max(1, int(np.ceil(n_ep / 12))))  # whole epochs only
+                items.append((name, fig_inner(fig, "heatmap", name, probe, f"phase{ph}")))
+            body += f"<h3>Phase {ph} — {_e(probe)}</h3>" + (grid(items) if multi else items[0][1].join(
+                ["<div class='card'>", "</div>"]))
+    if nph == 0:
+        body += "<p class='note'>No committed epochs yet.</p>"
+    sections.append(("heatmaps", "Distance heatmaps", body))
+
+    # 4. per-layer distances
+    body = ("<p class='note'>Per-layer distance ‖∇<sub>k,l</sub> − ∇<sub>e,l</sub>‖ for every parameter tensor l "
+            "(network order, top to bottom), averaged over the batches of each epoch, on a log scale. "
+            "It shows which layers carry the batch-to-batch disagreement and how that moves across phases "
+            "(dotted lines: learning-rate milestones).</p>")
+    any_layer = False
+    for probe in probes:
+        items = []
+        for run, name in zip(runs, names):
+            fig = layer_figure(run, probe) if probe in run.probes else None
+            any_layer |= fig is not None
+            items.append((name, fig_inner(fig, "layers", name, probe)))
+        body += f"<h3>{_e(probe)}</h3>" + (grid(items) if multi else f"<div class='card'>{items[0][1]}</div>")
+    if not any_layer:
+        body += "<p class='note'>No per-layer distances stored (track.per_layer = false).</p>"
+    sections.append(("layers", "Per-layer distances", body))
+
+    # 5. norms and noise
+    body = ("<p class='note'>Norm of the full gradient ∇<sub>e</sub>, mean norm of the batch gradients, and the "
+            "gradient noise scale (how large a batch must be before its gradient resembles ∇<sub>e</sub>), per epoch."
+            + (" Colour = run, dash = probe." if multi else "") + "</p>")
+    body += add(norms_figure(runs, names, probes), "norms") or "<p class='note'>nothing stored</p>"
+    sections.append(("norms", "Gradient norms and noise scale", body))
+
+    # 6. curves
+    body = ("<p class='note'>Training loss and accuracy (averaged during each epoch, with augmentation) and test "
+            "loss and accuracy (after each epoch). Solid = train, dashed = test; dotted lines = milestones."
+            + (" Colour = run." if multi else "") + "</p>")
+    body += add(curves_figure(runs, names), "curves") or "<p class='note'>No committed epochs yet.</p>"
+    sections.append(("curves", "Train and test curves", body))
+
+    # 7. parameter statistics (issue #4 provides Run.param_stats and the plot functions)
+    sections.append(("params", "Parameter statistics", _params_section(runs, names, add)))
+
+    # 8. provenance
+    keys: list[tuple[str, Any]] = [("schema", lambda r: r.f.attrs.get("schema", "")),
+                                   ("migrated from", lambda r: r.f.attrs.get("migrated_from", None))]
+    pkeys = sorted({k for r in runs for k in r.provenance})
+    keys += [(k, (lambda k: lambda r: r.provenance.get(k))(k)) for k in pkeys]
+    ckeys = sorted({k for r in runs for k in _flatten(r.config)})
+    keys += [(f"config {k}", (lambda k: lambda r: _flatten(r.config).get(k))(k)) for k in ckeys]
+    sections.append(("provenance", "Provenance and full configuration",
+                     "<p class='note'>Where, when and with what each run was made, and its complete configuration "
+                     "(rows where runs differ are highlighted).</p>" + _runs_table(runs, names, colours, keys)))
+
+    title = title or ("gradlab report — " + ", ".join(names))
+    when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    toc = "".join(f"<li><a href='#{a}'>{_e(t)}</a></li>" for a, t, _ in sections)
+    content = "".join(f"<section id='{a}'><h2>{_e(t)}</h2>{b}</section>" for a, t, b in sections)
+    from plotly.offline import get_plotlyjs
+
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
+            f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{CSS}</style>"
+            f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body><main>"
+            f"<h1>{_e(title)}</h1><p class='lead'>{len(runs)} run(s) · generated {when} by gradlab {__version__}</p>"
+            f"<nav class='toc'><b>Contents</b><ol>{toc}</ol></nav>{content}</main></body></html>")
+    return page, figs
+
+
+def _params_section(runs: Sequence[Run], names: list[str], add: Any) -> str:
+    """Calls issue #4's ``plots.param_stats`` / ``plots.agc_lambda`` for runs that recorded ``/params``."""
+    with_params = [r for r in runs if r.has_params]
+    note = ("<p class='note'>Per-layer parameter mean and variance, and gradient norm, as recorded during training "
+            "(<code>track.param_stats</code>), one line per run, faceted by parameter kind.</p>")
+    if not with_params:
+        return note + "<p class='note'>No run here recorded parameter statistics (no <code>/params</code> group).</p>"
+    param_stats = getattr(plots, "param_stats", None)
+    agc_lambda = getattr(plots, "agc_lambda", None)
+    if param_stats is None:
+        return note + "<p class='note'>This gradlab has no parameter-statistics plots (plots.param_stats).</p>"
+    body = note
+    for stat in ("mean", "var", "grad_norm"):
+        try:
+            body += add(param_stats(with_params, stat=stat), "params", stat)
+        except (KeyError, ValueError) as exc:  # a stat not recorded by these runs
+            body += f"<p class='note'>{_e(stat)}: {_e(exc)}</p>"
+    if agc_lambda is not None:
+        for run, name in zip(runs, names):
+            if run.has_params and (run.layers().kind == "agc.lambda").any():
+                body += add(agc_lambda(run), "agc_lambda", name)
+    return body
+
+
+def write_report(paths: Sequence[str | Path], out: str | Path, png_dir: str | Path | None = None,
+                 measure: str = "l2", bins: int = 4, n_perm: int = 2000, title: str | None = None) -> Report:
+    """Write the HTML report for the run files ``paths``; with ``png_dir`` also PNGs of every figure.
+
+    The HTML is written first; a missing browser for PNGs raises ``BrowserMissingError``
+    after it (with the HTML path in the message), so nothing already produced is lost.
+    """
+    out = Path(out)
+    runs = [open_run(p) for p in paths]
+    try:
+        page, figs = build_report(runs, measure=measure, bins=bins, n_perm=n_perm, title=title)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(page, encoding="utf-8")
+        report = Report(out, len(figs))
+        if png_dir is not None:
+            try:
+                report.pngs = export_pngs(figs, Path(png_dir))
+            except BrowserMissingError as exc:
+                raise BrowserMissingError(f"{exc}; the HTML report was written to {out}") from exc
+        return report
+    finally:
+        for r in runs:
+            r.close()

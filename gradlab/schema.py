@@ -1,0 +1,79 @@
+"""Run-file schema versions: read the current one, migrate older ones on read, refuse newer ones.
+
+The root attribute ``schema`` is ``"gradlab.run/<N>"``. This gradlab writes and reads
+``CURRENT`` (see ``store.SCHEMA``). A file written by an older gradlab is opened through a
+migration registered in ``MIGRATIONS[N]``: a function that copies the old file into an
+in-memory HDF5 file laid out as version ``N + 1`` (the file on disk is never modified).
+Migrations chain, so a ``/0`` file becomes ``/1`` via ``MIGRATIONS[0]``. An older version
+with no migration is refused with a message naming the fix; a newer one asks to upgrade.
+
+To change the layout: bump ``store.SCHEMA``, and register here the function that turns
+the previous version into the new one (with a test on a constructed old file).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Callable
+
+import h5py
+
+from .errors import RunFileError
+
+PREFIX = "gradlab.run/"
+CURRENT = 1  # must match store.SCHEMA
+
+# version N -> function(old file, new in-memory file) writing the layout of version N + 1.
+MIGRATIONS: dict[int, Callable[[h5py.File, h5py.File], None]] = {}
+
+_memory_files = 0
+
+
+def parse(schema: str) -> int | None:
+    """The version number of a schema string, or None when it is not a gradlab run schema."""
+    m = re.fullmatch(re.escape(PREFIX) + r"(\d+)", schema.strip())
+    return int(m.group(1)) if m else None
+
+
+def _in_memory(path: Path) -> h5py.File:
+    global _memory_files
+    _memory_files += 1
+    return h5py.File(f"{path.name}.migrated.{_memory_files}", "w", driver="core", backing_store=False)
+
+
+def resolve(path: Path, f: h5py.File, schema: str) -> h5py.File:
+    """Return a file in the current layout for ``f`` (opened read-only), or raise RunFileError.
+
+    Closes ``f`` when it returns another file or raises.
+    """
+    version = parse(schema)
+    if version == CURRENT:
+        return f
+    if version is None:
+        f.close()
+        raise RunFileError(f"{path} has an unknown schema {schema!r}; pass a file written by gradlab run")
+    if version > CURRENT:
+        f.close()
+        raise RunFileError(f"{path} was written with schema {schema}, newer than this gradlab reads "
+                           f"({PREFIX}{CURRENT}): upgrade gradlab to open it")
+    chain = list(range(version, CURRENT))
+    missing = [v for v in chain if v not in MIGRATIONS]
+    if missing:
+        f.close()
+        raise RunFileError(f"{path} was written with schema {schema}, which this gradlab ({PREFIX}{CURRENT}) "
+                           f"no longer reads (no migration from {PREFIX}{missing[0]}); open it with the gradlab "
+                           f"version that wrote it (see its gradlab_version attribute) or re-run the study")
+    src = f
+    try:
+        for v in chain:
+            dst = _in_memory(path)
+            MIGRATIONS[v](src, dst)
+            dst.attrs["schema"] = f"{PREFIX}{v + 1}"
+            dst.attrs["migrated_from"] = schema
+            src.close()
+            src = dst
+    except Exception as exc:
+        src.close()
+        raise RunFileError(f"{path}: migrating schema {schema} to {PREFIX}{CURRENT} failed ({exc}); "
+                           f"re-run the study with this gradlab") from exc
+    return src
