@@ -137,8 +137,11 @@ RENDER_STATE = """(() => {
 })()"""
 
 
-def load_page(path: Path, timeout: float = 60) -> dict[str, Any]:
-    """Load ``path`` in headless Chromium; return JS errors, external requests and plot state."""
+def load_page(path: Path, timeout: float = 30, load_timeout: float = 90) -> dict[str, Any]:
+    """Load ``path`` in headless Chromium; return JS errors, external requests and plot state.
+
+    Waits up to ``load_timeout`` s for the load event, then up to ``timeout`` s for every plot to render.
+    """
     exe = chromium_path()
     if exe is None:
         raise FileNotFoundError("chromium")
@@ -149,7 +152,7 @@ def load_page(path: Path, timeout: float = 60) -> dict[str, Any]:
         for domain in ("Runtime", "Log", "Network", "Page"):
             b.send(f"{domain}.enable", session=session)
         b.send("Page.navigate", {"url": Path(path).resolve().as_uri()}, session=session)
-        b.wait_event("Page.loadEventFired", timeout=timeout)
+        b.wait_event("Page.loadEventFired", timeout=load_timeout)
         state: dict[str, Any] = {}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
