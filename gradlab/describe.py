@@ -22,11 +22,11 @@ def describe(path: str | Path) -> str:
 def _describe(run: Run) -> str:
     out: list[str] = []
     planned = run.config.get("train", {}).get("epochs", "?")
-    out.append(f"{run.path}")
-    status = run.status + (f" — failure: {run.failure}" if run.failure else "")
-    out.append(f"  status       {status}")
-    out.append(f"  epochs done  {run.epochs_done} of {planned} planned"
-               + (f" ({run.num_phases} phase(s), milestones {run.milestones})" if run.epochs_done else ""))
+    out.append(f"{run.path}: status {run.status}, {run.epochs_done} of {planned} epoch(s) committed")
+    if run.failure:
+        out.append(f"  failure      {run.failure}")
+    if run.epochs_done:
+        out.append(f"  phases       {run.num_phases} so far (milestones {run.milestones})")
     out.append(f"  schema       {run.f.attrs.get('schema', '?')}"
                + (f" (migrated from {run.f.attrs['migrated_from']})" if "migrated_from" in run.f.attrs else ""))
     m, d, t = (run.config.get(k, {}) for k in ("model", "data", "train"))

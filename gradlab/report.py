@@ -281,6 +281,37 @@ details>summary{cursor:pointer;color:#1f5f99;margin:.6em 0}
 """
 
 
+def _tidy(fig: go.Figure, narrow: bool) -> go.Figure:
+    """Title below the mode bar (it sits top right), smaller in side-by-side columns."""
+    top = (fig.layout.margin.t or 60) if fig.layout.margin else 60
+    fig.update_layout(title=dict(yref="container", y=1, yanchor="top", pad=dict(t=30),
+                                 font=dict(size=13 if narrow else 16)),
+                      margin=dict(t=max(top, 78)), height=(fig.layout.height or 400) + max(0, 78 - top))
+    return fig
+
+
+def with_relative_toggle(fig: go.Figure) -> go.Figure:
+    """Add a button switching a D heatmap between D and D / (that epoch's mean over batches).
+
+    Per-epoch scaling removes the shrinking of D over training, so the pattern across
+    batches within each epoch (the paper's question) is visible in every row.
+    """
+    tr = fig.data[0]
+    z = np.asarray(tr.z, dtype=float)
+    if z.ndim != 2 or z.size == 0:
+        return fig
+    rel = z / z.mean(axis=1, keepdims=True)
+    fig.add_trace(go.Heatmap(z=rel, x=tr.x, y=tr.y, customdata=tr.customdata, colorscale=tr.colorscale,
+                             visible=False, colorbar=dict(title=dict(text="D / epoch mean", side="right")),
+                             hovertemplate=tr.hovertemplate.replace("D %{z:.4g}", "D / epoch mean %{z:.3f}")))
+    fig.update_layout(updatemenus=[dict(
+        type="buttons", direction="right", x=1, xanchor="right", y=1, yanchor="bottom",
+        pad=dict(b=4), showactive=True, font=dict(size=11), bgcolor="#eef3f8",
+        buttons=[dict(label="D", method="restyle", args=[{"visible": [True, False]}]),
+                 dict(label="D / epoch mean", method="restyle", args=[{"visible": [False, True]}])])])
+    return fig
+
+
 def _fig_html(f: _Fig) -> str:
     return pio.to_html(f.fig, full_html=False, include_plotlyjs=False, config=PLOT_CONFIG,
                        div_id=f"fig-{f.slug}", default_height=f"{f.fig.layout.height or 400}px")
@@ -432,7 +463,7 @@ def build_report(runs: Sequence[Run], measure: str = "l2", bins: int = 4, n_perm
     def add(fig: go.Figure | None, *slug: object) -> str:
         if fig is None:
             return ""
-        f = _Fig(fig, _slug(*slug))
+        f = _Fig(_tidy(fig, narrow=False), _slug(*slug))
         figs.append(f)
         return f"<div class='card'>{_fig_html(f)}</div>"
 
@@ -445,7 +476,7 @@ def build_report(runs: Sequence[Run], measure: str = "l2", bins: int = 4, n_perm
     def fig_inner(fig: go.Figure | None, *slug: object) -> str:
         if fig is None:
             return "<p class='note'>nothing stored</p>"
-        f = _Fig(fig, _slug(*slug))
+        f = _Fig(_tidy(fig, narrow=multi), _slug(*slug))
         figs.append(f)
         return _fig_html(f)
 
@@ -503,6 +534,9 @@ def build_report(runs: Sequence[Run], measure: str = "l2", bins: int = 4, n_perm
                     fig.update_traces(zmin=ranges[i][0], zmax=ranges[i][1])
                 n_ep = len(run.phase_epochs(ph))
                 fig.update_yaxes(tick0=0, dtick=max(1, int(np.ceil(n_ep / 12))))  # whole epochs only
+                if multi:
+                    fig.update_xaxes(title_text=f"batch, by {run.score_label(probe)}", title_font_size=11)
+                with_relative_toggle(fig)
                 items.append((name, fig_inner(fig, "heatmap", name, probe, f"phase{ph}")))
             body += f"<h3>Phase {ph} — {_e(probe)}</h3>" + (grid(items) if multi else items[0][1].join(
                 ["<div class='card'>", "</div>"]))
@@ -536,7 +570,7 @@ def build_report(runs: Sequence[Run], measure: str = "l2", bins: int = 4, n_perm
 
     # 6. curves
     body = ("<p class='note'>Training loss and accuracy (averaged during each epoch, with augmentation) and test "
-            "loss and accuracy (after each epoch). Solid = train, dashed = test; dotted lines = milestones."
+            "loss and accuracy (after each epoch). Solid = train, dashed = test; dotted lines = milestones" + (" of the first run." if multi else ".")
             + (" Colour = run." if multi else "") + "</p>")
     body += add(curves_figure(runs, names), "curves") or "<p class='note'>No committed epochs yet.</p>"
     sections.append(("curves", "Train and test curves", body))

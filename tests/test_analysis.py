@@ -122,8 +122,8 @@ def test_inspect_shows_status_failure_shapes_config(tmp_path, fake_run, capsys):
     path = fake_run(tmp_path / "failed.h5", epochs=3, status="failed", batches=8)
     assert main(["inspect", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "status       failed — failure: RuntimeError: boom" in out
-    assert "epochs done  3 of 3 planned" in out
+    assert "failed.h5: status failed, 3 of 3 epoch(s) committed" in out
+    assert "failure      RuntimeError: boom" in out
     assert "intensity: 8 batches of 8" in out and "random: 8 batches of 8, batch number" in out
     assert "probes/intensity/distance/l2" in out and "[3, 8]" in out and "[3, 8, 3]" in out
     assert "[train] batch_size = 8" in out and "gradlab_version" in out
