@@ -163,15 +163,13 @@ def layer_figure(run: Run, probe: str, measure: str = "l2") -> go.Figure | None:
         return None
     d = run.f[f"probes/{probe}/layer_distance/{measure}"][: run.epochs_done].mean(axis=1)  # [E, L]
     lay = run.layers()
-    z = np.log10(np.where(d > 0, d, np.nan)).T  # [L, E]
+    z = np.log10(np.where(d > 0, d, np.nan)).T.astype(np.float32)  # [L, E]; float32 halves the page
     labels = [f"{i}: {n}" for i, n in enumerate(lay.layer)]
-    custom = np.stack([np.broadcast_to(lay.kind.to_numpy()[:, None], z.shape),
-                       np.broadcast_to(lay.numel.to_numpy()[:, None], z.shape).astype(str)], axis=-1)
+    numel = np.broadcast_to(lay.numel.to_numpy(dtype=np.float32)[:, None], z.shape)  # numeric: stays compact
     fig = go.Figure(go.Heatmap(
-        z=z, x=np.arange(run.epochs_done), y=labels, colorscale=plots.COLORSCALE, customdata=custom,
+        z=z, x=np.arange(run.epochs_done), y=labels, colorscale=plots.COLORSCALE, customdata=numel,
         colorbar=dict(title=dict(text=f"log10 D ({measure})", side="right")),
-        hovertemplate="epoch %{x}<br>%{y}<br>kind %{customdata[0]}, %{customdata[1]} params"
-                      "<br>log10 D %{z:.3f}<extra></extra>",
+        hovertemplate="epoch %{x}<br>%{y}<br>%{customdata:,} params<br>log10 D %{z:.3f}<extra></extra>",
     ))
     for m in run.milestones:
         if 0 < m < run.epochs_done:
@@ -272,7 +270,7 @@ nav.toc ol{margin:.3em 0;padding-left:1.3em} nav.toc a{color:#1f5f99;text-decora
 .grid>.card{margin:0;min-width:0} .runname{font-weight:600;font-size:.95em;margin:.1em 0 .3em}
 table{border-collapse:collapse;background:#fff;font-size:.88em}
 th,td{border:1px solid #dbe4ee;padding:.3em .55em;text-align:left;vertical-align:top}
-th{background:#eef3f8;font-weight:600} td.num{text-align:right;font-variant-numeric:tabular-nums}
+th{background:#eef3f8;font-weight:600} td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap} td.run{white-space:nowrap}
 td.bin{text-align:center;font-variant-numeric:tabular-nums;min-width:3.4em} td.best{outline:2px solid #e6550d;outline-offset:-2px;font-weight:700}
 tr.diff td{background:#fff8e6} .swatch{display:inline-block;width:.8em;height:.8em;border-radius:2px;margin-right:.35em;vertical-align:-1px}
 .yes{color:#1a7f37;font-weight:600} .no{color:#6e7781} .tablewrap{overflow-x:auto}
@@ -300,8 +298,10 @@ def with_relative_toggle(fig: go.Figure) -> go.Figure:
     z = np.asarray(tr.z, dtype=float)
     if z.ndim != 2 or z.size == 0:
         return fig
-    rel = z / z.mean(axis=1, keepdims=True)
-    fig.add_trace(go.Heatmap(z=rel, x=tr.x, y=tr.y, customdata=tr.customdata, colorscale=tr.colorscale,
+    rel = (z / z.mean(axis=1, keepdims=True)).astype(np.float32)
+    custom = None if tr.customdata is None else np.asarray(tr.customdata, dtype=np.float32)
+    tr.update(z=z.astype(np.float32), customdata=custom)  # float32 halves the page size
+    fig.add_trace(go.Heatmap(z=rel, x=tr.x, y=tr.y, customdata=custom, colorscale=tr.colorscale,
                              visible=False, colorbar=dict(title=dict(text="D / epoch mean", side="right")),
                              hovertemplate=tr.hovertemplate.replace("D %{z:.4g}", "D / epoch mean %{z:.3f}")))
     fig.update_layout(updatemenus=[dict(
@@ -329,7 +329,8 @@ def _summary_table(summaries: dict[str, pd.DataFrame], runs_colour: dict[str, st
     multi = len(summaries) > 1
     head = ["probe", "phase"] + (["run"] if multi else []) + [bin_label(b, bins) for b in range(bins)] + [
         "closest quantile (scores)", "vs phase mean", "extremes / middle", "chance best", "p",
-        f"<span class='swatch' style='background:{CONTROL_COLOUR}'></span>{CONTROL} control: best / spread", "verdict"]
+        f"<span class='swatch' style='background:{CONTROL_COLOUR}'></span>{CONTROL} control: best / spread",
+        "gain ÷ control spread", "verdict"]
     out = ["<div class='tablewrap'><table class='summary'><thead><tr>",
            "".join(f"<th>{h}</th>" for h in head), "</tr></thead><tbody>"]
     df = df.sort_values(["probe", "phase"], kind="stable")
@@ -337,21 +338,23 @@ def _summary_table(summaries: dict[str, pd.DataFrame], runs_colour: dict[str, st
         cells = [f"<td><b>{_e(r.probe)}</b><br><span class='note'>{_e(r.score_label)}</span></td>",
                  f"<td>{int(r.phase)}<br><span class='note'>epochs {_e(r.epochs)}, lr {r.lr:g}</span></td>"]
         if multi:
-            cells.append(f"<td><span class='swatch' style='background:{runs_colour[r.run]}'></span>{_e(r.run)}</td>")
+            cells.append(f"<td class='run'><span class='swatch' style='background:{runs_colour[r.run]}'></span>{_e(r.run)}</td>")
         for b in range(bins):
             v = float(r[f"bin_{b + 1}"])
             bg, fg = _cell_colour(v, lo, hi)
             cls = "bin best" if b + 1 == int(r.best_bin) else "bin"
-            cells.append(f"<td class='{cls}' style='background:{bg};color:{fg}'>{_fmt(v, 3)}</td>")
+            cells.append(f"<td class='{cls}' style='background:{bg};color:{fg}'>{v:.3f}</td>")
         s_lo, s_hi = r.best_scores
         cells.append(f"<td><b>{_e(r.best_label)}</b><br><span class='note'>scores {_fmt(s_lo)}–{_fmt(s_hi)}</span></td>")
         cells.append(f"<td class='num'>{-100 * r.gain:+.1f}%</td>")
-        cells.append(f"<td class='num'>{_fmt(r.outer_rel)} / {_fmt(r.middle_rel)}</td>")
-        cells.append(f"<td class='num'>{_fmt(r.chance_best_rel)}</td>")
+        cells.append(f"<td class='num'>{r.outer_rel:.3f} / {r.middle_rel:.3f}</td>")
+        cells.append(f"<td class='num'>{r.chance_best_rel:.3f}</td>")
         cells.append(f"<td class='num'>{r.p_value:.3f}</td>" if np.isfinite(r.p_value) else "<td>–</td>")
         ctrl = ("–" if not np.isfinite(r.control_best_rel)
-                else f"{_fmt(r.control_best_rel)} / {_fmt(r.control_spread)}")
+                else f"{r.control_best_rel:.3f} / {r.control_spread:.3f}")
         cells.append(f"<td class='num'>{ctrl}</td>")
+        ratio = r.gain / r.control_spread if np.isfinite(r.control_spread) and r.control_spread > 0 else np.nan
+        cells.append(f"<td class='num'>{ratio:.2f}</td>" if np.isfinite(ratio) else "<td>–</td>")
         cls = "yes" if r.verdict == "beats chance" else "no"
         cells.append(f"<td class='{cls}'>{_e(r.verdict)}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
@@ -503,7 +506,10 @@ def build_report(runs: Sequence[Run], measure: str = "l2", bins: int = 4, n_perm
         f"<i>chance best</i> is the best-bin value expected when batches are put into bins at random "
         f"(permutation test, {n_perm} shuffles; <i>p</i> is the share of shuffles whose best bin is as close). "
         f"The <code>{CONTROL}</code> probe, binned the same way by batch number, shows what no signal looks like: "
-        f"its best bin and the spread between its bins. A metric beats chance when p &lt; 0.05.</p>")
+        f"its best bin and the spread between its bins; <i>gain ÷ control spread</i> above 1 means the metric's best bin "
+        f"is further below the phase mean than the random control's bins spread. A metric beats chance when "
+        f"p &lt; 0.05; with many probes and phases about one row in twenty does so by luck alone, so look for "
+        f"effects that repeat across phases, measures or runs.</p>")
     body = intro
     prof = summary_profile_figure(summaries.get(main_measure, {}), bins, probes, main_measure)
     body += f"<h3>Distance measure: {_e(main_measure)}</h3>" + _summary_table(
