@@ -524,7 +524,10 @@ def build_report(runs: Sequence[Run], measure: str = "l2", bins: int = 4, n_perm
     body = (f"<p class='note'>D[e, k] = ‖∇<sub>k</sub> − ∇<sub>e</sub>‖ ({_e(main_measure)}) for every epoch e "
             "(rows) and batch k (columns, in probe order, labelled by score), at the epoch-start parameters θ<sub>e</sub>. "
             "Light = close to the full gradient, dark = far, as in the paper. Within one run and phase, all probes "
-            "share one colour range, so the metric and the random control compare directly."
+            "share one colour range, so the metric and the random control compare directly. D shrinks as training "
+            "converges, so early epochs dominate the colours: the <i>D / epoch mean</i> button above each heatmap "
+            "divides every row by its mean over batches and shows the pattern across batches within each epoch "
+            "(the quantity the phase summary averages)."
             + (" Runs are side by side, one column each." if multi else "") + "</p>")
     nph = max((r.num_phases for r in runs), default=0)
     for ph in range(nph):

@@ -108,3 +108,14 @@ def test_param_stats_section_calls_issue4_plots(tmp_path, fake_run, monkeypatch)
     assert calls == [(1, "mean"), (1, "var"), (1, "grad_norm")]
     page = out.read_text(encoding="utf-8")
     assert 'id="fig-params_mean"' in page and 'id="fig-params_grad_norm"' in page
+
+
+def test_report_of_a_run_with_no_committed_epoch(tmp_path, fake_run, capsys):
+    """A run that has just started (epochs_done = 0) still gets a page, saying there is nothing yet."""
+    path = fake_run(tmp_path / "new.h5", epochs=3, commit=0, extra_rows=1, status="running")
+    out = tmp_path / "r.html"
+    assert main(["report", str(path), "--out", str(out)]) == 0
+    page = out.read_text(encoding="utf-8")
+    assert "No committed epochs" in page and "0 / 3" in page and 'class="plotly-graph-div"' not in page
+    assert main(["report", str(tmp_path / "missing.h5"), "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
