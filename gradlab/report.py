@@ -535,8 +535,12 @@ def build_report(runs: Sequence[Run], measure: str = "l2", bins: int = 4, n_perm
         for probe in probes:
             items = []
             for i, (run, name) in enumerate(zip(runs, names)):
-                if probe not in run.probes or main_measure not in run.measures(probe) or ph >= run.num_phases:
-                    items.append((name, "<p class='note'>not in this run</p>"))
+                if probe not in run.probes or ph >= run.num_phases:
+                    items.append((name, f"<p class='note'>no {_e(probe)} probe or phase {ph} in this run</p>"))
+                    continue
+                if main_measure not in run.measures(probe):
+                    items.append((name, f"<p class='note'>no {_e(main_measure)} distances in this run (it stores "
+                                        f"{_e(', '.join(run.measures(probe)) or 'none')}; choose with --measure)</p>"))
                     continue
                 fig = plots.heatmap(run, probe, ph, main_measure)
                 if i in ranges:
