@@ -67,9 +67,14 @@ def test_browser_check_catches_errors_and_unrendered_plots(tmp_path):
     assert state["rendered"] == ["good"] and state["missing"] == ["empty"]
 
 
-def test_png_without_browser_writes_html_and_says_so(tmp_path, fake_run, monkeypatch, capsys):
+@pytest.mark.parametrize("how", ["BROWSER_PATH points nowhere", "nothing on PATH"])
+def test_png_without_browser_writes_html_and_says_so(tmp_path, fake_run, monkeypatch, capsys, how):
     a, _ = _runs(tmp_path, fake_run)
-    monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-chromium-here"))
+    if how == "nothing on PATH":
+        monkeypatch.delenv("BROWSER_PATH", raising=False)
+        monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    else:
+        monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "no-chromium-here"))
     out, png = tmp_path / "r.html", tmp_path / "png"
     assert main(["report", str(a), "--out", str(out), "--png", str(png), "--perm", "50"]) == 2
     err = capsys.readouterr().err.strip()
