@@ -98,8 +98,8 @@ def param_stats(runs: Run | Sequence[Run], stat: str = "mean", kinds: Sequence[s
     if by not in ("layer", "kind"):
         raise ValueError(f'by must be "layer", "kind" or "auto", got {by!r}')
 
-    fig = make_subplots(rows=len(kinds_), cols=1, shared_xaxes=x != "layer", vertical_spacing=min(0.08, 0.3 / max(len(kinds_), 1)),
-                        subplot_titles=[f"{k}" for k in kinds_])
+    fig = make_subplots(rows=len(kinds_), cols=1, shared_xaxes=x != "layer",
+                        vertical_spacing=min(0.08, 0.3 / max(len(kinds_), 1)), subplot_titles=list(kinds_))
     for ri, (run, label, df) in enumerate(zip(runs_, labels, frames)):
         color, dash = COLORS[ri % len(COLORS)], DASHES[ri % len(DASHES)]
         shown = False

@@ -170,8 +170,9 @@ class Runner:
         stats.record_init()
         if stats.enabled:
             writer.f["params"].attrs["schedule"] = cfg.track.param_stats
-            writer.f["params"].attrs["grad_norm"] = ("L2 norm per tensor of the raw minibatch gradient consumed by "
-                                                     "optimizer step `step` (before weight decay/momentum); NaN at step 0")
+            writer.f["params"].attrs["grad_norm"] = ("L2 norm per tensor of the raw minibatch gradient consumed "
+                                                     "by optimizer step `step` (before weight decay and momentum); "
+                                                     "NaN at step 0")
             writer.f["params"].attrs["var"] = "population variance (ddof=0) of the tensor's elements"
         segmentation = is_segmentation(s.test)
         for o in s.probes:

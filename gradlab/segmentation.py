@@ -197,14 +197,17 @@ def load_folder(root: str | Path, train: bool, tile: int, limit: int = 0) -> "Im
             img = np.asarray(Image.open(f).convert("RGB"))
             mask = _read_mask(mpath)
         except (UnidentifiedImageError, OSError) as exc:
-            raise DatasetError(f"segfolder: cannot read {f.name} or its mask ({exc}); remove or replace the file") from None
+            raise DatasetError(f"segfolder: cannot read {f.name} or its mask ({exc}); "
+                               f"remove or replace the file") from None
         if mask.shape != img.shape[:2]:
             raise DatasetError(f"segfolder: mask {mpath} is {mask.shape[1]}x{mask.shape[0]} but image {f} is "
                                f"{img.shape[1]}x{img.shape[0]}; they must be the same size")
         th, tw = img.shape[0] // tile, img.shape[1] // tile
         if th == 0 or tw == 0:
-            raise DatasetError(f"segfolder: image {f} ({img.shape[1]}x{img.shape[0]}) is smaller than data.tile = {tile}")
-        it = img[: th * tile, : tw * tile].reshape(th, tile, tw, tile, 3).transpose(0, 2, 4, 1, 3).reshape(-1, 3, tile, tile)
+            raise DatasetError(f"segfolder: image {f} ({img.shape[1]}x{img.shape[0]}) is smaller than "
+                               f"data.tile = {tile}")
+        it = img[: th * tile, : tw * tile].reshape(th, tile, tw, tile, 3)
+        it = it.transpose(0, 2, 4, 1, 3).reshape(-1, 3, tile, tile)  # row-major tiles, channels first
         mt = mask[: th * tile, : tw * tile].reshape(th, tile, tw, tile).transpose(0, 2, 1, 3).reshape(-1, tile, tile)
         keep = (it == 255).all(axis=1).mean(axis=(1, 2)) <= 0.5
         images.append(it[keep])

@@ -23,7 +23,8 @@ def _random_agc(c: int, seed: int = 0) -> AGC:
 
 def test_agc_init_is_mean_subtraction():
     m = AGC(4)
-    assert torch.equal(m.lam, torch.ones(4)) and torch.equal(m.gamma, torch.ones(4)) and torch.equal(m.beta, torch.zeros(4))
+    assert torch.equal(m.lam, torch.ones(4)) and torch.equal(m.gamma, torch.ones(4))
+    assert torch.equal(m.beta, torch.zeros(4))
     x = torch.randn(3, 4, 5, 6)
     torch.testing.assert_close(m(x), x - x.mean(dim=(2, 3), keepdim=True))
 

@@ -22,8 +22,9 @@ Architecture (base width w = ``model.width``; level i has ``w·2^i`` channels):
   bit-identical to the plain residual U-Net.
 
 The text of the paper does not carry Fig. 2's channel table; the widths above are ours.
-At w = 32 the model has 2.34M parameters (the paper reports 5.11M), w = 16 has 0.59M, w = 8 0.15M. Norm layers use
-PyTorch's initialisation (weight 1, bias 0), the setting of the paper's Table II / Fig. 7.
+At w = 32 the model has 2.34M parameters (the paper reports 5.11M), w = 16 has 0.59M and
+w = 8 0.15M. Norm layers use PyTorch's initialisation (weight 1, bias 0), the setting of
+the paper's Table II / Fig. 7.
 Input height and width must be multiples of 16.
 """
 from __future__ import annotations
