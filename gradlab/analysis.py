@@ -194,10 +194,55 @@ class Run:
     def train_curves(self) -> pd.DataFrame:
         """Per epoch: lr, phase, train loss/acc (during the epoch) and test loss/acc (after it)."""
         cols = {"epoch": np.arange(self.epochs_done)}
-        for name in ("train/lr", "train/phase", "train/loss", "train/acc", "test/loss", "test/acc"):
+        for name in ("train/lr", "train/phase", "train/loss", "train/acc", "test/loss", "test/acc", "test/miou",
+                     "test/mean_acc"):
             if name in self.f:
                 cols[name.replace("/", "_")] = self._rows(name)
         return pd.DataFrame(cols)
+
+
+    # ------------------------------------------------------------------ parameter statistics (#4)
+    PARAM_STATS = ("mean", "var", "grad_norm")
+
+    @property
+    def has_param_stats(self) -> bool:
+        return "params/step" in self.f
+
+    def param_stats(self, stats: tuple[str, ...] | list[str] | None = None) -> pd.DataFrame:
+        """Tidy per-tensor statistics (``gradlab.paramstats``): one row per (recording, layer,
+        stat) with columns step, epoch (float: epochs completed), layer, kind, depth (the
+        layer's index in ``/layers``, i.e. forward order), stat (mean | var | grad_norm), value.
+
+        Only recordings of committed epochs (``epoch <= epochs_done``) are returned; a run
+        without ``/params`` gives an empty frame with these columns.
+        """
+        cols = ["step", "epoch", "layer", "kind", "depth", "stat", "value"]
+        stats = list(stats or self.PARAM_STATS)
+        bad = [s for s in stats if s not in self.PARAM_STATS]
+        if bad:
+            raise KeyError(f"unknown parameter statistic(s) {bad}; choose from {list(self.PARAM_STATS)}")
+        if not self.has_param_stats:
+            return pd.DataFrame({c: [] for c in cols})
+        g = self.f["params"]
+        epoch = g["epoch"][()]
+        keep = np.flatnonzero(epoch <= self.epochs_done + 1e-9)
+        layers = self.layers()
+        n_s, n_l = len(keep), len(layers)
+        frames = []
+        for s in stats:
+            if s not in g:
+                continue
+            values = g[s][()][keep] if n_s else np.zeros((0, n_l))
+            frames.append(pd.DataFrame({
+                "step": np.repeat(g["step"][()][keep], n_l),
+                "epoch": np.repeat(epoch[keep], n_l),
+                "layer": np.tile(layers.layer.to_numpy(), n_s),
+                "kind": np.tile(layers.kind.to_numpy(), n_s),
+                "depth": np.tile(np.arange(n_l), n_s),
+                "stat": s,
+                "value": values.reshape(-1).astype(np.float64),
+            }))
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({c: [] for c in cols})
 
 
 def open_run(path: str | Path) -> Run:

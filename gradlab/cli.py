@@ -18,8 +18,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
     overrides = list(args.set or [])
     if args.out:
         overrides.append(f"output.path={Path(args.out).as_posix()!r}".replace("'", '"'))
+    if args.variant:
+        return _run_variants(args, overrides)
     cfg = load_config(args.study, overrides)
     run_study(cfg, overwrite=args.overwrite, progress=not args.quiet)
+    return 0
+
+
+def _run_variants(args: argparse.Namespace, overrides: list[str]) -> int:
+    from .errors import GradlabError
+    from .runner import run_study
+    from .variants import variant_configs
+
+    configs = variant_configs(args.study, args.variant, overrides)
+    for name, cfg in configs:  # check every output before the first run
+        if Path(cfg.output.path).exists() and not args.overwrite:
+            raise GradlabError(f"{cfg.output.path} (variant {name}) already exists; pass --overwrite to replace it")
+    for i, (name, cfg) in enumerate(configs, 1):
+        print(f"variant {name} ({i}/{len(configs)}) -> {cfg.output.path}")
+        run_study(cfg, overwrite=args.overwrite, progress=not args.quiet)
     return 0
 
 
@@ -48,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="run file path (overrides output.path)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing run file")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--variant", action="append", metavar="NAME",
+                   help="run variant NAME of the study's [variants] table (repeatable; 'all' = every variant); "
+                        "output goes to <output stem>-NAME.h5")
     r.set_defaults(func=_cmd_run)
     i = sub.add_parser("inspect", help="print a summary of a run file")
     i.add_argument("run", help="run file (.h5)")

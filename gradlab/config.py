@@ -19,21 +19,23 @@ from .errors import ConfigError
 
 @dataclass
 class DataConfig:
-    dataset: Literal["cifar10", "synthetic", "cifar10-sample"] = "synthetic"
+    dataset: Literal["cifar10", "synthetic", "cifar10-sample", "buildings", "segfolder"] = "synthetic"
     root: str = "data"  # CIFAR-10 lives in <root>/cifar-10-batches-py
     subset: int = 0  # training images used, first N of the set; 0 = all
     test_subset: int = 0  # test images evaluated each epoch; 0 = all
     augment: bool = True  # train-time random crop (pad 4) + horizontal flip; probes never augment
     download: bool = True  # let torchvision try the real CIFAR-10 download when missing
+    tile: int = 64  # segmentation sets (buildings, segfolder): tile side in pixels, a multiple of 16
 
 
 @dataclass
 class ModelConfig:
-    name: str = "smallcnn"  # dpn92 | dpn26 | resnet18 | smallcnn (see gradlab.models.MODELS)
-    norm: str = "bn"  # bn | none (see gradlab.models.norm.NORMS)
-    series_weight: float = 1.0  # weight mechanism alpha on series-connection concat input
-    parallel_weight: float = 1.0  # beta on the parallel position
-    num_classes: int = 10
+    name: str = "smallcnn"  # dpn92 | dpn26 | resnet18 | smallcnn | resunet (see gradlab.models.MODELS)
+    norm: str = "bn"  # bn | agc | none (see gradlab.models.norm.NORMS)
+    series_weight: float = 1.0  # weight mechanism alpha on series-connection concat input (dpn*, resunet)
+    parallel_weight: float = 1.0  # beta on the parallel position (dpn*, resunet); see the model docstrings
+    num_classes: int = 10  # classes (segmentation: pixel classes, 2 for building / background)
+    width: int = 32  # resunet base channels (level i has width * 2^i); other models have fixed widths
 
 
 @dataclass
@@ -59,6 +61,9 @@ class TrackConfig:
     measures: list[str] = field(default_factory=lambda: ["l2", "cosine"])
     per_layer: bool = True  # per-layer l2 distance [E, K, L]
     keep_grads: Literal["none", "last", "all"] = "none"  # per-batch gradients kept in the run file
+    # per-tensor mean / variance / gradient norm -> /params/* (gradlab.paramstats): "epoch" (at init and
+    # after each epoch), "every:N" (also after every N-th optimizer step), or "off"
+    param_stats: str = "epoch"
 
 
 @dataclass
@@ -93,6 +98,9 @@ class StudyConfig:
             raise ConfigError("data.subset and data.test_subset must be >= 0 (0 = all)")
         if len(set(self.track.probes)) != len(self.track.probes):
             raise ConfigError(f"track.probes lists an order twice: {self.track.probes}")
+        from .paramstats import Schedule  # imports torch; config itself stays light
+
+        Schedule.parse(self.track.param_stats)
         return self
 
 
@@ -214,4 +222,5 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> StudyCo
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    raw.pop("variants", None)  # named override lists, see gradlab.variants
     return config_from_dict(raw, overrides)

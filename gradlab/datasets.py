@@ -34,7 +34,7 @@ class ImageSet:
 
     name: str
     images: torch.Tensor  # uint8 [N, 3, H, W]
-    labels: torch.Tensor  # int64 [N]
+    labels: torch.Tensor  # int64 [N]; for segmentation sets uint8 masks [N, H, W] (gradlab.segmentation)
     classes: tuple[str, ...]
 
     def __len__(self) -> int:
@@ -138,6 +138,9 @@ def _synthetic(cfg: DataConfig, train: bool) -> ImageSet:
 
 
 SOURCES = {"cifar10": _cifar10, "synthetic": _synthetic, "cifar10-sample": _cifar10_sample}
+from .segmentation import SEG_SOURCES, joint_flip  # noqa: E402  (segmentation builds on ImageSet above)
+
+SOURCES.update(SEG_SOURCES)
 
 
 def load_split(cfg: DataConfig, train: bool) -> ImageSet:
@@ -187,6 +190,11 @@ class BatchLoader:
     def get(self, idx: torch.Tensor, augment: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         idx = idx.to(self.device)
         x = self.images[idx].float().div_(255)
+        if self.labels.dim() == 3:  # segmentation masks: augment image and mask together
+            y = self.labels[idx].long()
+            if augment is not None:
+                x, y = joint_flip(x, y, augment)
+            return (x - self.mean) / self.std, y
         if augment is not None:
             x = random_crop_flip(x, augment)
         return (x - self.mean) / self.std, self.labels[idx]

@@ -70,3 +70,6 @@ def write_heatmaps(run: Run, path: str | Path, measure: str = "l2") -> Path:
              f"D = |g<sub>k</sub> − G| at the epoch-start parameters; light = close to the full gradient.</p>")
     path.write_text(figures_html(heatmaps(run, measure), f"gradlab heatmaps — {run.path.stem}", intro), encoding="utf-8")
     return path
+
+
+from .paramplots import agc_lambda, param_stats  # noqa: E402,F401  (issue #4: parameter statistics)

@@ -26,6 +26,8 @@ from .gradstore import GradStore, make_store
 from .layout import ParamLayout
 from .models import build_model
 from .orders import SHUFFLE, Order, ScoreFn, build_order, compute_scores
+from .paramstats import ParamStatsRecorder
+from .segmentation import evaluate_segmentation, is_segmentation
 from .store import RunWriter
 from .tracker import FrozenModel, probe_pass
 
@@ -49,23 +51,28 @@ def seed_everything(seed: int) -> None:
 
 
 def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, loader: BatchLoader, order: torch.Tensor,
-                augment: torch.Generator | None, progress: bool = False, desc: str = "train"
-                ) -> tuple[float, float]:
-    """One SGD pass over the full batches of ``order``; returns mean loss and accuracy."""
+                augment: torch.Generator | None, progress: bool = False, desc: str = "train",
+                on_step: Callable[[], None] | None = None) -> tuple[float, float]:
+    """One SGD pass over the full batches of ``order``; returns mean loss and accuracy
+    (pixel accuracy for segmentation). ``on_step``, if given, is called after every
+    optimizer step, while ``p.grad`` still holds that step's minibatch gradient."""
     model.train()
     total_loss = torch.zeros((), dtype=torch.float64, device=loader.device)
     correct = torch.zeros((), dtype=torch.int64, device=loader.device)
-    n = 0
+    n = pixels = 0  # images, predictions (pixels for segmentation)
     for x, y in tqdm(loader.batches(order, augment), total=len(loader), desc=desc, leave=False, disable=not progress):
         out = model(x)
         loss = F.cross_entropy(out, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if on_step is not None:
+            on_step()
         total_loss += loss.detach() * len(y)
         correct += (out.argmax(1) == y).sum()
         n += len(y)
-    return float(total_loss) / n, int(correct) / n
+        pixels += y.numel()
+    return float(total_loss) / n, int(correct) / pixels
 
 
 @torch.no_grad()
@@ -108,6 +115,7 @@ def build_study(cfg: StudyConfig, scores: ScoreFn = compute_scores) -> Study:
     if len(train) < bs:
         raise ConfigError(f"the training set has {len(train)} images, fewer than train.batch_size = {bs}; "
                           f"lower train.batch_size or raise data.subset")
+    _check_task(cfg, train)
     seed_everything(cfg.train.seed)
     model = build_model(cfg.model).to(device)
     layout = ParamLayout.of(model)
@@ -118,6 +126,21 @@ def build_study(cfg: StudyConfig, scores: ScoreFn = compute_scores) -> Study:
         probes = [train_order if train_order and n == train_order.name else build_order(n, train, bs, cfg.train.seed, scores)
                   for n in names]
     return Study(cfg, device, train, test, model, layout, train_order, probes)
+
+
+def _check_task(cfg: StudyConfig, train: ImageSet) -> None:
+    """Segmentation models need mask datasets and vice versa; classes must match the data."""
+    from .models import SEGMENTATION_MODELS
+
+    seg_data, seg_model = is_segmentation(train), cfg.model.name in SEGMENTATION_MODELS
+    if seg_data != seg_model:
+        what = "a segmentation" if seg_data else "a classification"
+        fix = f"model.name = {sorted(SEGMENTATION_MODELS)[0]!r}" if seg_data else "a classification model"
+        raise ConfigError(f"data.dataset = {cfg.data.dataset!r} is {what} set but model.name = {cfg.model.name!r} "
+                          f"is not; use {fix}")
+    if seg_data and cfg.model.num_classes != len(train.classes):
+        raise ConfigError(f"data.dataset = {cfg.data.dataset!r} has {len(train.classes)} classes "
+                          f"({', '.join(train.classes)}); set model.num_classes = {len(train.classes)}")
 
 
 class Runner:
@@ -143,6 +166,15 @@ class Runner:
         fixed = torch.from_numpy(s.train_order.index) if s.train_order else None
 
         writer = RunWriter(out, cfg.to_dict(), provenance.collect(device, tc.seed), s.layout)
+        stats = ParamStatsRecorder(model, s.layout, cfg.track.param_stats, len(loader), writer.append)
+        stats.record_init()
+        if stats.enabled:
+            writer.f["params"].attrs["schedule"] = cfg.track.param_stats
+            writer.f["params"].attrs["grad_norm"] = ("L2 norm per tensor of the raw minibatch gradient consumed "
+                                                     "by optimizer step `step` (before weight decay and momentum); "
+                                                     "NaN at step 0")
+            writer.f["params"].attrs["var"] = "population variance (ddof=0) of the tensor's elements"
+        segmentation = is_segmentation(s.test)
         for o in s.probes:
             writer.add_probe(o.name, o.index, o.batch_score, o.score_label, tc.batch_size)
         self.log(f"gradlab run: {cfg.model.name} ({s.layout.size:,} params, {len(s.layout)} tensors) on {device}, "
@@ -158,7 +190,8 @@ class Runner:
                 t0 = time.perf_counter()
                 order = fixed if fixed is not None else torch.randperm(len(s.train), generator=data_gen)
                 loss, acc = train_epoch(model, opt, loader, order, data_gen if cfg.data.augment else None,
-                                        self.progress)
+                                        self.progress, on_step=stats.after_step if stats.enabled else None)
+                stats.end_epoch()
                 if not math.isfinite(loss):
                     raise GradlabError(f"training loss became {loss} in epoch {e}; lower train.lr (now {lr:g})")
                 t_train = time.perf_counter() - t0
@@ -168,14 +201,22 @@ class Runner:
                     _probe_epoch(writer, frozen, loader, o, e, cfg, self.progress)
                     t_probe += time.perf_counter() - t1
                 t2 = time.perf_counter()
-                test_loss, test_acc = evaluate(model, test_loader)
+                extra: tuple[tuple[str, float], ...] = ()
+                if segmentation:  # test/acc is pixel accuracy; mIoU and mean class accuracy as well
+                    seg = evaluate_segmentation(model, test_loader, cfg.model.num_classes)
+                    test_loss, test_acc = seg.loss, seg.pixel_acc
+                    extra = (("test/miou", seg.miou), ("test/mean_acc", seg.mean_acc))
+                else:
+                    test_loss, test_acc = evaluate(model, test_loader)
                 t_eval = time.perf_counter() - t2
                 for name, v in (("train/lr", lr), ("train/phase", phase_of(e, tc.milestones)), ("train/loss", loss),
                                 ("train/acc", acc), ("test/loss", test_loss), ("test/acc", test_acc),
-                                ("timing/train_s", t_train), ("timing/probe_s", t_probe), ("timing/eval_s", t_eval)):
+                                ("timing/train_s", t_train), ("timing/probe_s", t_probe), ("timing/eval_s", t_eval),
+                                *extra):
                     writer.append(name, v, e)
                 writer.commit(e)
-                bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", test_acc=f"{test_acc:.3f}")
+                bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", test_acc=f"{test_acc:.3f}", **dict(
+                    (k.split("/")[1], f"{v:.3f}") for k, v in extra))
         except BaseException as exc:
             writer.close("failed", f"{type(exc).__name__}: {exc}")
             raise

@@ -9,14 +9,21 @@ from ..config import ModelConfig
 from ..errors import ConfigError
 from .dpn import DPN, DPN26, DPN92
 from .resnet import ResNet18
+from .resunet import ResUNet
 from .small import SmallCNN
 
 MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "smallcnn": lambda c: SmallCNN(c.num_classes, c.norm),
     "resnet18": lambda c: ResNet18(c.num_classes, c.norm),
-    "dpn26": lambda c: DPN(DPN26, c.num_classes, c.norm),
-    "dpn92": lambda c: DPN(DPN92, c.num_classes, c.norm),
+    "dpn26": lambda c: DPN(DPN26, c.num_classes, c.norm, c.series_weight, c.parallel_weight),
+    "dpn92": lambda c: DPN(DPN92, c.num_classes, c.norm, c.series_weight, c.parallel_weight),
+    "resunet": lambda c: ResUNet(c.num_classes, c.norm, c.width, 3, c.series_weight, c.parallel_weight),
 }
+
+# Models with series-connection concatenations, where model.series_weight / parallel_weight act.
+WEIGHTED_CONCAT = frozenset({"dpn26", "dpn92", "resunet"})
+# Models whose output is per pixel [B, C, H, W]; they need a segmentation dataset.
+SEGMENTATION_MODELS = frozenset({"resunet"})
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
@@ -27,6 +34,11 @@ def build_model(cfg: ModelConfig) -> nn.Module:
         hint = difflib.get_close_matches(cfg.name, MODELS, n=1)
         extra = f' (did you mean "{hint[0]}"?)' if hint else ""
         raise ConfigError(f'unknown model.name "{cfg.name}"{extra}; choose one of {", ".join(MODELS)}')
+    if cfg.name not in WEIGHTED_CONCAT and (cfg.series_weight != 1.0 or cfg.parallel_weight != 1.0):
+        raise ConfigError(f"model.series_weight / model.parallel_weight act on concatenations, which {cfg.name} has "
+                          f"none of; use one of {', '.join(sorted(WEIGHTED_CONCAT))} or leave both at 1")
+    if cfg.width < 1:
+        raise ConfigError(f"model.width must be >= 1, got {cfg.width}")
     return MODELS[cfg.name](cfg)
 
 

@@ -4,6 +4,22 @@ Each bottleneck emits ``out_planes + dense_depth`` channels. The first ``out_pla
 residual path (added to the input's), the rest are dense-path features appended to the
 input's carried dense features. With the configurations below DPN-92 has exactly
 34,236,634 parameters and DPN-26 11,574,842.
+
+Weight mechanism (Qi & Zhao, *Weight mechanism: adding a constant in concatenation of
+series connect*): every block ends in the concatenation
+``cat([x_res + out_res, α · x_dense, β · out_dense])`` (``Bottleneck.merge``), where
+
+- ``x_dense = x[:, out_planes:]`` are the dense-path features the block *receives* (after
+  the projection shortcut in a stage's first block). The block's new features are computed
+  from them, so this is the paper's series connection, Fig. 1(a): α (``model.series_weight``)
+  multiplies the earlier features X1.
+- ``out_dense = out[:, out_planes:]`` are the block's new dense features X2. Weighting X2
+  instead of X1 is the paper's parallel position (Fig. 1 caption): β (``model.parallel_weight``).
+- The residual sum on the first ``out_planes`` channels is left alone (the paper's Fig. 1(c)
+  adding path is not part of the mechanism).
+
+One α and one β are shared by every block. At α = β = 1 no multiplication is done, so the
+network is bit-identical to the plain DPN.
 """
 from __future__ import annotations
 
@@ -30,8 +46,11 @@ DPN92 = DPNSpec((96, 192, 384, 768), (256, 512, 1024, 2048), (3, 4, 20, 3), (16,
 
 class Bottleneck(nn.Module):
     def __init__(self, last_planes: int, in_planes: int, out_planes: int, dense_depth: int,
-                 stride: int, first_layer: bool, norm: str):
+                 stride: int, first_layer: bool, norm: str, series_weight: float = 1.0,
+                 parallel_weight: float = 1.0):
         super().__init__()
+        self.series_weight = series_weight
+        self.parallel_weight = parallel_weight
         self.out_planes = out_planes
         self.dense_depth = dense_depth
         self.conv1 = nn.Conv2d(last_planes, in_planes, 1, bias=False)
@@ -49,9 +68,15 @@ class Bottleneck(nn.Module):
 
     def merge(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Dual-path join: residual sum on the first ``out_planes`` channels, then the
-        carried dense features of the input, then this block's new dense features."""
+        carried dense features of the input (x α, series), then this block's new dense
+        features (x β, parallel position)."""
         d = self.out_planes
-        return torch.cat([x[:, :d] + out[:, :d], x[:, d:], out[:, d:]], 1)
+        carried, new = x[:, d:], out[:, d:]
+        if self.series_weight != 1.0:
+            carried = carried * self.series_weight
+        if self.parallel_weight != 1.0:
+            new = new * self.parallel_weight
+        return torch.cat([x[:, :d] + out[:, :d], carried, new], 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -61,7 +86,8 @@ class Bottleneck(nn.Module):
 
 
 class DPN(nn.Module):
-    def __init__(self, spec: DPNSpec, num_classes: int = 10, norm: str = "bn"):
+    def __init__(self, spec: DPNSpec, num_classes: int = 10, norm: str = "bn", series_weight: float = 1.0,
+                 parallel_weight: float = 1.0):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
         self.bn1 = make_norm(norm, 64)
@@ -72,7 +98,7 @@ class DPN(nn.Module):
             for i in range(spec.num_blocks[s]):
                 stride = (1 if s == 0 else 2) if i == 0 else 1
                 blocks.append(Bottleneck(last, spec.in_planes[s], spec.out_planes[s], spec.dense_depth[s],
-                                         stride, i == 0, norm))
+                                         stride, i == 0, norm, series_weight, parallel_weight))
                 last = spec.out_planes[s] + (i + 2) * spec.dense_depth[s]
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages

@@ -1,6 +1,7 @@
 """Normalisation layer factory: every model asks here for its norm layers.
 
-``model.norm`` picks the kind. New kinds (AGC) register in ``NORMS``.
+``model.norm`` picks the kind: ``bn`` (BatchNorm2d), ``agc`` (automatic gain control,
+``gradlab.models.agc``) or ``none``. New kinds register in ``NORMS``.
 """
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from typing import Callable
 from torch import nn
 
 from ..errors import ConfigError
+from .agc import AGC
 
 NORMS: dict[str, Callable[[int], nn.Module]] = {
     "bn": nn.BatchNorm2d,
+    "agc": AGC,
     "none": lambda channels: nn.Identity(),
 }
 

@@ -1,0 +1,119 @@
+"""Per-layer parameter statistics over training (the weight-mechanism paper's Fig. 5 / Fig. 7).
+
+For every trainable tensor of the layout (conv and linear weights, biases, BatchNorm
+weight/bias, AGC λ/γ/β ...; the kind of each is ``/layers/kind``) a recording stores
+
+- ``/params/mean [S, L]``: the mean of the tensor's elements;
+- ``/params/var [S, L]``: their population variance (ddof = 0, the paper's "square error";
+  0 for a one-element tensor);
+- ``/params/grad_norm [S, L]``: the L2 norm of that tensor's slice of the training
+  minibatch gradient that produced the recorded parameters, i.e. ``∂ loss_s / ∂ θ`` of the
+  mean cross-entropy of batch s at θ_{s-1}, before weight decay and momentum (the raw
+  ``p.grad`` that SGD step s consumed). NaN at step 0 (no step yet). The lecture's
+  question "do all layers train at the same rate" is read off its spread across layers;
+
+with ``/params/step [S]`` (optimizer steps taken so far, 0 = initialisation) and
+``/params/epoch [S]`` (float: epochs of training completed, ``step / batches per epoch``).
+
+``track.param_stats`` chooses when: ``"epoch"`` records at initialisation and after each
+epoch's last step; ``"every:N"`` at initialisation and after every N-th step (counted over
+the whole run) plus each epoch's last step; ``"off"`` records nothing. Statistics are
+computed on the device in float64 and copied to the host once per recording.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .layout import ParamLayout
+
+_EVERY = re.compile(r"^every:([1-9][0-9]*)$")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When to record: ``every`` steps (0 = only at epoch ends), or never."""
+
+    enabled: bool
+    every: int
+
+    @classmethod
+    def parse(cls, spec: str) -> "Schedule":
+        if spec == "off":
+            return cls(False, 0)
+        if spec == "epoch":
+            return cls(True, 0)
+        m = _EVERY.match(spec)
+        if not m:
+            raise ConfigError(f'track.param_stats must be "epoch", "every:N" (N >= 1 optimizer steps) or "off", '
+                              f"got {spec!r}")
+        return cls(True, int(m.group(1)))
+
+
+def param_moments(params: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-tensor mean and population variance, float64 ``[L]`` each."""
+    with torch.no_grad():
+        stats = [torch.var_mean(p.detach().double(), correction=0) for p in params]
+        var = torch.stack([v for v, _ in stats])
+        mean = torch.stack([m for _, m in stats])
+    return mean.cpu().numpy(), var.cpu().numpy()
+
+
+def grad_norms(params: list[torch.Tensor]) -> np.ndarray:
+    """Per-tensor L2 norm of ``p.grad`` (0 where a tensor received no gradient), float64 ``[L]``."""
+    with torch.no_grad():
+        norms = [torch.linalg.vector_norm(p.grad.double()) if p.grad is not None
+                 else torch.zeros((), dtype=torch.float64, device=p.device) for p in params]
+    return torch.stack(norms).cpu().numpy()
+
+
+class ParamStatsRecorder:
+    """Records ``/params/*`` rows through a ``RunWriter``-like ``append(name, row, index)``.
+
+    Call ``record_init()`` before training, ``after_step()`` after every optimizer step
+    (gradients still in ``p.grad``) and ``end_epoch()`` after each epoch's last step.
+    """
+
+    def __init__(self, model: nn.Module, layout: ParamLayout, spec: str, steps_per_epoch: int, append):
+        self.schedule = Schedule.parse(spec)
+        named = dict(model.named_parameters())
+        self.params = [named[n] for n in layout.names]
+        self.steps_per_epoch = max(steps_per_epoch, 1)
+        self.append = append
+        self.step = 0
+        self.rows = 0
+        self._last_recorded = -1
+
+    @property
+    def enabled(self) -> bool:
+        return self.schedule.enabled
+
+    def _record(self, with_grad: bool) -> None:
+        mean, var = param_moments(self.params)
+        g = grad_norms(self.params) if with_grad else np.full(len(self.params), np.nan)
+        i = self.rows
+        self.append("params/step", np.int64(self.step), i)
+        self.append("params/epoch", np.float64(self.step / self.steps_per_epoch), i)
+        self.append("params/mean", mean, i)
+        self.append("params/var", var, i)
+        self.append("params/grad_norm", g, i)
+        self.rows += 1
+        self._last_recorded = self.step
+
+    def record_init(self) -> None:
+        if self.enabled:
+            self._record(with_grad=False)
+
+    def after_step(self) -> None:
+        self.step += 1
+        if self.enabled and self.schedule.every and self.step % self.schedule.every == 0:
+            self._record(with_grad=True)
+
+    def end_epoch(self) -> None:
+        if self.enabled and self._last_recorded != self.step:
+            self._record(with_grad=self.step > 0)

@@ -1,0 +1,73 @@
+"""Study variants: named override lists in a study file's ``[variants]`` table.
+
+A study file describes one run (its base config). A ``[variants]`` table adds named
+variants, each a list of ``--set``-style overrides applied on top of the base::
+
+    [variants]
+    baseline = []
+    alpha0.1 = ["model.series_weight=0.1"]
+
+``gradlab run STUDY.toml --variant alpha0.1`` runs one (repeat ``--variant`` for several),
+``--variant all`` runs every variant in file order. Variant NAME writes to the output path
+with ``-NAME`` before the suffix (``runs/wm.h5`` -> ``runs/wm-alpha0.1.h5``). Every
+variant's config is built and checked, and every output path checked, before the first
+run starts, so a typo in the last variant costs nothing. Without ``--variant`` the base
+config runs as before; the table is ignored.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+from .config import StudyConfig, load_config
+from .errors import ConfigError
+
+ALL = "all"
+_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
+
+
+def read_variants(path: str | Path) -> dict[str, list[str]]:
+    """The ``[variants]`` table of a study file (empty when it has none), checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study file {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    table = raw.get("variants", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"[variants] in {path} must be a table of name = [\"key=value\", ...]")
+    out: dict[str, list[str]] = {}
+    for name, items in table.items():
+        if not _NAME.match(name) or name == ALL:
+            raise ConfigError(f'variant name "{name}" in {path}: use letters, digits and _ . + - (and not "all")')
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(f'variants.{name} in {path} must be a list of "key=value" strings, got {items!r}')
+        out[name] = list(items)
+    return out
+
+
+def variant_path(path: str | Path, name: str) -> str:
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}-{name}{p.suffix}"))
+
+
+def variant_configs(study: str | Path, names: list[str], overrides: list[str] | None = None
+                    ) -> list[tuple[str, StudyConfig]]:
+    """``(name, config)`` per requested variant (``["all"]`` = all, in file order); ``overrides``
+    (user ``--set``, including ``output.path``) apply after the variant's own."""
+    table = read_variants(study)
+    if not table:
+        raise ConfigError(f"{study} has no [variants] table; run it without --variant")
+    wanted = list(table) if ALL in names else list(dict.fromkeys(names))
+    unknown = [n for n in wanted if n not in table]
+    if unknown:
+        raise ConfigError(f"unknown variant(s) {', '.join(unknown)} in {study}; it has {', '.join(table)} (or use all)")
+    out = []
+    for name in wanted:
+        cfg = load_config(study, table[name] + list(overrides or []))
+        cfg.output.path = variant_path(cfg.output.path, name)
+        out.append((name, cfg))
+    return out
