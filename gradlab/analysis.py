@@ -179,11 +179,6 @@ class Run:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
             columns=["probe", "epoch", "phase", "noise_scale", "full_norm"])
 
-    @property
-    def has_params(self) -> bool:
-        """Whether the run recorded parameter statistics (``/params``, see ``param_stats``)."""
-        return "params" in self.f
-
     def datasets(self) -> pd.DataFrame:
         """Every dataset in the file: name, shape, dtype (for ``gradlab inspect``)."""
         rows: list[dict[str, Any]] = []
@@ -200,12 +195,12 @@ class Run:
                 cols[name.replace("/", "_")] = self._rows(name)
         return pd.DataFrame(cols)
 
-
-    # ------------------------------------------------------------------ parameter statistics (#4)
+    # ------------------------------------------------------------------ parameter statistics
     PARAM_STATS = ("mean", "var", "grad_norm")
 
     @property
     def has_param_stats(self) -> bool:
+        """Whether the run recorded parameter statistics (``/params``, ``track.param_stats``)."""
         return "params/step" in self.f
 
     def param_stats(self, stats: tuple[str, ...] | list[str] | None = None) -> pd.DataFrame:

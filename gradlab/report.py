@@ -617,26 +617,18 @@ def build_report(runs: Sequence[Run], measure: str = "l2", bins: int = 4, n_perm
 
 
 def _params_section(runs: Sequence[Run], names: list[str], add: Any) -> str:
-    """Calls issue #4's ``plots.param_stats`` / ``plots.agc_lambda`` for runs that recorded ``/params``."""
-    with_params = [r for r in runs if r.has_params]
+    """``plots.param_stats`` for every stat and ``plots.agc_lambda`` per AGC run, for runs with ``/params``."""
+    with_params = [r for r in runs if r.has_param_stats]
     note = ("<p class='note'>Per-layer parameter mean and variance, and gradient norm, as recorded during training "
             "(<code>track.param_stats</code>), one line per run, faceted by parameter kind.</p>")
     if not with_params:
         return note + "<p class='note'>No run here recorded parameter statistics (no <code>/params</code> group).</p>"
-    param_stats = getattr(plots, "param_stats", None)
-    agc_lambda = getattr(plots, "agc_lambda", None)
-    if param_stats is None:
-        return note + "<p class='note'>This gradlab has no parameter-statistics plots (plots.param_stats).</p>"
     body = note
-    for stat in ("mean", "var", "grad_norm"):
-        try:
-            body += add(param_stats(with_params, stat=stat), "params", stat)
-        except (KeyError, ValueError) as exc:  # a stat not recorded by these runs
-            body += f"<p class='note'>{_e(stat)}: {_e(exc)}</p>"
-    if agc_lambda is not None:
-        for run, name in zip(runs, names):
-            if run.has_params and (run.layers().kind == "agc.lambda").any():
-                body += add(agc_lambda(run), "agc_lambda", name)
+    for stat in Run.PARAM_STATS:
+        body += add(plots.param_stats(with_params, stat=stat), "params", stat)
+    for run, name in zip(runs, names):
+        if run.has_param_stats and (run.layers().kind == "agc.lambda").any():
+            body += add(plots.agc_lambda(run), "agc_lambda", name)
     return body
 
 

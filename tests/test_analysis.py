@@ -41,7 +41,7 @@ def test_tidy_frames_match_stored_arrays(tmp_path, fake_run):
         np.testing.assert_array_equal(ns.noise_scale[:4], f["probes/intensity/noise_scale"][()])
         c = run.train_curves()
         np.testing.assert_array_equal(c.test_acc, f["test/acc"][()])
-        assert not run.has_params
+        assert not run.has_param_stats
 
 
 def test_reads_only_committed_epochs_of_a_run_being_written(tmp_path, fake_run):

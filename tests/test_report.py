@@ -9,7 +9,6 @@ import plotly.graph_objects as go
 import pytest
 
 from browser import chromium_path, load_page
-from gradlab import plots
 from gradlab.cli import main
 from gradlab.report import write_report
 
@@ -93,26 +92,18 @@ def test_png_export_with_chromium(tmp_path, fake_run):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000, p
 
 
-def test_param_stats_section_calls_issue4_plots(tmp_path, fake_run, monkeypatch):
-    """Runs with /params get the parameter-statistics figures (functions owned by issue #4)."""
-    import h5py
+def test_param_stats_section_from_real_runs(tmp_path, tiny, fake_run):
+    """A real AGC run with parameter statistics gets the mean/var/grad_norm and AGC-lambda figures."""
+    from gradlab.runner import Runner
 
-    path = fake_run(tmp_path / "p.h5", epochs=2, milestones=(1,), batches=8)
-    with h5py.File(path, "r+") as f:
-        f["params/step"] = np.arange(2)
-    calls = []
-
-    def param_stats(runs, stat="mean", kinds=None):
-        calls.append((len(runs), stat))
-        return go.Figure(go.Scatter(y=[1, 2], name=stat))
-
-    monkeypatch.setattr(plots, "param_stats", param_stats, raising=False)
-    monkeypatch.setattr(plots, "agc_lambda", lambda run: go.Figure(), raising=False)
+    cfg = tiny(model={"norm": "agc"}, train={"epochs": 2}, track={"param_stats": "every:4", "probes": ["random"]})
+    path = Runner(cfg, progress=False, log=lambda s: None).run()
     out = tmp_path / "r.html"
-    write_report([path, fake_run(tmp_path / "q.h5", epochs=1, batches=8)], out, n_perm=10)
-    assert calls == [(1, "mean"), (1, "var"), (1, "grad_norm")]
+    rep = write_report([path, fake_run(tmp_path / "q.h5", epochs=1, batches=8)], out, n_perm=10)
     page = out.read_text(encoding="utf-8")
-    assert 'id="fig-params_mean"' in page and 'id="fig-params_grad_norm"' in page
+    for fig_id in ("params_mean", "params_var", "params_grad_norm", "agc_lambda"):
+        assert f'id="fig-{fig_id}' in page, fig_id
+    assert rep.figures > 4
 
 
 def test_report_of_a_run_with_no_committed_epoch(tmp_path, fake_run, capsys):
