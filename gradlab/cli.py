@@ -21,7 +21,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.variant:
         return _run_variants(args, overrides)
     cfg = load_config(args.study, overrides)
-    run_study(cfg, overwrite=args.overwrite, progress=not args.quiet)
+    run_study(cfg, overwrite=args.overwrite, progress=not args.quiet, resume=args.resume)
     return 0
 
 
@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key (TOML value)")
     r.add_argument("--out", help="run file path (overrides output.path)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing run file")
+    r.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run file from its checkpoint (a missing file starts fresh)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     r.add_argument("--variant", action="append", metavar="NAME",
                    help="run variant NAME of the study's [variants] table (repeatable; 'all' = every variant); "

@@ -49,6 +49,9 @@ class TrainConfig:
     weight_decay: float = 5e-4
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # NaN/Inf loss or gradient: "stop" ends the run (status failed, earlier epochs kept, the
+    # message names epoch and batch); "continue" trains on and logs the count of bad batches
+    on_nonfinite: Literal["stop", "continue"] = "stop"
 
 
 @dataclass
@@ -70,6 +73,7 @@ class TrackConfig:
 class OutputConfig:
     path: str = "runs/run.h5"
     heatmaps: bool = True  # write <path without .h5>.html with the distance heatmaps
+    checkpoint: bool = True  # write <path without .h5>.ckpt.pt each epoch end, for --resume
 
 
 @dataclass

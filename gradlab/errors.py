@@ -20,3 +20,7 @@ class DatasetError(GradlabError):
 
 class RunFileError(GradlabError):
     """A run file is missing, not a gradlab run, or otherwise unusable."""
+
+
+class DiskFullError(GradlabError):
+    """A write failed for lack of space; committed epochs are kept and the run can be resumed."""

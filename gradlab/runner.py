@@ -21,10 +21,13 @@ from . import provenance
 from .config import StudyConfig, lr_at, phase_of
 from .datasets import BatchLoader, ImageSet, load_split
 from .distances import check_measures
-from .errors import ConfigError, GradlabError
+from .checkpoint import (check_resume_config, checkpoint_path, is_disk_full, load_checkpoint, rng_state,
+                         save_checkpoint, set_rng_state)
+from .errors import ConfigError, DiskFullError, GradlabError, RunFileError
 from .gradstore import GradStore, make_store
 from .layout import ParamLayout
 from .models import build_model
+from .nonfinite import NonFiniteError, NonFiniteGuard
 from .orders import SHUFFLE, Order, ScoreFn, build_order, compute_scores
 from .paramstats import ParamStatsRecorder
 from .segmentation import evaluate_segmentation, is_segmentation
@@ -52,19 +55,24 @@ def seed_everything(seed: int) -> None:
 
 def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, loader: BatchLoader, order: torch.Tensor,
                 augment: torch.Generator | None, progress: bool = False, desc: str = "train",
-                on_step: Callable[[], None] | None = None) -> tuple[float, float]:
+                on_step: Callable[[], None] | None = None, guard: NonFiniteGuard | None = None
+                ) -> tuple[float, float]:
     """One SGD pass over the full batches of ``order``; returns mean loss and accuracy
     (pixel accuracy for segmentation). ``on_step``, if given, is called after every
-    optimizer step, while ``p.grad`` still holds that step's minibatch gradient."""
+    optimizer step, while ``p.grad`` still holds that step's minibatch gradient.
+    ``guard`` (optional) checks each batch's loss and gradients for NaN/Inf before the step."""
     model.train()
     total_loss = torch.zeros((), dtype=torch.float64, device=loader.device)
     correct = torch.zeros((), dtype=torch.int64, device=loader.device)
     n = pixels = 0  # images, predictions (pixels for segmentation)
-    for x, y in tqdm(loader.batches(order, augment), total=len(loader), desc=desc, leave=False, disable=not progress):
+    batches = tqdm(loader.batches(order, augment), total=len(loader), desc=desc, leave=False, disable=not progress)
+    for k, (x, y) in enumerate(batches):
         out = model(x)
         loss = F.cross_entropy(out, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if guard is not None:
+            guard.check(k, loss, model.parameters())
         opt.step()
         if on_step is not None:
             on_step()
@@ -148,11 +156,18 @@ class Runner:
     on ``self.study.model`` for callers that want it (tests, notebooks)."""
 
     def __init__(self, cfg: StudyConfig, overwrite: bool = False, progress: bool = True,
-                 scores: ScoreFn = compute_scores, log: Callable[[str], None] = print):
+                 scores: ScoreFn = compute_scores, log: Callable[[str], None] = print, resume: bool = False):
         self.cfg, self.overwrite, self.progress, self.log = cfg, overwrite, progress, log
         self.out = Path(cfg.output.path)
-        if self.out.exists() and not overwrite:
-            raise GradlabError(f"{self.out} already exists; pass --overwrite to replace it, or choose another --out")
+        self.ckpt_path = checkpoint_path(self.out)
+        self.resume_from: dict | None = None  # checkpoint to continue from
+        if overwrite and resume:
+            raise GradlabError("--overwrite and --resume contradict each other; pass one")
+        if self.out.exists() and not overwrite and not resume:
+            raise GradlabError(f"{self.out} already exists; pass --resume to continue it, --overwrite to replace it, "
+                               f"or choose another --out")
+        if resume and self.out.exists():
+            self.resume_from = plan_resume(self.out, self.ckpt_path, cfg, log)
         self.study = build_study(cfg, scores)
 
     def run(self) -> Path:
@@ -165,23 +180,42 @@ class Runner:
         data_gen = torch.Generator().manual_seed(tc.seed)  # shuffles and augmentation only
         fixed = torch.from_numpy(s.train_order.index) if s.train_order else None
 
-        writer = RunWriter(out, cfg.to_dict(), provenance.collect(device, tc.seed), s.layout)
-        stats = ParamStatsRecorder(model, s.layout, cfg.track.param_stats, len(loader), writer.append)
-        stats.record_init()
-        if stats.enabled:
-            writer.f["params"].attrs["schedule"] = cfg.track.param_stats
-            writer.f["params"].attrs["grad_norm"] = ("L2 norm per tensor of the raw minibatch gradient consumed "
-                                                     "by optimizer step `step` (before weight decay and momentum); "
-                                                     "NaN at step 0")
-            writer.f["params"].attrs["var"] = "population variance (ddof=0) of the tensor's elements"
+        ck = self.resume_from
+        if ck is not None:
+            start = int(ck["epoch"]) + 1
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["optimizer"])
+            set_rng_state(ck["rng"], data_gen)
+            writer = RunWriter.reopen(out, start, ck["rows"], cfg.to_dict(), ck["run_id"])
+            stats = ParamStatsRecorder(model, s.layout, cfg.track.param_stats, len(loader), writer.append)
+            # continue the step-indexed /params rows where the checkpoint's epoch left them
+            stats.step = stats._last_recorded = start * len(loader)
+            stats.rows = int(ck["rows"].get("params/step", 0))
+            self.log(f"gradlab run: resuming {out} at epoch {start} of {tc.epochs}")
+        else:
+            start = 0
+            if self.overwrite:
+                self.ckpt_path.unlink(missing_ok=True)
+            writer = RunWriter(out, cfg.to_dict(), provenance.collect(device, tc.seed), s.layout)
+            stats = ParamStatsRecorder(model, s.layout, cfg.track.param_stats, len(loader), writer.append)
+            stats.record_init()
+            if stats.enabled:
+                writer.f["params"].attrs["schedule"] = cfg.track.param_stats
+                writer.f["params"].attrs["grad_norm"] = ("L2 norm per tensor of the raw minibatch gradient consumed "
+                                                         "by optimizer step `step` (before weight decay and "
+                                                         "momentum); NaN at step 0")
+                writer.f["params"].attrs["var"] = "population variance (ddof=0) of the tensor's elements"
+            for o in s.probes:
+                writer.add_probe(o.name, o.index, o.batch_score, o.score_label, tc.batch_size)
+            writer.start()  # SWMR from here on: see store.RunWriter
         segmentation = is_segmentation(s.test)
-        for o in s.probes:
-            writer.add_probe(o.name, o.index, o.batch_score, o.score_label, tc.batch_size)
         self.log(f"gradlab run: {cfg.model.name} ({s.layout.size:,} params, {len(s.layout)} tensors) on {device}, "
                  f"{cfg.data.dataset} {len(s.train)} train / {len(s.test)} test, {len(loader)} batches of "
                  f"{tc.batch_size}, probes {[o.name for o in s.probes] or 'off'} -> {out}")
+        e = start
         try:
-            bar = tqdm(range(tc.epochs), desc="epochs", disable=not self.progress)
+            bar = tqdm(range(start, tc.epochs), desc="epochs", disable=not self.progress, initial=start,
+                       total=tc.epochs)
             for e in bar:
                 lr = lr_at(e, tc)
                 for group in opt.param_groups:
@@ -189,11 +223,17 @@ class Runner:
                 frozen = FrozenModel(model, s.layout) if s.probes else None
                 t0 = time.perf_counter()
                 order = fixed if fixed is not None else torch.randperm(len(s.train), generator=data_gen)
+                guard = NonFiniteGuard(tc.on_nonfinite, device, e, lr)
                 loss, acc = train_epoch(model, opt, loader, order, data_gen if cfg.data.augment else None,
-                                        self.progress, on_step=stats.after_step if stats.enabled else None)
+                                        self.progress, on_step=stats.after_step if stats.enabled else None,
+                                        guard=guard)
                 stats.end_epoch()
-                if not math.isfinite(loss):
-                    raise GradlabError(f"training loss became {loss} in epoch {e}; lower train.lr (now {lr:g})")
+                bad = guard.finish()
+                if bad:
+                    self.log(f"gradlab run: warning: {bad} batch(es) of epoch {e} had a NaN/Inf loss or gradient "
+                             f"(train.on_nonfinite = \"continue\")")
+                elif not math.isfinite(loss):
+                    raise NonFiniteError(f"training loss became {loss} in epoch {e}; lower train.lr (now {lr:g})")
                 t_train = time.perf_counter() - t0
                 t_probe = 0.0
                 for o in s.probes:
@@ -214,11 +254,26 @@ class Runner:
                                 ("timing/train_s", t_train), ("timing/probe_s", t_probe), ("timing/eval_s", t_eval),
                                 *extra):
                     writer.append(name, v, e)
+                writer.write_pending()  # rows on disk, marker not moved yet
+                if cfg.output.checkpoint:  # checkpoint before the marker: see gradlab/checkpoint.py
+                    save_checkpoint(self.ckpt_path, {
+                        "epoch": e, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "rng": rng_state(data_gen), "config": cfg.to_dict(), "rows": writer.row_counts(),
+                        "run_id": writer.run_id})
                 writer.commit(e)
                 bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", test_acc=f"{test_acc:.3f}", **dict(
                     (k.split("/")[1], f"{v:.3f}") for k, v in extra))
         except BaseException as exc:
-            writer.close("failed", f"{type(exc).__name__}: {exc}")
+            reason = f"{type(exc).__name__}: {exc}"
+            if is_disk_full(exc):
+                reason = (f"disk full while writing epoch {e} of {out} or its checkpoint ({exc}); free space, then "
+                          f"continue with gradlab run --resume: epochs before {e} are kept")
+            try:
+                writer.close("failed", reason)
+            except Exception as close_exc:  # noqa: BLE001 - e.g. still no space: the committed epochs are on disk
+                self.log(f"gradlab run: could not record the failure in {out}: {close_exc}")
+            if is_disk_full(exc):
+                raise DiskFullError(reason) from exc
             raise
         writer.close("complete")
         if cfg.output.heatmaps and s.probes:
@@ -232,9 +287,44 @@ class Runner:
 
 
 def run_study(cfg: StudyConfig, overwrite: bool = False, progress: bool = True,
-              scores: ScoreFn = compute_scores, log: Callable[[str], None] = print) -> Path:
-    """Run the study described by ``cfg`` and return the run file's path."""
-    return Runner(cfg, overwrite, progress, scores, log).run()
+              scores: ScoreFn = compute_scores, log: Callable[[str], None] = print, resume: bool = False) -> Path:
+    """Run the study described by ``cfg`` and return the run file's path (``resume``: continue
+    an interrupted run file from its checkpoint; a missing file starts fresh)."""
+    return Runner(cfg, overwrite, progress, scores, log, resume=resume).run()
+
+
+def plan_resume(out: Path, ckpt_path: Path, cfg: StudyConfig, log: Callable[[str], None]) -> dict | None:
+    """Decide how to continue ``out``: the checkpoint to load, or ``None`` to start afresh
+    (killed before the first epoch was committed). Refuses incompatible config changes."""
+    from .store import open_h5
+
+    try:
+        with open_h5(out) as f:
+            done = int(f.attrs["epochs_done"])
+            status = f.attrs["status"]
+            status = status.decode() if isinstance(status, bytes) else str(status)
+    except RunFileError:
+        if ckpt_path.exists():
+            raise
+        done, status = 0, "running"  # killed while being created: nothing was committed
+    if not ckpt_path.exists():
+        if done == 0:
+            log(f"gradlab run: {out} has no committed epoch and no checkpoint; starting it afresh")
+            out.unlink()
+            return None
+        raise GradlabError(f"cannot resume {out}: it has {done} committed epoch(s) but no checkpoint {ckpt_path} "
+                           f"(output.checkpoint = false?); start again with --overwrite")
+    ck = load_checkpoint(ckpt_path)
+    epoch = int(ck["epoch"])
+    # the checkpoint of epoch e is written after e's rows and before the marker moves to e + 1
+    if done not in (epoch, epoch + 1):
+        raise GradlabError(f"cannot resume {out}: it has {done} committed epoch(s) but its checkpoint is of epoch "
+                           f"{epoch}; the two do not belong together. Start again with --overwrite")
+    check_resume_config(ck["config"], cfg.to_dict(), epoch + 1)
+    if epoch + 1 >= cfg.train.epochs and status == "complete":
+        raise GradlabError(f"{out} is already complete with {epoch + 1} epochs; raise train.epochs "
+                           f"(--set train.epochs=N) to continue it")
+    return ck
 
 
 def _probe_epoch(writer: RunWriter, frozen: FrozenModel, loader: BatchLoader, order: Order, e: int,

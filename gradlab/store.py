@@ -7,6 +7,7 @@ reader that trusts only rows ``< epochs_done`` never sees a half-written epoch.
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from .errors import RunFileError
+from .h5safe import open_clearing_flags, open_read
 from .layout import ParamLayout
 
 SCHEMA = "gradlab.run/1"
@@ -30,17 +32,29 @@ def h5_array(t: torch.Tensor) -> tuple[np.ndarray, str]:
 
 
 class RunWriter:
-    """Creates a run file and appends one committed epoch at a time."""
+    """Creates a run file and appends one committed epoch at a time, crash-safely.
+
+    Rows given to ``append`` wait in memory until ``write_pending``/``commit`` writes them;
+    the file itself is in HDF5 SWMR-write mode from ``start()`` to ``close()``, so a SIGKILL
+    at any moment leaves a file that opens (``open_h5``) with every committed epoch intact,
+    and readers can open it while it is written. SWMR forbids creating datasets, so the
+    writer leaves SWMR for the milliseconds in which it creates the datasets of names seen
+    for the first time (normally all at the first commit) and re-enters it at once. Any
+    name may therefore be appended at any epoch; nothing has to be declared up front.
+    """
 
     def __init__(self, path: str | Path, config: dict[str, Any], provenance: dict[str, Any], layout: ParamLayout):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.f = h5py.File(self.path, "w", libver="latest", locking=False)
+        self.swmr = False
+        self._pending: dict[str, dict[int, np.ndarray]] = {}
         a = self.f.attrs
         a["schema"] = SCHEMA
         a["config"] = json.dumps(config, sort_keys=True)
         a["status"] = "running"
         a["epochs_done"] = 0
+        a["run_id"] = self.run_id = uuid.uuid4().hex  # ties the checkpoint to this file
         for k, v in provenance.items():
             a[k] = v if isinstance(v, (int, float)) else str(v)  # plain str: torch.__version__ is a subclass
         g = self.f.create_group("layers")
@@ -50,47 +64,152 @@ class RunWriter:
         g.create_dataset("shape", data=np.array([json.dumps(s) for s in layout.shapes], dtype=object), dtype=STR)
         self.f.flush()
 
+    @classmethod
+    def reopen(cls, path: str | Path, epochs_done: int, rows: dict[str, int], config: dict[str, Any],
+               run_id: str | None) -> "RunWriter":
+        """Continue a run file (``--resume``): clear a killed writer's flags, drop every row and
+        dataset written after the checkpoint (``rows``: dataset name -> row count at the
+        checkpoint's commit), set ``epochs_done`` and re-enter SWMR."""
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        self._pending = {}
+        self.swmr = False
+        try:
+            self.f = open_clearing_flags(self.path)
+        except OSError as exc:
+            raise RunFileError(f"cannot reopen {self.path} to resume it ({exc}); start again with --overwrite") from None
+        a = self.f.attrs
+        if _text(a.get("schema", "")) != SCHEMA:
+            self.f.close()
+            raise RunFileError(f"{self.path} is not a gradlab run ({SCHEMA}); cannot resume it")
+        self.run_id = _text(a.get("run_id", ""))
+        if run_id is not None and self.run_id != run_id:
+            self.f.close()
+            raise RunFileError(f"the checkpoint next to {self.path} belongs to another run (run_id differs); "
+                               f"start again with --overwrite")
+        for name, ds in _datasets(self.f).items():
+            if name not in rows:
+                del self.f[name]  # written during the interrupted epoch
+            elif ds.shape[0] != rows[name]:
+                if ds.maxshape[0] is not None or ds.shape[0] < rows[name]:
+                    self.f.close()
+                    raise RunFileError(f"{self.path}: dataset /{name} has {ds.shape[0]} rows, the checkpoint "
+                                       f"expects {rows[name]}; the run file and checkpoint do not match")
+                ds.resize(rows[name], axis=0)
+        a["epochs_done"] = epochs_done
+        a["status"] = "running"
+        a["config"] = json.dumps(config, sort_keys=True)
+        a["resumes"] = int(a.get("resumes", 0)) + 1
+        if "failure" in a:
+            del a["failure"]
+        self.f.flush()
+        self.start()
+        return self
+
+    # ------------------------------------------------------------------ SWMR switching
+    def start(self) -> None:
+        """Enter SWMR-write mode (call once the static datasets exist)."""
+        if not self.swmr:
+            self.f.flush()
+            self.f.swmr_mode = True
+            self.swmr = True
+
+    def _plain(self) -> None:
+        """Leave SWMR (close and reopen read/write) so that datasets can be created."""
+        if self.swmr:
+            self.f.flush()
+            self.f.close()
+            self.f = h5py.File(self.path, "r+", libver="latest", locking=False)
+            self.swmr = False
+
+    # ------------------------------------------------------------------ writing
     def add_probe(self, name: str, index: np.ndarray, batch_score: np.ndarray, score_label: str,
                   batch_size: int) -> None:
+        was = self.swmr
+        self._plain()
         g = self.f.require_group(f"probes/{name}")
         g.create_dataset("index", data=index.astype(np.int64))
         g.create_dataset("batch_score", data=batch_score.astype(np.float64))
         g.attrs["score_label"] = score_label
         g.attrs["batch_size"] = batch_size
+        if was:
+            self.start()
 
     def append(self, name: str, row: np.ndarray | float | int, epoch: int) -> None:
-        """Write ``row`` as row ``epoch`` of the growing dataset ``name``."""
-        row = np.asarray(row)
-        if name not in self.f:
-            self.f.create_dataset(name, shape=(0, *row.shape), maxshape=(None, *row.shape), dtype=row.dtype,
-                                  chunks=(1, *row.shape) if row.size > 1 else (256,))
-        ds = self.f[name]
-        if ds.shape[0] < epoch + 1:
-            ds.resize(epoch + 1, axis=0)
-        ds[epoch] = row
+        """Write ``row`` as row ``epoch`` of the growing dataset ``name`` (at the next commit).
+
+        ``epoch`` is the row index; datasets indexed by something else (steps) work too."""
+        self._pending.setdefault(name, {})[int(epoch)] = np.array(row)
+
+    def write_pending(self) -> None:
+        """Write every appended row to the file and flush (the marker does not move)."""
+        if not self._pending:
+            return
+        new = [n for n in self._pending if n not in self.f]
+        if new:
+            self._plain()
+            for name in new:
+                row = next(iter(self._pending[name].values()))
+                self.f.create_dataset(name, shape=(0, *row.shape), maxshape=(None, *row.shape), dtype=row.dtype,
+                                      chunks=(1, *row.shape) if row.size > 1 else (256,))
+            self.start()
+        for name, rows in self._pending.items():
+            ds = self.f[name]
+            end = max(rows) + 1
+            if ds.shape[0] < end:
+                ds.resize(end, axis=0)
+            for i, row in sorted(rows.items()):
+                ds[i] = row
+        self._pending = {}
+        self.f.flush()
 
     def write_grads(self, name: str, grads: torch.Tensor) -> None:
         """Store raw batch gradients ``[K, P]`` (optional ``/probes/<o>/grads/epoch_<e>``)."""
         arr, dtype = h5_array(grads)
+        self._plain()
         if name in self.f:
             del self.f[name]
-        ds = self.f.create_dataset(name, data=arr, chunks=(1, arr.shape[1]))
+        ds = self.f.create_dataset(name, shape=arr.shape, dtype=arr.dtype, chunks=(1, arr.shape[1]))
         ds.attrs["dtype"] = dtype
+        self.start()  # the bulk write happens in SWMR mode
+        self.f[name][...] = arr
+        self.f.flush()
+
+    def row_counts(self) -> dict[str, int]:
+        """Rows of every dataset now (a checkpoint stores this to cut the file back on resume)."""
+        return {n: int(ds.shape[0]) if ds.shape else 0 for n, ds in _datasets(self.f).items()}
 
     def commit(self, epoch: int) -> None:
-        """Make epoch ``epoch`` visible to readers: flush data, then move the marker."""
+        """Make epoch ``epoch`` visible to readers: write and flush its rows, then move the marker."""
+        self.write_pending()
         self.f.flush()
         self.f.attrs["epochs_done"] = epoch + 1
         self.f.flush()
 
     def close(self, status: str, reason: str = "") -> None:
+        """Drop uncommitted rows, leave SWMR and record ``status`` (and the failure reason)."""
+        self._pending = {}
         if not self.f.id.valid:
             return
-        self.f.attrs["status"] = status
-        if reason:
-            self.f.attrs["failure"] = reason
-        self.f.flush()
-        self.f.close()
+        try:
+            self._plain()  # new attributes cannot be written in SWMR mode
+            self.f.attrs["status"] = status
+            if reason:
+                self.f.attrs["failure"] = reason
+            self.f.flush()
+        finally:
+            if self.f.id.valid:
+                self.f.close()
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _datasets(f: h5py.File) -> dict[str, h5py.Dataset]:
+    out: dict[str, h5py.Dataset] = {}
+    f.visititems(lambda n, o: out.__setitem__(n, o) if isinstance(o, h5py.Dataset) else None)
+    return out
 
 
 def open_h5(path: str | Path) -> h5py.File:
@@ -99,8 +218,11 @@ def open_h5(path: str | Path) -> h5py.File:
     if not path.is_file():
         raise RunFileError(f"run file {path} does not exist")
     try:
-        f = h5py.File(path, "r", libver="latest", locking=False)
+        f = open_read(path)
     except OSError as exc:
+        if "already open for write" in str(exc) or "SWMR" in str(exc):
+            raise RunFileError(f"{path} was left open by a gradlab run that was killed while creating datasets; "
+                               f"continue it with gradlab run --resume (or clear it with h5clear -s)") from None
         raise RunFileError(f"{path} is not an HDF5 file ({exc}); pass a run file written by gradlab run") from None
     schema = f.attrs.get("schema", "")
     if isinstance(schema, bytes):
