@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except GradlabError as exc:
-        print(f"gradlab: error: {exc}", file=sys.stderr)
+        print("gradlab: error: " + " ".join(str(exc).splitlines()), file=sys.stderr)  # always one line
         return 2
     except KeyboardInterrupt:
         print("gradlab: interrupted", file=sys.stderr)

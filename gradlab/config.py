@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -94,8 +95,12 @@ class StudyConfig:
             raise ConfigError(f"train.epochs must be >= 1, got {t.epochs}")
         if t.batch_size < 1:
             raise ConfigError(f"train.batch_size must be >= 1, got {t.batch_size}")
-        if t.lr <= 0:
-            raise ConfigError(f"train.lr must be > 0, got {t.lr}")
+        if not t.lr > 0 or not math.isfinite(t.lr):
+            raise ConfigError(f"train.lr must be a finite number > 0, got {t.lr}")
+        for key in ("gamma", "momentum", "weight_decay"):
+            v = getattr(t, key)
+            if not math.isfinite(v) or v < 0:
+                raise ConfigError(f"train.{key} must be a finite number >= 0, got {v}")
         if sorted(t.milestones) != list(t.milestones) or any(m < 1 for m in t.milestones):
             raise ConfigError(f"train.milestones must be increasing epochs >= 1, got {t.milestones}")
         if self.data.subset < 0 or self.data.test_subset < 0:
@@ -198,13 +203,15 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         raise ConfigError(f'--set expects key=value, got "{item}"')
     try:
         value = tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         value = text
     return key.split("."), value
 
 
 def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> StudyConfig:
     """Build and validate a config from a nested dict plus ``key=value`` overrides."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a study must be a table of sections, got {type(raw).__name__}")
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     for item in overrides or []:
         path, value = parse_override(item)
@@ -226,5 +233,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> StudyCo
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is not valid TOML: nested too deeply") from None
     raw.pop("variants", None)  # named override lists, see gradlab.variants
     return config_from_dict(raw, overrides)

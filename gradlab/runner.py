@@ -304,9 +304,16 @@ def plan_resume(out: Path, ckpt_path: Path, cfg: StudyConfig, log: Callable[[str
             status = f.attrs["status"]
             status = status.decode() if isinstance(status, bytes) else str(status)
     except RunFileError:
-        if ckpt_path.exists():
-            raise
-        done, status = 0, "running"  # killed while being created: nothing was committed
+        if not ckpt_path.exists():
+            done, status = 0, "running"  # killed while being created: nothing was committed
+        else:  # killed in the instant it was out of SWMR: clear the flags (like h5clear -s) and look
+            from .h5safe import open_clearing_flags
+
+            try:
+                with open_clearing_flags(out) as f:
+                    done, status = int(f.attrs["epochs_done"]), "running"
+            except (OSError, KeyError):
+                raise RunFileError(f"{out} is damaged and cannot be resumed; start again with --overwrite") from None
     if not ckpt_path.exists():
         if done == 0:
             log(f"gradlab run: {out} has no committed epoch and no checkpoint; starting it afresh")

@@ -148,18 +148,29 @@ class Boom(Exception):
     pass
 
 
-def _reference(tiny, tmp_path, epochs=3):
-    cfg = tiny(train={"epochs": epochs}, output={"path": str(tmp_path / "ref.h5")})
+def _reference(tiny, tmp_path, epochs=3, **sections):
+    cfg = tiny(train={"epochs": epochs}, output={"path": str(tmp_path / "ref.h5")}, **sections)
     Runner(cfg, progress=False, log=lambda m: None).run()
     return tmp_path / "ref.h5"
 
 
+@pytest.fixture(scope="module")
+def ref_keep_all(tmp_path_factory):
+    """Uninterrupted 3-epoch run that also keeps raw gradients (datasets created mid-epoch)."""
+    from conftest import tiny_config
+
+    path = tmp_path_factory.mktemp("ref")
+    Runner(tiny_config(path, train={"epochs": 3}, track={"keep_grads": "all"}), progress=False,
+           log=lambda m: None).run()
+    return path / "run.h5"
+
+
 @pytest.mark.parametrize("window", ["before_checkpoint", "after_checkpoint", "in_probe"])
-def test_crash_windows_resume_consistently(tiny, tmp_path, monkeypatch, window):
+def test_crash_windows_resume_consistently(tiny, ref_keep_all, monkeypatch, window):
     """A crash between "rows written" and "checkpoint saved", between "checkpoint saved" and
     "marker moved", or mid-epoch, all resume to the uninterrupted result."""
-    ref = _reference(tiny, tmp_path)
-    cfg = tiny(train={"epochs": 3})
+    ref = ref_keep_all
+    cfg = tiny(train={"epochs": 3}, track={"keep_grads": "all"})
     out = Path(cfg.output.path)
     import gradlab.runner as runner_mod
 
