@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import tomllib
 import typing
@@ -171,8 +172,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 def _unknown(key: str, valid: list[str]) -> ConfigError:
     hint = difflib.get_close_matches(key.rsplit(".", 1)[-1], [v.rsplit(".", 1)[-1] for v in valid], n=1)
     prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
-    extra = f' (did you mean "{prefix}{hint[0]}"?)' if hint else f" (valid: {', '.join(valid)})"
-    return ConfigError(f'unknown config key "{key}"{extra}')
+    extra = f' (did you mean {_q(prefix + hint[0])}?)' if hint else f" (valid: {', '.join(valid)})"
+    return ConfigError(f"unknown config key {_q(key)}{extra}")
+
+
+def _q(text: str) -> str:
+    """A user-supplied string quoted for a one-line message (newlines and controls escaped)."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 def _build(cls: type, raw: Any, prefix: str) -> Any:
@@ -196,11 +202,11 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
 def parse_override(item: str) -> tuple[list[str], Any]:
     """Split ``a.b=value`` into a key path and a TOML-parsed value (bare words are strings)."""
     if "=" not in item:
-        raise ConfigError(f'--set expects key=value, got "{item}"')
+        raise ConfigError(f"--set expects key=value, got {_q(item)}")
     key, text = item.split("=", 1)
     key = key.strip()
     if not key:
-        raise ConfigError(f'--set expects key=value, got "{item}"')
+        raise ConfigError(f"--set expects key=value, got {_q(item)}")
     try:
         value = tomllib.loads(f"v = {text}")["v"]
     except (tomllib.TOMLDecodeError, RecursionError):
@@ -219,7 +225,7 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) ->
         for part in path[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f'--set {item}: "{part}" is not a table')
+                raise ConfigError(f"--set {_q(item)}: {_q(part)} is not a table")
         node[path[-1]] = value
     return _build(StudyConfig, raw, "").validate()
 

@@ -108,9 +108,9 @@ class RunWriter:
 
     # ------------------------------------------------------------------ SWMR switching
     def start(self) -> None:
-        """Enter SWMR-write mode (call once the static datasets exist)."""
+        """Flush, and enter SWMR-write mode if not in it (call once the static datasets exist)."""
+        self.f.flush()
         if not self.swmr:
-            self.f.flush()
             self.f.swmr_mode = True
             self.swmr = True
 
@@ -138,20 +138,28 @@ class RunWriter:
     def append(self, name: str, row: np.ndarray | float | int, epoch: int) -> None:
         """Write ``row`` as row ``epoch`` of the growing dataset ``name`` (at the next commit).
 
-        ``epoch`` is the row index; datasets indexed by something else (steps) work too."""
-        self._pending.setdefault(name, {})[int(epoch)] = np.array(row)
+        ``epoch`` is the row index; datasets indexed by something else (steps) work too.
+        Before ``start()`` a new name's (empty) dataset is created at once, so callers may set
+        attributes on it or its group; later ones are created at the next commit."""
+        row = np.array(row)
+        if not self.swmr and name not in self.f:
+            self._create(name, row)
+        self._pending.setdefault(name, {})[int(epoch)] = row
+
+    def _create(self, name: str, row: np.ndarray) -> None:
+        self.f.create_dataset(name, shape=(0, *row.shape), maxshape=(None, *row.shape), dtype=row.dtype,
+                              chunks=(1, *row.shape) if row.size > 1 else (256,))
 
     def write_pending(self) -> None:
         """Write every appended row to the file and flush (the marker does not move)."""
         if not self._pending:
+            self.start()
             return
         new = [n for n in self._pending if n not in self.f]
         if new:
             self._plain()
             for name in new:
-                row = next(iter(self._pending[name].values()))
-                self.f.create_dataset(name, shape=(0, *row.shape), maxshape=(None, *row.shape), dtype=row.dtype,
-                                      chunks=(1, *row.shape) if row.size > 1 else (256,))
+                self._create(name, next(iter(self._pending[name].values())))
             self.start()
         for name, rows in self._pending.items():
             ds = self.f[name]
@@ -161,7 +169,7 @@ class RunWriter:
             for i, row in sorted(rows.items()):
                 ds[i] = row
         self._pending = {}
-        self.f.flush()
+        self.start()  # flushes; a writer whose owner never called start() is crash-safe from here on
 
     def write_grads(self, name: str, grads: torch.Tensor) -> None:
         """Store raw batch gradients ``[K, P]`` (optional ``/probes/<o>/grads/epoch_<e>``)."""

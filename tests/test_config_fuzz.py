@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from gradlab.config import StudyConfig, config_from_dict, load_config
 from gradlab.errors import ConfigError
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+FUZZ = settings(max_examples=int(os.environ.get("GRADLAB_FUZZ_EXAMPLES", 150)), deadline=None, suppress_health_check=list(HealthCheck), database=None)
 QUICKSTART = Path("studies/quickstart.toml").read_text()
 KEYS = ["data", "model", "train", "track", "output", "data.dataset", "data.subset", "data.augment", "model.name",
         "train.epochs", "train.lr", "train.milestones", "train.batch_size", "train.on_nonfinite", "train.seed",

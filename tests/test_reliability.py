@@ -148,10 +148,7 @@ class Boom(Exception):
     pass
 
 
-def _reference(tiny, tmp_path, epochs=3, **sections):
-    cfg = tiny(train={"epochs": epochs}, output={"path": str(tmp_path / "ref.h5")}, **sections)
-    Runner(cfg, progress=False, log=lambda m: None).run()
-    return tmp_path / "ref.h5"
+SMALL = {"subset": 128, "test_subset": 32}  # 4 batches of 32: the crash tests run 10+ short runs
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +157,7 @@ def ref_keep_all(tmp_path_factory):
     from conftest import tiny_config
 
     path = tmp_path_factory.mktemp("ref")
-    Runner(tiny_config(path, train={"epochs": 3}, track={"keep_grads": "all"}), progress=False,
+    Runner(tiny_config(path, data=SMALL, train={"epochs": 3}, track={"keep_grads": "all"}), progress=False,
            log=lambda m: None).run()
     return path / "run.h5"
 
@@ -170,7 +167,7 @@ def test_crash_windows_resume_consistently(tiny, ref_keep_all, monkeypatch, wind
     """A crash between "rows written" and "checkpoint saved", between "checkpoint saved" and
     "marker moved", or mid-epoch, all resume to the uninterrupted result."""
     ref = ref_keep_all
-    cfg = tiny(train={"epochs": 3}, track={"keep_grads": "all"})
+    cfg = tiny(data=SMALL, train={"epochs": 3}, track={"keep_grads": "all"})
     out = Path(cfg.output.path)
     import gradlab.runner as runner_mod
 
@@ -216,29 +213,30 @@ def test_crash_windows_resume_consistently(tiny, ref_keep_all, monkeypatch, wind
     assert_identical(ref, out)
 
 
-def test_resume_extends_a_complete_run(tiny, tmp_path):
-    ref = _reference(tiny, tmp_path, epochs=3)
-    cfg2 = tiny(train={"epochs": 2})
+def test_resume_extends_a_complete_run(tiny, ref_keep_all):
+    cfg2 = tiny(data=SMALL, train={"epochs": 2}, track={"keep_grads": "all"})
     Runner(cfg2, progress=False, log=lambda m: None).run()
     with pytest.raises(GradlabError, match="already complete.*train.epochs"):
         Runner(cfg2, progress=False, log=lambda m: None, resume=True)
-    Runner(tiny(train={"epochs": 3}), progress=False, log=lambda m: None, resume=True).run()
-    assert_identical(ref, Path(cfg2.output.path))
+    Runner(tiny(data=SMALL, train={"epochs": 3}, track={"keep_grads": "all"}), progress=False, log=lambda m: None,
+           resume=True).run()
+    assert_identical(ref_keep_all, Path(cfg2.output.path))
 
 
 def test_resume_missing_file_starts_fresh_and_refuses_incompatible_changes(tiny, tmp_path):
-    cfg = tiny(train={"epochs": 1})
+    cfg = tiny(data=SMALL, train={"epochs": 1}, track={"probes": ["random"]})
     Runner(cfg, progress=False, log=lambda m: None, resume=True).run()  # nothing to resume: fresh run
     with pytest.raises(ConfigError, match=r"train.batch_size.*train.seed|model.name"):
-        Runner(tiny(train={"epochs": 2, "batch_size": 16, "seed": 1}), progress=False, resume=True)
+        Runner(tiny(data=SMALL, train={"epochs": 2, "batch_size": 16, "seed": 1}, track={"probes": ["random"]}),
+               progress=False, resume=True)
     with pytest.raises(ConfigError, match="track.probes"):
-        Runner(tiny(train={"epochs": 2}, track={"probes": ["random"]}), progress=False, resume=True)
-    assert check_resume_config(cfg.to_dict(), tiny(train={"epochs": 5, "lr": 0.01}).to_dict(), 1) == \
-        ["train.epochs", "train.lr"]
+        Runner(tiny(data=SMALL, train={"epochs": 2}), progress=False, resume=True)
+    new = tiny(data=SMALL, train={"epochs": 5, "lr": 0.01}, track={"probes": ["random"]}, output={"heatmaps": True})
+    assert check_resume_config(cfg.to_dict(), new.to_dict(), 1) == ["output.heatmaps", "train.epochs", "train.lr"]
 
 
 def test_resume_cli_errors(tiny, tmp_path, capsys):
-    cfg = tiny(train={"epochs": 1}, output={"checkpoint": False})
+    cfg = tiny(data=SMALL, train={"epochs": 1}, track={"probes": ["random"]}, output={"checkpoint": False})
     Runner(cfg, progress=False, log=lambda m: None).run()
     out = cfg.output.path
     assert main(["run", "studies/quickstart.toml", "--out", out]) == 2
@@ -254,7 +252,7 @@ def test_resume_cli_errors(tiny, tmp_path, capsys):
 def test_exception_marks_failed_and_keeps_epochs(tiny, monkeypatch):
     import gradlab.runner as runner_mod
 
-    cfg = tiny(train={"epochs": 3})
+    cfg = tiny(data=SMALL, train={"epochs": 2})
     real = runner_mod.evaluate
     n = {"calls": 0}
 
@@ -276,7 +274,7 @@ def test_exception_marks_failed_and_keeps_epochs(tiny, monkeypatch):
 def test_nonfinite_loss_policy(tiny, monkeypatch, policy):
     import gradlab.runner as runner_mod
 
-    cfg = tiny(train={"epochs": 3, "on_nonfinite": policy})
+    cfg = tiny(train={"epochs": 2, "on_nonfinite": policy}, track={"probes": ["random"]})
     real = runner_mod.F.cross_entropy
     count = {"n": 0}
 
@@ -300,7 +298,7 @@ def test_nonfinite_loss_policy(tiny, monkeypatch, policy):
         Runner(cfg, progress=False, log=logs.append).run()
         assert any("batch(es) of epoch 1 had a NaN/Inf" in m for m in logs)
         with open_run(cfg.output.path) as run:
-            assert run.status == "complete" and run.epochs_done == 3
+            assert run.status == "complete" and run.epochs_done == 2
 
 
 def test_nonfinite_gradient_is_caught(tiny):
@@ -329,8 +327,8 @@ def test_disk_full_is_one_line_and_keeps_committed_epochs(tiny, tmp_path, monkey
         real(self)
     monkeypatch.setattr(RunWriter, "write_pending", full)
     out = tmp_path / "full.h5"
-    rc = main(["run", "studies/quickstart.toml", "--quiet", "--out", str(out), "--set", "data.subset=256",
-               "--set", "data.test_subset=64", "--set", "train.epochs=3", "--set", "train.batch_size=64",
+    rc = main(["run", "studies/quickstart.toml", "--quiet", "--out", str(out), "--set", "data.subset=128",
+               "--set", "data.test_subset=64", "--set", "train.epochs=2", "--set", "train.batch_size=64",
                "--set", "output.heatmaps=false", "--set", "train.device=\"cpu\""])
     assert rc == 2
     err = capsys.readouterr().err
@@ -339,17 +337,17 @@ def test_disk_full_is_one_line_and_keeps_committed_epochs(tiny, tmp_path, monkey
         assert run.status == "failed" and run.epochs_done == 1 and "disk full" in run.failure
     monkeypatch.undo()
     assert main(["run", "studies/quickstart.toml", "--quiet", "--out", str(out), "--resume",
-                 "--set", "data.subset=256", "--set", "data.test_subset=64", "--set", "train.epochs=3",
+                 "--set", "data.subset=128", "--set", "data.test_subset=64", "--set", "train.epochs=2",
                  "--set", "train.batch_size=64", "--set", "output.heatmaps=false",
                  "--set", "train.device=\"cpu\""]) == 0
     with open_run(out) as run:
-        assert run.status == "complete" and run.epochs_done == 3
+        assert run.status == "complete" and run.epochs_done == 2
 
 
 def test_disk_full_in_checkpoint(tiny, monkeypatch):
     import gradlab.checkpoint as ck_mod
 
-    cfg = tiny(train={"epochs": 2})
+    cfg = tiny(data=SMALL, train={"epochs": 2}, track={"probes": ["random"]})
     real = ck_mod.torch.save
     n = {"calls": 0}
 
