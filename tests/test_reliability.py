@@ -392,3 +392,37 @@ def test_cli_non_gradlab_file(tmp_path, capsys):
         assert main(["inspect", str(p)]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and ("not a gradlab run" in err or "not an HDF5 file" in err)
+
+
+@pytest.mark.slow
+def test_sigkill_many_random_moments(tmp_path):
+    """Stress version: up to 6 kills at random moments (including before the first commit);
+    after each the file opens with complete committed epochs; the end result is identical."""
+    study = tmp_path / "s.toml"
+    study.write_text(STUDY)
+    ref, out = tmp_path / "ref.h5", tmp_path / "run.h5"
+    rng = random.Random(int(os.environ.get("GRADLAB_KILL_SEED", time.time_ns() % 1000)))
+    assert _cli(study, ref).wait(timeout=600) == 0
+    done, extra = 0, []
+    for _ in range(6):
+        p = _cli(study, out, *extra)
+        extra = ["--resume"]
+        if done >= 4:
+            break
+        try:
+            _kill_after(p, out, done + rng.choice([0, 1]), rng)
+        except AssertionError:
+            assert p.wait() == 0, "the run failed instead of finishing"
+            break  # finished before the kill
+        if out.exists():
+            try:
+                done = check_committed(out)
+            except GradlabError:  # killed while the file was being created: --resume starts afresh
+                done = 0
+    p.wait(timeout=600)
+    if p.returncode != 0 or not out.exists():
+        assert _cli(study, out, "--resume").wait(timeout=600) == 0
+    with open_run(out) as run:
+        if run.status != "complete":
+            assert _cli(study, out, "--resume").wait(timeout=600) == 0
+    assert_identical(ref, out)
