@@ -77,6 +77,7 @@ def write_fake_run(path, *, epochs=6, commit=None, milestones=(3,), batches=20, 
         if e < commit:
             w.commit(e)
     if status == "running":  # a writer that is still going (or was killed): no status change, no close marker
+        w.write_pending()  # the uncommitted rows reach the file, as when a kill lands mid-commit
         w.f.flush()
         w.f.close()
     else:
