@@ -85,12 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _rank_tag() -> str:
+    """`` (rank R)`` under torchrun, where every rank prints its own errors."""
+    import os
+
+    return f" (rank {os.environ.get('RANK', '?')})" if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except GradlabError as exc:
-        print("gradlab: error: " + " ".join(str(exc).splitlines()), file=sys.stderr)  # always one line
+        print(f"gradlab: error{_rank_tag()}: " + " ".join(str(exc).splitlines()), file=sys.stderr)  # always one line
         return 2
     except KeyboardInterrupt:
         print("gradlab: interrupted", file=sys.stderr)

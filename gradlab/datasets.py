@@ -182,12 +182,25 @@ class BatchLoader:
         k = num_batches(len(order), self.batch_size)
         return list(order[: k * self.batch_size].view(k, self.batch_size))
 
-    def batches(self, order: torch.Tensor, augment: torch.Generator | None = None
-                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(self, order: torch.Tensor, augment: torch.Generator | None = None,
+                shard: tuple[int, int] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``shard = (rank, world)``: yield only this rank's contiguous slice of each batch, with
+        the augmentation randoms of the whole batch drawn (so every rank's stream is the same)."""
         for idx in self.batch_indices(order):
-            yield self.get(idx, augment)
+            if shard is None:
+                yield self.get(idx, augment)
+            else:
+                part = len(idx) // shard[1]
+                lo = shard[0] * part
+                if self.labels.dim() == 3:  # segmentation: augment the whole batch, keep this slice
+                    x, y = self.get(idx, augment)
+                    yield x[lo:lo + part], y[lo:lo + part]
+                else:
+                    yield self.get(idx[lo:lo + part], augment, part=(lo, len(idx)))
 
-    def get(self, idx: torch.Tensor, augment: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def get(self, idx: torch.Tensor, augment: torch.Generator | None = None,
+            part: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch ``idx``; ``part = (start, total)``: ``idx`` is rows start.. of a batch of ``total``."""
         idx = idx.to(self.device)
         x = self.images[idx].float().div_(255)
         if self.labels.dim() == 3:  # segmentation masks: augment image and mask together
@@ -196,7 +209,7 @@ class BatchLoader:
                 x, y = joint_flip(x, y, augment)
             return (x - self.mean) / self.std, y
         if augment is not None:
-            x = random_crop_flip(x, augment)
+            x = random_crop_flip(x, augment, part=part)
         return (x - self.mean) / self.std, self.labels[idx]
 
     def all_batches(self, batch_size: int = 1000) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -205,12 +218,20 @@ class BatchLoader:
             yield self.get(torch.arange(s, min(s + batch_size, len(self.data))))
 
 
-def random_crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Per-image random crop of a zero-padded batch and random horizontal flip."""
+def random_crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4,
+                     part: tuple[int, int] | None = None) -> torch.Tensor:
+    """Per-image random crop of a zero-padded batch and random horizontal flip.
+
+    ``part = (start, total)``: ``x`` is rows ``start:start + len(x)`` of a batch of ``total``
+    images; the randoms of the whole batch are drawn and this part's used, so the result
+    equals those rows of the whole batch's augmentation (DDP ranks share a global batch).
+    """
     b, _, h, w = x.shape
-    oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
-    ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
-    flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+    start, total = part or (0, b)
+    rows_of = slice(start, start + b)
+    oy = torch.randint(0, 2 * pad + 1, (total,), generator=gen)[rows_of].to(x.device)
+    ox = torch.randint(0, 2 * pad + 1, (total,), generator=gen)[rows_of].to(x.device)
+    flip = (torch.rand(total, generator=gen) < 0.5)[rows_of].to(x.device)
     xp = F.pad(x, (pad, pad, pad, pad))
     rows = oy[:, None] + torch.arange(h, device=x.device)  # [B, H]
     cols = torch.arange(w, device=x.device).expand(b, w)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -78,6 +79,9 @@ def check_measures(names: list[str]) -> None:
 
 # --------------------------------------------------------------------------- epoch stats
 
+# Per-batch rows of this process -> rows of all K batches in batch order (sharded probe pass).
+RowGather = Callable[[dict[str, "np.ndarray | None"]], dict[str, "np.ndarray | None"]]
+
 @dataclass
 class EpochStats:
     """Everything one probe pass yields for one epoch."""
@@ -106,8 +110,13 @@ def noise_scale(sq_dists: np.ndarray, full_sq_norm: float, batch_size: int, n: i
 
 
 def epoch_stats(store: GradStore, full: torch.Tensor, layout: ParamLayout, batch_sizes: np.ndarray,
-                measures: list[str], per_layer: bool) -> EpochStats:
-    """One sequential pass over the stored gradients: every D[e, k] of this epoch."""
+                measures: list[str], per_layer: bool, gather: RowGather | None = None) -> EpochStats:
+    """One sequential pass over the stored gradients: every D[e, k] of this epoch.
+
+    ``gather``: in a sharded probe pass (``gradlab.distributed``) the store holds only this
+    rank's batches; ``gather`` turns the per-batch reductions of every rank into all K rows in
+    batch order before the measures and the noise scale are computed.
+    """
     k_total, n_layers = len(batch_sizes), len(layout)
     full32 = full.to(torch.float32)
     full_sq = float(full.pow(2).sum())
@@ -130,6 +139,9 @@ def epoch_stats(store: GradStore, full: torch.Tensor, layout: ParamLayout, batch
         del diff
         dot[s:s + c] = (g * full32).sum(1, dtype=torch.float64).cpu().numpy()
         nrm[s:s + c] = g.pow(2).sum(1, dtype=torch.float64).cpu().numpy()
+    if gather is not None:
+        rows = gather({"size": batch_sizes, "sq": sq, "dot": dot, "nrm": nrm, "layer": layer})
+        batch_sizes, sq, dot, nrm, layer = (rows[k] for k in ("size", "sq", "dot", "nrm", "layer"))
     m = int(batch_sizes[0])
     if np.any(batch_sizes != m):
         raise ValueError("noise scale assumes equal batch sizes (drop_last)")

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from . import provenance
 from .config import StudyConfig, lr_at, phase_of
 from .datasets import BatchLoader, ImageSet, load_split
+from .distributed import SINGLE, Dist, NullWriter, check_batch_size
 from .distances import check_measures
 from .checkpoint import (check_resume_config, checkpoint_path, is_disk_full, load_checkpoint, rng_state,
                          save_checkpoint, set_rng_state)
@@ -55,17 +56,20 @@ def seed_everything(seed: int) -> None:
 
 def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, loader: BatchLoader, order: torch.Tensor,
                 augment: torch.Generator | None, progress: bool = False, desc: str = "train",
-                on_step: Callable[[], None] | None = None, guard: NonFiniteGuard | None = None
-                ) -> tuple[float, float]:
+                on_step: Callable[[], None] | None = None, guard: NonFiniteGuard | None = None,
+                dist: Dist = SINGLE) -> tuple[float, float]:
     """One SGD pass over the full batches of ``order``; returns mean loss and accuracy
     (pixel accuracy for segmentation). ``on_step``, if given, is called after every
     optimizer step, while ``p.grad`` still holds that step's minibatch gradient.
-    ``guard`` (optional) checks each batch's loss and gradients for NaN/Inf before the step."""
+    ``guard`` (optional) checks each batch's loss and gradients for NaN/Inf before the step.
+    Under torchrun (``dist``) each rank trains on its slice of every batch and the metrics
+    are summed over ranks."""
     model.train()
     total_loss = torch.zeros((), dtype=torch.float64, device=loader.device)
     correct = torch.zeros((), dtype=torch.int64, device=loader.device)
     n = pixels = 0  # images, predictions (pixels for segmentation)
-    batches = tqdm(loader.batches(order, augment), total=len(loader), desc=desc, leave=False, disable=not progress)
+    batches = tqdm(loader.batches(order, augment, dist.shard), total=len(loader), desc=desc, leave=False,
+                   disable=not progress)
     for k, (x, y) in enumerate(batches):
         out = model(x)
         loss = F.cross_entropy(out, y)
@@ -80,20 +84,31 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, loader: BatchLoade
         correct += (out.argmax(1) == y).sum()
         n += len(y)
         pixels += y.numel()
+    if dist.active:
+        counts = torch.tensor([float(correct), float(n), float(pixels)], dtype=torch.float64, device=loader.device)
+        dist.all_reduce_(total_loss, counts)
+        correct, n, pixels = int(counts[0]), int(counts[1]), int(counts[2])
     return float(total_loss) / n, int(correct) / pixels
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: BatchLoader) -> tuple[float, float]:
-    """Mean loss and accuracy over every image of ``loader`` (eval mode)."""
+def evaluate(model: nn.Module, loader: BatchLoader, dist: Dist = SINGLE) -> tuple[float, float]:
+    """Mean loss and accuracy over every image of ``loader`` (eval mode); under torchrun the
+    evaluation batches are dealt round-robin over the ranks and the sums all-reduced."""
     model.eval()
     total, correct, n = 0.0, 0, 0
-    for x, y in loader.all_batches():
+    for i, (x, y) in enumerate(loader.all_batches()):
+        if i % dist.world != dist.rank:
+            continue
         out = model(x)
         total += float(F.cross_entropy(out, y, reduction="sum"))
         correct += int((out.argmax(1) == y).sum())
         n += len(y)
     model.train()
+    if dist.active:
+        sums = torch.tensor([total, correct, n], dtype=torch.float64, device=loader.device)
+        dist.all_reduce_(sums)
+        total, correct, n = float(sums[0]), int(sums[1]), int(sums[2])
     return total / max(n, 1), correct / max(n, 1)
 
 
@@ -111,12 +126,13 @@ class Study:
     probes: list[Order] = field(default_factory=list)
 
 
-def build_study(cfg: StudyConfig, scores: ScoreFn = compute_scores) -> Study:
-    """Load data, build the model (seeded) and the orders; validates names early."""
+def build_study(cfg: StudyConfig, scores: ScoreFn = compute_scores, device: torch.device | None = None) -> Study:
+    """Load data, build the model (seeded) and the orders; validates names early.
+    ``device`` overrides ``train.device`` (a torchrun rank's own device)."""
     t = cfg.track
     check_measures(t.measures)
     make_store(t.grads, t.grad_dtype)  # validates the name before any work
-    device = resolve_device(cfg.train.device)
+    device = device or resolve_device(cfg.train.device)
     train = load_split(cfg.data, train=True)
     test = load_split(cfg.data, train=False)
     bs = cfg.train.batch_size
@@ -157,23 +173,42 @@ class Runner:
 
     def __init__(self, cfg: StudyConfig, overwrite: bool = False, progress: bool = True,
                  scores: ScoreFn = compute_scores, log: Callable[[str], None] = print, resume: bool = False):
+        from . import distributed
+
+        self.dist, rank_device = distributed.setup(cfg.train.device)  # torchrun: join the job, else SINGLE
+        if not self.dist.is_main:
+            progress, log = False, (lambda s: None)  # rank 0 speaks and writes for the job
         self.cfg, self.overwrite, self.progress, self.log = cfg, overwrite, progress, log
         self.out = Path(cfg.output.path)
         self.ckpt_path = checkpoint_path(self.out)
         self.resume_from: dict | None = None  # checkpoint to continue from
-        if overwrite and resume:
-            raise GradlabError("--overwrite and --resume contradict each other; pass one")
-        if self.out.exists() and not overwrite and not resume:
-            raise GradlabError(f"{self.out} already exists; pass --resume to continue it, --overwrite to replace it, "
-                               f"or choose another --out")
-        if resume and self.out.exists():
-            self.resume_from = plan_resume(self.out, self.ckpt_path, cfg, log)
-        self.study = build_study(cfg, scores)
+        try:
+            if overwrite and resume:
+                raise GradlabError("--overwrite and --resume contradict each other; pass one")
+            check_batch_size(cfg.train.batch_size, self.dist.world)
+            if self.dist.any(self.dist.is_main and self.out.exists() and not overwrite and not resume):
+                raise GradlabError(f"{self.out} already exists; pass --resume to continue it, --overwrite to replace "
+                                   f"it, or choose another --out")
+            # torchrun: rank 0 reads the run file and checkpoint, every rank gets its checkpoint
+            failure: BaseException | None = None
+            if resume and self.dist.is_main and self.out.exists():
+                try:
+                    self.resume_from = plan_resume(self.out, self.ckpt_path, cfg, log)
+                except GradlabError as exc:
+                    failure = exc
+            if self.dist.any(failure is not None):
+                raise failure or GradlabError(f"rank 0 could not resume {self.out}; see its error")
+            self.resume_from = self.dist.broadcast_object(self.resume_from)
+            self.study = build_study(cfg, scores, rank_device)
+        except BaseException:
+            self.dist.close()
+            raise
 
     def run(self) -> Path:
         cfg, s, out = self.cfg, self.study, self.out
         tc = cfg.train
-        device, model = s.device, s.model
+        device, dist = s.device, self.dist
+        model, train_model = dist.prepare(s.model)  # DDP + SyncBatchNorm2d under torchrun
         loader = BatchLoader(s.train, device, tc.batch_size)
         test_loader = BatchLoader(s.test, device, tc.batch_size)
         opt = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
@@ -186,7 +221,8 @@ class Runner:
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
             set_rng_state(ck["rng"], data_gen)
-            writer = RunWriter.reopen(out, start, ck["rows"], cfg.to_dict(), ck["run_id"])
+            writer = (RunWriter.reopen(out, start, ck["rows"], cfg.to_dict(), ck["run_id"]) if dist.is_main
+                      else NullWriter())
             stats = ParamStatsRecorder(model, s.layout, cfg.track.param_stats, len(loader), writer.append)
             # continue the step-indexed /params rows where the checkpoint's epoch left them
             stats.step = stats._last_recorded = start * len(loader)
@@ -194,12 +230,13 @@ class Runner:
             self.log(f"gradlab run: resuming {out} at epoch {start} of {tc.epochs}")
         else:
             start = 0
-            if self.overwrite:
+            if self.overwrite and dist.is_main:
                 self.ckpt_path.unlink(missing_ok=True)
-            writer = RunWriter(out, cfg.to_dict(), provenance.collect(device, tc.seed), s.layout)
+            prov = {**provenance.collect(device, tc.seed), **dist.provenance()}
+            writer = RunWriter(out, cfg.to_dict(), prov, s.layout) if dist.is_main else NullWriter()
             stats = ParamStatsRecorder(model, s.layout, cfg.track.param_stats, len(loader), writer.append)
             stats.record_init()
-            if stats.enabled:
+            if stats.enabled and dist.is_main:
                 writer.f["params"].attrs["schedule"] = cfg.track.param_stats
                 writer.f["params"].attrs["grad_norm"] = ("L2 norm per tensor of the raw minibatch gradient consumed "
                                                          "by optimizer step `step` (before weight decay and "
@@ -211,7 +248,8 @@ class Runner:
         segmentation = is_segmentation(s.test)
         self.log(f"gradlab run: {cfg.model.name} ({s.layout.size:,} params, {len(s.layout)} tensors) on {device}, "
                  f"{cfg.data.dataset} {len(s.train)} train / {len(s.test)} test, {len(loader)} batches of "
-                 f"{tc.batch_size}, probes {[o.name for o in s.probes] or 'off'} -> {out}")
+                 f"{tc.batch_size}, probes {[o.name for o in s.probes] or 'off'} -> {out}"
+                 + (f" [torchrun: {dist.world} ranks, {dist.backend}]" if dist.active else ""))
         e = start
         try:
             bar = tqdm(range(start, tc.epochs), desc="epochs", disable=not self.progress, initial=start,
@@ -224,9 +262,10 @@ class Runner:
                 t0 = time.perf_counter()
                 order = fixed if fixed is not None else torch.randperm(len(s.train), generator=data_gen)
                 guard = NonFiniteGuard(tc.on_nonfinite, device, e, lr)
-                loss, acc = train_epoch(model, opt, loader, order, data_gen if cfg.data.augment else None,
-                                        self.progress, on_step=stats.after_step if stats.enabled else None,
-                                        guard=guard)
+                with dist.sync_batchnorm(model):
+                    loss, acc = train_epoch(train_model, opt, loader, order, data_gen if cfg.data.augment else None,
+                                            self.progress, on_step=stats.after_step if stats.enabled else None,
+                                            guard=guard, dist=dist)
                 stats.end_epoch()
                 bad = guard.finish()
                 if bad:
@@ -238,16 +277,17 @@ class Runner:
                 t_probe = 0.0
                 for o in s.probes:
                     t1 = time.perf_counter()
-                    _probe_epoch(writer, frozen, loader, o, e, cfg, self.progress)
+                    _probe_epoch(writer, frozen, loader, o, e, cfg, self.progress, dist)
                     t_probe += time.perf_counter() - t1
                 t2 = time.perf_counter()
                 extra: tuple[tuple[str, float], ...] = ()
                 if segmentation:  # test/acc is pixel accuracy; mIoU and mean class accuracy as well
+                    # (not sharded: every rank evaluates the whole test set, with identical results)
                     seg = evaluate_segmentation(model, test_loader, cfg.model.num_classes)
                     test_loss, test_acc = seg.loss, seg.pixel_acc
                     extra = (("test/miou", seg.miou), ("test/mean_acc", seg.mean_acc))
                 else:
-                    test_loss, test_acc = evaluate(model, test_loader)
+                    test_loss, test_acc = evaluate(model, test_loader, dist)
                 t_eval = time.perf_counter() - t2
                 for name, v in (("train/lr", lr), ("train/phase", phase_of(e, tc.milestones)), ("train/loss", loss),
                                 ("train/acc", acc), ("test/loss", test_loss), ("test/acc", test_acc),
@@ -255,7 +295,7 @@ class Runner:
                                 *extra):
                     writer.append(name, v, e)
                 writer.write_pending()  # rows on disk, marker not moved yet
-                if cfg.output.checkpoint:  # checkpoint before the marker: see gradlab/checkpoint.py
+                if cfg.output.checkpoint and dist.is_main:  # checkpoint before the marker: see gradlab/checkpoint.py
                     save_checkpoint(self.ckpt_path, {
                         "epoch": e, "model": model.state_dict(), "optimizer": opt.state_dict(),
                         "rng": rng_state(data_gen), "config": cfg.to_dict(), "rows": writer.row_counts(),
@@ -272,11 +312,14 @@ class Runner:
                 writer.close("failed", reason)
             except Exception as close_exc:  # noqa: BLE001 - e.g. still no space: the committed epochs are on disk
                 self.log(f"gradlab run: could not record the failure in {out}: {close_exc}")
+            dist.close()
             if is_disk_full(exc):
                 raise DiskFullError(reason) from exc
             raise
         writer.close("complete")
-        if cfg.output.heatmaps and s.probes:
+        dist.barrier()  # the run file is complete before any rank returns
+        dist.close()
+        if cfg.output.heatmaps and s.probes and dist.is_main:
             from . import plots
             from .analysis import open_run
 
@@ -335,19 +378,24 @@ def plan_resume(out: Path, ckpt_path: Path, cfg: StudyConfig, log: Callable[[str
 
 
 def _probe_epoch(writer: RunWriter, frozen: FrozenModel, loader: BatchLoader, order: Order, e: int,
-                 cfg: StudyConfig, progress: bool) -> None:
+                 cfg: StudyConfig, progress: bool, dist: Dist = SINGLE) -> None:
     tr = cfg.track
     store: GradStore = make_store(tr.grads, tr.grad_dtype)
     base = f"probes/{order.name}"
     keep = tr.keep_grads == "all" or (tr.keep_grads == "last" and e == cfg.train.epochs - 1)
 
     def save(st: GradStore) -> None:
-        grads = torch.cat([c for _, c in st.chunks()])
-        writer.write_grads(f"{base}/grads/epoch_{e}", grads)
+        grads = torch.cat([c for _, c in st.chunks()] or [torch.empty(0, frozen.layout.size, dtype=st.dtype)])
+        grads = dist.gather_batches_to_main(grads, order.num_batches)  # torchrun: every rank's share
+        if grads is not None:
+            writer.write_grads(f"{base}/grads/epoch_{e}", grads)
 
-    batches = tqdm(loader.batches(torch.from_numpy(order.index)), total=order.num_batches,
+    idx = loader.batch_indices(torch.from_numpy(order.index))
+    mine = dist.owned(len(idx))  # torchrun: whole batches k = rank, rank + world, ...; else all
+    batches = tqdm((loader.get(idx[k]) for k in mine), total=len(mine),
                    desc=f"probe {order.name}", leave=False, disable=not progress)
-    res = probe_pass(frozen, batches, order.num_batches, store, tr.measures, tr.per_layer, save if keep else None)
+    res = probe_pass(frozen, batches, order.num_batches, store, tr.measures, tr.per_layer, save if keep else None,
+                     shard=dist if dist.active else None)
     st = res.stats
     for m, d in st.distance.items():
         writer.append(f"{base}/distance/{m}", d, e)

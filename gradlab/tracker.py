@@ -14,7 +14,7 @@ buffers never change.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from torch.func import functional_call
 from .distances import EpochStats, FullGradient, epoch_stats
 from .gradstore import GradStore
 from .layout import ParamLayout
+
+if TYPE_CHECKING:
+    from .distributed import Dist
 
 
 class FrozenModel:
@@ -62,13 +65,20 @@ class ProbeResult:
 
 def probe_pass(frozen: FrozenModel, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_batches: int,
                store: GradStore, measures: list[str], per_layer: bool,
-               keep: Callable[[GradStore], None] | None = None) -> ProbeResult:
+               keep: Callable[[GradStore], None] | None = None, shard: Dist | None = None) -> ProbeResult:
     """Run every batch at theta_e into ``store``, then compute D for this epoch.
 
     The full gradient is accumulated on the fly, so the store is read once, sequentially,
     after the last batch. ``keep``, if given, sees the filled store before it is released
     (to save the raw gradients).
+
+    ``shard`` (torchrun): ``batches`` are this rank's ``shard.owned(num_batches)`` only; the
+    float64 sums are all-reduced into the full gradient and the per-batch rows gathered, so
+    every rank returns the stats of all ``num_batches`` batches.
     """
+    total = num_batches
+    if shard is not None:
+        num_batches = len(shard.owned(total))
     layout = frozen.layout
     device = next(iter(frozen.params.values())).device
     store.begin(num_batches, layout.size, device)
@@ -83,9 +93,18 @@ def probe_pass(frozen: FrozenModel, batches: Iterable[tuple[torch.Tensor, torch.
             store.put(k, g)
             losses[k] = loss
             sizes[k] = len(y)
-        stats = epoch_stats(store, full.mean(), layout, sizes, measures, per_layer)
+        gather = None
+        if shard is not None:
+            weight = torch.tensor([float(full.weight)], dtype=torch.float64, device=device)
+            shard.all_reduce_(full.sum, weight)
+            full.weight = int(weight.item())
+            gather = lambda rows: shard.gather_rows(rows, total)  # noqa: E731
+        stats = epoch_stats(store, full.mean(), layout, sizes, measures, per_layer, gather=gather)
         if keep is not None:
             keep(store)
     finally:
         store.end()
-    return ProbeResult(losses.cpu().numpy(), stats)
+    batch_loss = losses.cpu().numpy()
+    if shard is not None:
+        batch_loss = shard.gather_rows({"loss": batch_loss}, total)["loss"]
+    return ProbeResult(batch_loss, stats)
