@@ -287,7 +287,8 @@ class Runner:
                     test_loss, test_acc = seg.loss, seg.pixel_acc
                     extra = (("test/miou", seg.miou), ("test/mean_acc", seg.mean_acc))
                 else:
-                    test_loss, test_acc = evaluate(model, test_loader, dist)
+                    sharded = (dist,) if dist.active else ()  # single process: the plain two-argument call
+                    test_loss, test_acc = evaluate(model, test_loader, *sharded)
                 t_eval = time.perf_counter() - t2
                 for name, v in (("train/lr", lr), ("train/phase", phase_of(e, tc.milestones)), ("train/loss", loss),
                                 ("train/acc", acc), ("test/loss", test_loss), ("test/acc", test_acc),
