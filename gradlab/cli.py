@@ -1,4 +1,4 @@
-"""Command line: ``gradlab run | inspect | report`` (see README.md).
+"""Command line: ``gradlab run | scores | inspect | report`` (see README.md).
 
 Every ``GradlabError`` ends the command with one line on stderr and exit status 2.
 """
@@ -21,7 +21,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.variant:
         return _run_variants(args, overrides)
     cfg = load_config(args.study, overrides)
-    run_study(cfg, overwrite=args.overwrite, progress=not args.quiet, resume=args.resume)
+    run_study(cfg, overwrite=args.overwrite, progress=not args.quiet, resume=args.resume, **_score_kwargs(args, cfg))
     return 0
 
 
@@ -36,7 +36,32 @@ def _run_variants(args: argparse.Namespace, overrides: list[str]) -> int:
             raise GradlabError(f"{cfg.output.path} (variant {name}) already exists; pass --overwrite to replace it")
     for i, (name, cfg) in enumerate(configs, 1):
         print(f"variant {name} ({i}/{len(configs)}) -> {cfg.output.path}")
-        run_study(cfg, overwrite=args.overwrite, progress=not args.quiet)
+        run_study(cfg, overwrite=args.overwrite, progress=not args.quiet, **_score_kwargs(args, cfg))
+    return 0
+
+
+def _score_kwargs(args: argparse.Namespace, cfg) -> dict:
+    """Reuse scores from `gradlab scores` (and cache new ones) unless --no-score-cache."""
+    if args.no_score_cache:
+        return {}
+    from .scores import cached_scores
+
+    return {"scores": cached_scores(args.scores or Path(cfg.data.root) / "scores.h5", progress=not args.quiet)}
+
+
+def _cmd_scores(args: argparse.Namespace) -> int:
+    from .config import DataConfig
+    from .datasets import load_split
+    from .metrics import get_metric
+    from .scores import compute_all
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    for m in metrics:
+        get_metric(m)  # unknown names fail before any loading
+    data = load_split(DataConfig(dataset=args.dataset, root=args.root, subset=args.subset), train=True)
+    out = Path(args.out) if args.out else Path(args.root) / "scores.h5"
+    print(f"gradlab scores: {args.dataset} train, {len(data):,} images -> {out}")
+    compute_all(data, metrics, out, progress=not args.quiet)
     return 0
 
 
@@ -70,7 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--variant", action="append", metavar="NAME",
                    help="run variant NAME of the study's [variants] table (repeatable; 'all' = every variant); "
                         "output goes to <output stem>-NAME.h5")
+    r.add_argument("--scores", metavar="PATH", help="score cache file (default: <data.root>/scores.h5)")
+    r.add_argument("--no-score-cache", action="store_true", help="compute metric scores without reading/writing a cache")
     r.set_defaults(func=_cmd_run)
+    s = sub.add_parser("scores", help="compute and cache per-image metric scores of a training set")
+    s.add_argument("--dataset", default="cifar10", help="cifar10 | synthetic | cifar10-sample (default cifar10)")
+    s.add_argument("--metrics", default="intensity,hsv,edges,lpips", help="comma-separated metric names")
+    s.add_argument("--root", default="data", help="dataset folder (as data.root; default data)")
+    s.add_argument("--subset", type=int, default=0, help="first N training images only (0 = all)")
+    s.add_argument("--out", help="cache file (default: <root>/scores.h5)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=_cmd_scores)
     i = sub.add_parser("inspect", help="print a summary of a run file")
     i.add_argument("run", help="run file (.h5)")
     i.set_defaults(func=_cmd_inspect)

@@ -21,13 +21,34 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.3e}"
 
 
-def heatmap(run: Run, probe: str, phase: int = 0, measure: str = "l2", n_ticks: int = 9) -> go.Figure:
-    """D[e, k] for the epochs of one training phase; x = batches in order, labelled by score."""
+def quantile_ticks(score: np.ndarray, step: int = 10) -> tuple[list[int], list[str]]:
+    """x-axis ticks at 0, step, ..., 100 % of the batch axis, labelled with the batch score there.
+
+    Batches of a metric order are sorted by score, so the tick at p % shows the p-th
+    percentile of the batch scores (for ``random``, the batch number).
+    """
+    k = len(score)
+    if k == 0:
+        return [], []
+    pcts = np.arange(0, 101, step)
+    pos = np.round(pcts / 100 * (k - 1)).astype(int)
+    vals, text, seen = [], [], set()
+    for p, i in zip(pcts, pos):
+        if i in seen:
+            continue
+        seen.add(i)
+        vals.append(int(i))
+        text.append(f"{_fmt(float(score[i]))}<br><sub>{p}%</sub>")
+    return vals, text
+
+
+def heatmap(run: Run, probe: str, phase: int = 0, measure: str = "l2", tick_step: int = 10) -> go.Figure:
+    """D[e, k] for the epochs of one training phase; x = batches in order, labelled by score quantiles."""
     epochs = run.phase_epochs(phase)
     d = run.distance_matrix(probe, measure)[epochs] if len(epochs) else np.zeros((0, 0))
     score = run.batch_scores(probe)
     k = len(score)
-    ticks = np.unique(np.linspace(0, k - 1, min(n_ticks, k)).round().astype(int)) if k else np.array([], int)
+    tickvals, ticktext = quantile_ticks(score, tick_step)
     custom = np.broadcast_to(score, d.shape) if d.size else None
     fig = go.Figure(go.Heatmap(
         z=d, x=np.arange(k), y=epochs, colorscale=COLORSCALE, customdata=custom,
@@ -38,10 +59,10 @@ def heatmap(run: Run, probe: str, phase: int = 0, measure: str = "l2", n_ticks: 
     span = f"epochs {epochs[0]}–{epochs[-1]}, lr {lr_at(int(epochs[0]), train):g}" if len(epochs) else "no epochs yet"
     fig.update_layout(
         title=dict(text=f"<b>{html.escape(probe)}</b> — phase {phase} ({span})"),
-        xaxis=dict(title=f"batch, labelled by {html.escape(run.score_label(probe))}",
-                   tickvals=ticks.tolist(), ticktext=[_fmt(score[i]) for i in ticks]),
+        xaxis=dict(title=f"batch score quantiles: {html.escape(run.score_label(probe))} (at % of batches)",
+                   tickvals=tickvals, ticktext=ticktext),
         yaxis=dict(title="epoch", autorange="reversed"),
-        template="plotly_white", height=max(260, 60 + 18 * len(epochs)), margin=dict(t=60, b=60, l=60, r=20),
+        template="plotly_white", height=max(280, 80 + 18 * len(epochs)), margin=dict(t=60, b=80, l=60, r=20),
     )
     return fig
 

@@ -1,6 +1,8 @@
 """Base class of the per-image heuristic metrics that order a dataset into batches."""
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 
@@ -17,7 +19,13 @@ class Metric:
     label: str = ""  # axis title for the batch score
     version: int = 1  # bump when the computation changes: invalidates cached scores
 
-    def compute(self, images: torch.Tensor) -> np.ndarray:
+    @property
+    def variant(self) -> str:
+        """Extra cache-key text for inputs outside the images (e.g. which weights); "" for none."""
+        return ""
+
+    def compute(self, images: torch.Tensor, progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Scores of ``images``; ``progress(n)`` is called as each n images are done."""
         raise NotImplementedError
 
     def sort(self, scores: np.ndarray) -> np.ndarray:
