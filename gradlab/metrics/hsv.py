@@ -42,7 +42,7 @@ class HSV(Metric):
         """``float64 [N, 3]``: hue (degrees), saturation and value (both in [0, 1]) of the mean colour."""
         n, _, h, w = images.shape
         # Exact integer channel sums (at most 32*32*255 per channel), then one division.
-        sums = images.reshape(n, 3, h * w).sum(2, dtype=torch.int64).numpy()
+        sums = images.numpy().reshape(n, 3, h * w).sum(2, dtype=np.int64)
         hsv = rgb_to_hsv(sums / (h * w * 255.0))
         hsv[:, 0] *= 360.0
         if progress:
