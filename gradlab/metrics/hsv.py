@@ -7,7 +7,8 @@ order runs red -> yellow -> ... -> magenta and the batches at both ends are redd
 Within a sorted batch hues are contiguous on that cut line, so the batch score (the
 arithmetic mean hue of the batch) is well defined; it is not a circular mean across the
 cut. Grey images (max = min channel) have no hue: like ``colorsys`` they get hue 0 and
-saturation 0, so they come first, ordered by brightness (value).
+saturation 0, so they come first, ordered by brightness (value). As in ``colorsys``, a
+hue a rounding error below 0 wraps to exactly 360 (red again, at the end of the line).
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ class HSV(Metric):
         """``float64 [N, 3]``: hue (degrees), saturation and value (both in [0, 1]) of the mean colour."""
         n, _, h, w = images.shape
         # Exact integer channel sums (at most 32*32*255 per channel), then one division.
-        sums = images.numpy().reshape(n, 3, h * w).sum(2, dtype=np.int64)
+        sums = images.cpu().numpy().reshape(n, 3, h * w).sum(2, dtype=np.int64)
         hsv = rgb_to_hsv(sums / (h * w * 255.0))
         hsv[:, 0] *= 360.0
         if progress:

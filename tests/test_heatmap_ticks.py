@@ -1,0 +1,29 @@
+"""Heatmap x axis: batch-score quantile ticks."""
+from __future__ import annotations
+
+import numpy as np
+
+from gradlab import open_run, plots
+from gradlab.plots import quantile_ticks
+from gradlab.runner import Runner
+
+
+def test_quantile_ticks_positions_and_labels():
+    score = np.linspace(100.0, 200.0, 195)  # sorted batch scores, 195 batches as in the paper
+    vals, text = quantile_ticks(score)
+    assert vals == [round(p / 100 * 194) for p in range(0, 101, 10)]
+    assert text[0].startswith("100<br>") and text[-1].startswith("200<br>") and "50%" in text[5]
+    assert text[5].startswith(f"{score[97]:.3g}")
+    vals, text = quantile_ticks(np.arange(3.0))  # fewer batches than ticks: no duplicates
+    assert vals == [0, 1, 2] and len(text) == 3
+    assert quantile_ticks(np.zeros(0)) == ([], [])
+
+
+def test_heatmap_uses_quantile_ticks(tiny):
+    cfg = tiny(track={"probes": ["hsv"]}, data={"subset": 128}, train={"epochs": 1, "milestones": []})
+    out = Runner(cfg, progress=False, log=lambda s: None).run()
+    with open_run(out) as run:
+        fig = plots.heatmap(run, "hsv", 0)
+        want_vals, want_text = quantile_ticks(run.batch_scores("hsv"))
+        assert list(fig.layout.xaxis.tickvals) == want_vals and list(fig.layout.xaxis.ticktext) == want_text
+        assert "quantiles" in fig.layout.xaxis.title.text and "hue" in fig.layout.xaxis.title.text
