@@ -21,6 +21,14 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.3e}"
 
 
+def _si(v: float) -> str:
+    """Compact tick text: 3 significant digits with k/M suffixes (148k rather than 1.480e+05)."""
+    for div, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(v) >= div * 0.9995:  # values that .3g would round up to 1000 too
+            return f"{v / div:.3g}{suffix}"
+    return f"{v:.3g}"
+
+
 def quantile_ticks(score: np.ndarray, step: int = 10) -> tuple[list[int], list[str]]:
     """x-axis ticks at 0, step, ..., 100 % of the batch axis, labelled with the batch score there.
 
@@ -38,7 +46,7 @@ def quantile_ticks(score: np.ndarray, step: int = 10) -> tuple[list[int], list[s
             continue
         seen.add(i)
         vals.append(int(i))
-        text.append(f"{_fmt(float(score[i]))}<br><sub>{p}%</sub>")
+        text.append(f"{_si(float(score[i]))}<br><sub>{p}%</sub>")
     return vals, text
 
 

@@ -82,7 +82,8 @@ class ScoreCache:
                 if key in f:
                     return f[key][()]
         except OSError as exc:
-            warnings.warn(f"score cache {self.path} unreadable ({exc}); computing {metric.name} scores", stacklevel=2)
+            warnings.warn(f"score cache {self.path} unreadable ({exc}); computing {metric.name} scores "
+                          f"(if no other process is writing it, delete it to rebuild the cache)", stacklevel=2)
         return None
 
     def store(self, metric: Metric, data: ImageSet, scores: np.ndarray, seconds: float) -> None:

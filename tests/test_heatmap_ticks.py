@@ -27,3 +27,10 @@ def test_heatmap_uses_quantile_ticks(tiny):
         want_vals, want_text = quantile_ticks(run.batch_scores("hsv"))
         assert list(fig.layout.xaxis.tickvals) == want_vals and list(fig.layout.xaxis.ticktext) == want_text
         assert "quantiles" in fig.layout.xaxis.title.text and "hue" in fig.layout.xaxis.title.text
+
+
+def test_tick_text_is_compact():
+    from gradlab.plots import _si
+
+    assert [_si(v) for v in (0, 52.7, 0.2104, 999.7, 49490, 3.66e5, 12345678, -5e3)] == \
+        ["0", "52.7", "0.21", "1k", "49.5k", "366k", "12.3M", "-5k"]
