@@ -17,9 +17,9 @@ def train_orders(monkeypatch):
     seen = []
     real = runner.train_epoch
 
-    def spy(model, opt, loader, order, augment, progress=False, desc="train"):
+    def spy(model, opt, loader, order, *args, **kwargs):
         seen.append(order.clone())
-        return real(model, opt, loader, order, augment, progress, desc)
+        return real(model, opt, loader, order, *args, **kwargs)
 
     monkeypatch.setattr(runner, "train_epoch", spy)
     return seen
