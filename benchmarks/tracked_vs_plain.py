@@ -1,87 +1,101 @@
-"""Tracked epoch / plain epoch time, measured side by side in one process.
+"""Tracked epoch / plain epoch time for each gradient store, measured side by side in one process.
 
 A plain epoch is one SGD pass. A tracked epoch is the same SGD pass plus, at the frozen
-epoch-start parameters, one probe pass over the same number of batches into the gradient
-store, and the distance pass (full gradient, D in l2 and cosine, per-layer l2). The two are
-run alternately (plain, tracked, plain, tracked, ...) so drift in machine speed hits both;
-the ratio of medians is printed. The compute floor is about 2.0 (a probe pass costs a
-forward and backward, like a training step, minus the optimizer update).
+epoch-start parameters, one probe pass over the same batches into the gradient store and
+the distance pass (full gradient, D in l2 and cosine, per-layer l2 except for ``sketch``,
+which estimates whole-model D only). Runs alternate (plain, memory, disk, recompute,
+sketch, plain, ...) so drift in machine speed hits every mode; the ratio of medians is
+printed, for wall time and for this process's CPU time (user + sys of all its threads:
+less sensitive to other processes on a shared machine, but blind to idle waits). The compute floor is about 2.0 (a probe pass costs a forward and backward, like a
+training step, minus the optimizer update); ``recompute`` pays a second probe pass (~3.0).
 
-    python benchmarks/tracked_vs_plain.py --models smallcnn resnet18 --images 2048
+    nice -n 10 python benchmarks/tracked_vs_plain.py                # smallcnn + resnet18, ~3 min idle
+    python benchmarks/tracked_vs_plain.py --models dpn92 --big-images 2048 --device cuda --amp bf16 --channels-last
 """
 from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 
 import torch
 
-from gradlab.config import config_from_dict
-from gradlab.datasets import BatchLoader, load_split
+from _common import conditions, setup, sync, timer
 from gradlab.gradstore import make_store
-from gradlab.layout import ParamLayout
-from gradlab.models import build_model
-from gradlab.runner import resolve_device, train_epoch
+from gradlab.runner import train_epoch
 from gradlab.tracker import FrozenModel, probe_pass
 
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+MODES = ["memory", "disk", "recompute", "sketch"]
 
 
-def measure(model_name: str, images: int, batch_size: int, reps: int, grads: str, device_name: str) -> tuple[float, float]:
-    cfg = config_from_dict({"data": {"dataset": "synthetic", "subset": images},
-                            "model": {"name": model_name}, "train": {"batch_size": batch_size, "device": device_name},
-                            "track": {"grads": grads}})
-    device = resolve_device(cfg.train.device)
-    torch.manual_seed(0)
-    data = load_split(cfg.data, train=True)
-    loader = BatchLoader(data, device, batch_size)
-    model = build_model(cfg.model).to(device)
-    layout = ParamLayout.of(model)
+def measure(model_name: str, images: int, batch_size: int, reps: int, modes: list[str], device_name: str,
+            amp: str, channels_last: bool, grad_dtype: str, sketch_dim: int, scratch: str
+            ) -> tuple[list[tuple[float, float]], dict[str, list[tuple[float, float]]]]:
+    cfg, device, loader, model, layout = setup(model_name, images, batch_size, device_name, amp, channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
     gen = torch.Generator().manual_seed(0)
-    order = torch.arange(len(data))
+    order = torch.arange(loader.batch_size * len(loader))
 
-    def plain() -> float:
-        sync(device); t = time.perf_counter()
+    def plain() -> tuple[float, float]:
+        sync(device); t, c = timer(), time.process_time()
         train_epoch(model, opt, loader, order, gen)
-        sync(device); return time.perf_counter() - t
+        sync(device); return timer() - t, time.process_time() - c
 
-    def tracked() -> float:
-        sync(device); t = time.perf_counter()
+    def tracked(mode: str) -> tuple[float, float]:
+        sync(device); t, c = timer(), time.process_time()
         frozen = FrozenModel(model, layout)
         train_epoch(model, opt, loader, order, gen)
-        probe_pass(frozen, loader.batches(order), len(loader), make_store(grads, "float32"), ["l2", "cosine"], True)
-        sync(device); return time.perf_counter() - t
+        store = make_store(mode, grad_dtype, sketch_dim=sketch_dim, scratch_dir=scratch)
+        probe_pass(frozen, loader.batches(order), len(loader), store, ["l2", "cosine"], mode != "sketch",
+                   replay=lambda: loader.batches(order))
+        sync(device); return timer() - t, time.process_time() - c
 
-    plain()  # warm-up: allocator, kernels
-    tracked()
-    p, t = [], []
+    warm = order[: 2 * batch_size]  # warm-up: allocator, kernels, one write/read of each store
+    train_epoch(model, opt, loader, warm, gen)
+    frozen = FrozenModel(model, layout)
+    for mode in modes:
+        probe_pass(frozen, loader.batches(warm), 2, make_store(mode, grad_dtype, sketch_dim=sketch_dim,
+                   scratch_dir=scratch), ["l2"], mode != "sketch", replay=lambda: loader.batches(warm))
+    p: list[tuple[float, float]] = []
+    t: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
     for _ in range(reps):
         p.append(plain())
-        t.append(tracked())
-    return statistics.median(p), statistics.median(t)
+        for m in modes:
+            t[m].append(tracked(m))
+    return p, t
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["smallcnn", "resnet18"])
-    ap.add_argument("--images", type=int, default=2048, help="training images per epoch")
+    ap.add_argument("--modes", nargs="+", default=MODES, choices=MODES)
+    ap.add_argument("--images", type=int, default=2048, help="training images per epoch for smallcnn")
     ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--big-images", type=int, default=384, help="images per epoch for the other (slow) models")
+    ap.add_argument("--big-batch-size", type=int, default=64)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--grads", default="memory")
+    ap.add_argument("--grad-dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    ap.add_argument("--sketch-dim", type=int, default=8192)
+    ap.add_argument("--scratch", default=tempfile.gettempdir(), help="directory of the disk store's scratch file")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--amp", default="none", choices=["none", "bf16"])
+    ap.add_argument("--channels-last", action="store_true")
     a = ap.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {resolve_device(a.device)}, "
-          f"{a.images} images, batch {a.batch_size}, store {a.grads}, median of {a.reps}")
-    print(f"{'model':<10} {'plain s':>9} {'tracked s':>10} {'ratio':>7}")
+    print(f"tracked/plain epoch: {conditions()}, device {a.device}, amp {a.amp}, channels_last {a.channels_last}, "
+          f"grad_dtype {a.grad_dtype}, sketch d={a.sketch_dim}, median of {a.reps}")
+    print(f"{'model':<10} {'images':>6} {'K':>4} {'clock':>5} {'plain s':>8} "
+          + " ".join(f"{m:>10}" for m in a.modes) + "   (tracked/plain ratio)")
     for name in a.models:
-        images = a.images if name == "smallcnn" else min(a.images, 1024)
-        p, t = measure(name, images, a.batch_size, a.reps, a.grads, a.device)
-        print(f"{name:<10} {p:9.3f} {t:10.3f} {t / p:7.3f}   ({images} images)")
+        small = name == "smallcnn"
+        images, bs = (a.images, a.batch_size) if small else (a.big_images, a.big_batch_size)
+        p, t = measure(name, images, bs, a.reps, a.modes, a.device, a.amp, a.channels_last, a.grad_dtype,
+                       a.sketch_dim, a.scratch)
+        for i, clock in enumerate(("wall", "cpu")):
+            mp = statistics.median(x[i] for x in p)
+            print(f"{name:<10} {images:>6} {images // bs:>4} {clock:>5} {mp:8.2f} "
+                  + " ".join(f"{statistics.median(x[i] for x in t[m]) / mp:10.3f}" for m in a.modes), flush=True)
+    print(f"({conditions()} at the end)")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ RESUMABLE_CHANGES = frozenset({
     "output.path",         # --out names the file being resumed
     "output.heatmaps",
     "output.checkpoint",
+    "track.scratch_dir",   # where the disk store's per-pass scratch file goes; same numbers
 })
 
 

@@ -19,18 +19,38 @@ from .layout import ParamLayout
 
 
 class FullGradient:
-    """Running batch-size-weighted sum of flat gradients, in float64."""
+    """Running batch-size-weighted sum of flat gradients, in float64.
+
+    Batches are first summed in a float32 buffer (a cheap in-place add) and folded into the
+    float64 sum every ``fold`` batches: float32 -> float64 conversion is ~20x slower per
+    element on CPU than a float32 add, and a partial sum of 8 terms loses < 1e-6 relative.
+    """
+
+    fold = 8
 
     def __init__(self, size: int, device: torch.device):
         self.sum = torch.zeros(size, dtype=torch.float64, device=device)
+        self.partial = torch.zeros(size, dtype=torch.float32, device=device)
+        self.pending = 0
         self.weight = 0
 
     def add(self, grad: torch.Tensor, batch_size: int) -> None:
-        self.sum.add_(grad.to(torch.float64), alpha=batch_size)
+        self.partial.add_(grad, alpha=batch_size)
+        self.pending += 1
         self.weight += batch_size
+        if self.pending == self.fold:
+            self.flush()
+
+    def flush(self) -> None:
+        """Fold the float32 partial sum into the float64 sum (before reading or all-reducing it)."""
+        if self.pending:
+            self.sum.add_(self.partial)
+            self.partial.zero_()
+            self.pending = 0
 
     def mean(self) -> torch.Tensor:
         """G as float64 ``[P]``."""
+        self.flush()
         return self.sum / self.weight
 
 
@@ -104,9 +124,17 @@ def noise_scale(sq_dists: np.ndarray, full_sq_norm: float, batch_size: int, n: i
     """
     if n <= batch_size or len(sq_dists) < 2:
         return math.nan
-    tr_sigma = batch_size * n / (n - batch_size) * float(np.mean(sq_dists))
-    g2 = full_sq_norm - tr_sigma / n
+    tr_sigma, g2 = noise_scale_parts(sq_dists, full_sq_norm, batch_size, n)
     return tr_sigma / g2 if g2 > 0 else math.inf
+
+
+def noise_scale_parts(sq_dists: np.ndarray, full_sq_norm: float, batch_size: int, n: int) -> tuple[float, float]:
+    """The two unbiased estimates B_simple divides: (tr(Sigma), |G_true|^2); see ``noise_scale``."""
+    tr_sigma = batch_size * n / (n - batch_size) * float(np.mean(sq_dists))
+    return tr_sigma, full_sq_norm - tr_sigma / n
+
+
+CHUNK_BYTES = 64 << 20  # rows per distance-pass chunk: its float32 temporaries stay a few x 64 MB
 
 
 def epoch_stats(store: GradStore, full: torch.Tensor, layout: ParamLayout, batch_sizes: np.ndarray,
@@ -125,20 +153,29 @@ def epoch_stats(store: GradStore, full: torch.Tensor, layout: ParamLayout, batch
     nrm = np.zeros(k_total)
     layer = np.zeros((k_total, n_layers)) if per_layer else None
     off = layout.offsets
-    for s, chunk in store.chunks():
+    estimate = store.reductions(full)  # a store that estimates D (sketch) skips the exact pass
+    if estimate is not None:
+        if per_layer:
+            raise ValueError(f"the {store.name} store gives whole-model distances only; per_layer=False")
+        sq, dot, nrm = estimate
+    buf = None  # one reused float32 scratch [c, P]: fresh [c, P] temporaries cost page faults per row
+    for s, chunk in (store.chunks(CHUNK_BYTES) if estimate is None else ()):
         g = chunk.to(full32.device, torch.float32)
         c = g.shape[0]
-        diff = g - full32
+        if buf is None or buf.shape[0] < c:
+            buf = torch.empty_like(g)
+        tmp = buf[:c]
+        # float32 products, summed by torch's cascade summation (relative error ~1e-7, like float64
+        # accumulation of float32 data, without the slow conversion)
+        torch.sub(g, full32, out=tmp).square_()
         if per_layer:
-            per = torch.stack([diff[:, off[i]:off[i + 1]].pow(2).sum(1, dtype=torch.float64)
-                               for i in range(n_layers)], 1).cpu().numpy()
+            per = torch.stack([tmp[:, off[i]:off[i + 1]].sum(1) for i in range(n_layers)], 1).double().cpu().numpy()
             layer[s:s + c] = np.sqrt(per)
             sq[s:s + c] = per.sum(1)
         else:
-            sq[s:s + c] = diff.pow(2).sum(1, dtype=torch.float64).cpu().numpy()
-        del diff
-        dot[s:s + c] = (g * full32).sum(1, dtype=torch.float64).cpu().numpy()
-        nrm[s:s + c] = g.pow(2).sum(1, dtype=torch.float64).cpu().numpy()
+            sq[s:s + c] = tmp.sum(1).double().cpu().numpy()
+        dot[s:s + c] = torch.mul(g, full32, out=tmp).sum(1).double().cpu().numpy()
+        nrm[s:s + c] = torch.mul(g, g, out=tmp).sum(1).double().cpu().numpy()
     if gather is not None:
         rows = gather({"size": batch_sizes, "sq": sq, "dot": dot, "nrm": nrm, "layer": layer})
         batch_sizes, sq, dot, nrm, layer = (rows[k] for k in ("size", "sq", "dot", "nrm", "layer"))

@@ -18,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import provenance
+from .accel import accelerate
 from .config import StudyConfig, lr_at, phase_of
 from .datasets import BatchLoader, ImageSet, load_split
 from .distributed import SINGLE, Dist, NullWriter, check_batch_size
@@ -141,7 +142,7 @@ def build_study(cfg: StudyConfig, scores: ScoreFn = compute_scores, device: torc
                           f"lower train.batch_size or raise data.subset")
     _check_task(cfg, train)
     seed_everything(cfg.train.seed)
-    model = build_model(cfg.model).to(device)
+    model = accelerate(build_model(cfg.model).to(device), cfg.train.amp, cfg.train.channels_last)
     layout = ParamLayout.of(model)
     train_order = None if t.order == SHUFFLE else build_order(t.order, train, bs, cfg.train.seed, scores)
     probes: list[Order] = []
@@ -381,11 +382,19 @@ def plan_resume(out: Path, ckpt_path: Path, cfg: StudyConfig, log: Callable[[str
 def _probe_epoch(writer: RunWriter, frozen: FrozenModel, loader: BatchLoader, order: Order, e: int,
                  cfg: StudyConfig, progress: bool, dist: Dist = SINGLE) -> None:
     tr = cfg.track
-    store: GradStore = make_store(tr.grads, tr.grad_dtype)
+    store: GradStore = make_store(tr.grads, tr.grad_dtype, sketch_dim=tr.sketch_dim, sketch_seed=cfg.train.seed,
+                                  scratch_dir=tr.scratch_dir or str(Path(cfg.output.path).parent))
     base = f"probes/{order.name}"
     keep = tr.keep_grads == "all" or (tr.keep_grads == "last" and e == cfg.train.epochs - 1)
+    if not store.exact:  # sketches are small: kept every epoch, as /probes/<o>/sketch [E, K, d]
+        keep = tr.keep_grads != "none"
 
     def save(st: GradStore) -> None:
+        if not st.exact:
+            sketches = dist.gather_batches_to_main(st.sketches.float(), order.num_batches)  # torchrun: all ranks
+            if sketches is not None:
+                writer.append(f"{base}/sketch", sketches.cpu().numpy(), e)
+            return
         grads = torch.cat([c for _, c in st.chunks()] or [torch.empty(0, frozen.layout.size, dtype=st.dtype)])
         grads = dist.gather_batches_to_main(grads, order.num_batches)  # torchrun: every rank's share
         if grads is not None:
@@ -396,7 +405,9 @@ def _probe_epoch(writer: RunWriter, frozen: FrozenModel, loader: BatchLoader, or
     batches = tqdm((loader.get(idx[k]) for k in mine), total=len(mine),
                    desc=f"probe {order.name}", leave=False, disable=not progress)
     res = probe_pass(frozen, batches, order.num_batches, store, tr.measures, tr.per_layer, save if keep else None,
-                     shard=dist if dist.active else None)
+                     shard=dist if dist.active else None,
+                     replay=lambda: tqdm((loader.get(idx[k]) for k in mine), total=len(mine),
+                                         desc=f"probe {order.name} (recompute)", leave=False, disable=not progress))
     st = res.stats
     for m, d in st.distance.items():
         writer.append(f"{base}/distance/{m}", d, e)

@@ -14,7 +14,7 @@ buffers never change.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -65,12 +65,15 @@ class ProbeResult:
 
 def probe_pass(frozen: FrozenModel, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_batches: int,
                store: GradStore, measures: list[str], per_layer: bool,
-               keep: Callable[[GradStore], None] | None = None, shard: Dist | None = None) -> ProbeResult:
+               keep: Callable[[GradStore], None] | None = None, shard: Dist | None = None,
+               replay: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]] | None = None) -> ProbeResult:
     """Run every batch at theta_e into ``store``, then compute D for this epoch.
 
     The full gradient is accumulated on the fly, so the store is read once, sequentially,
     after the last batch. ``keep``, if given, sees the filled store before it is released
-    (to save the raw gradients).
+    (to save the raw gradients). A store that recomputes instead of storing
+    (``store.needs_replay``) needs the same batches a second time: ``replay()`` returns
+    them again, or ``batches`` itself is re-iterable (a list).
 
     ``shard`` (torchrun): ``batches`` are this rank's ``shard.owned(num_batches)`` only; the
     float64 sums are all-reduced into the full gradient and the per-batch rows gathered, so
@@ -81,6 +84,7 @@ def probe_pass(frozen: FrozenModel, batches: Iterable[tuple[torch.Tensor, torch.
         num_batches = len(shard.owned(total))
     layout = frozen.layout
     device = next(iter(frozen.params.values())).device
+    regrads = _regrads(frozen, batches, replay) if store.needs_replay else None  # fails before any work
     store.begin(num_batches, layout.size, device)
     full = FullGradient(layout.size, device)
     losses = torch.zeros(num_batches, dtype=torch.float64, device=device)
@@ -88,14 +92,17 @@ def probe_pass(frozen: FrozenModel, batches: Iterable[tuple[torch.Tensor, torch.
     try:
         for k, (x, y) in enumerate(batches):
             loss, grads = frozen.loss_and_grads(x, y)
-            g = layout.flatten(grads)
+            g = flat = layout.flatten(grads, out=flat if k else None)  # one reused [P] buffer: stores copy
             full.add(g, len(y))
             store.put(k, g)
             losses[k] = loss
             sizes[k] = len(y)
+        if store.needs_replay:
+            store.set_replay(regrads)
         gather = None
         if shard is not None:
             weight = torch.tensor([float(full.weight)], dtype=torch.float64, device=device)
+            full.flush()  # pending float32 partial sum into the float64 sum
             shard.all_reduce_(full.sum, weight)
             full.weight = int(weight.item())
             gather = lambda rows: shard.gather_rows(rows, total)  # noqa: E731
@@ -108,3 +115,19 @@ def probe_pass(frozen: FrozenModel, batches: Iterable[tuple[torch.Tensor, torch.
     if shard is not None:
         batch_loss = shard.gather_rows({"loss": batch_loss}, total)["loss"]
     return ProbeResult(batch_loss, stats)
+
+
+def _regrads(frozen: FrozenModel, batches: Iterable, replay: Callable[[], Iterable] | None
+             ) -> Callable[[], Iterator[torch.Tensor]]:
+    """A replay of the probe pass's gradients at theta_e, for stores that recompute."""
+    if replay is None:
+        if iter(batches) is batches:
+            raise ValueError(f"the {type(batches).__name__} of batches can be read only once; "
+                             "pass replay=lambda: <the same batches> to probe_pass")
+        replay = lambda: batches  # noqa: E731
+
+    def grads() -> Iterator[torch.Tensor]:
+        for x, y in replay():
+            yield frozen.grad(x, y)
+
+    return grads

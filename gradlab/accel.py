@@ -1,0 +1,44 @@
+"""bf16 autocast and channels_last for every forward of a model (train, eval, probe).
+
+``accelerate(model, amp, channels_last)`` swaps the model's class for a subclass whose
+``forward`` converts the input to channels_last and runs the original forward under
+``torch.autocast(bf16)``, returning float32 logits. Parameter names, the state dict and
+``torch.func.functional_call`` (the probe pass at theta_e) are unchanged, so the tracker
+needs no special case and the probe gradients are those of exactly the function that
+training differentiates. Gradients w.r.t. the float32 parameters stay float32.
+
+On CUDA this is the fast path for DPN-92 (tensor cores). On CPU both options are legal
+(autocast supports bf16 on CPU) but usually slower; they are applied, not ignored, so a
+CPU run tests the same code path.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16}
+
+
+def accelerate(model: nn.Module, amp: str = "none", channels_last: bool = False) -> nn.Module:
+    """Apply ``train.amp`` / ``train.channels_last`` to ``model`` in place; returns it."""
+    dtype = AMP_DTYPES[amp]
+    if dtype is None and not channels_last:
+        return model
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    base = type(model)
+    base_forward = base.forward
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if dtype is None:
+            return base_forward(self, x, *args, **kwargs)
+        with torch.autocast(device_type=x.device.type, dtype=dtype):
+            out = base_forward(self, x, *args, **kwargs)
+        return out.float()  # the loss (and so every gradient's scale) in float32
+
+    cls = type(f"{base.__name__}_{amp}{'_cl' if channels_last else ''}", (base,),
+               {"forward": forward, "__module__": base.__module__, "__doc__": base.__doc__})
+    model.__class__ = cls
+    return model
