@@ -246,16 +246,21 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) ->
     return _build(StudyConfig, raw, "").validate()
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
-    """Read a study TOML file; see the module docstring."""
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The raw table of a study file, with one clear error for a missing or malformed file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"study file {path} does not exist")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     except RecursionError:
         raise ConfigError(f"{path} is not valid TOML: nested too deeply") from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
+    """Read a study TOML file; see the module docstring."""
+    raw = read_toml(path)
     raw.pop("variants", None)  # named override lists, see gradlab.variants
     return config_from_dict(raw, overrides)

@@ -17,10 +17,9 @@ config runs as before; the table is ignored.
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
-from .config import StudyConfig, load_config
+from .config import StudyConfig, load_config, read_toml
 from .errors import ConfigError
 
 ALL = "all"
@@ -29,14 +28,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 def read_variants(path: str | Path) -> dict[str, list[str]]:
     """The ``[variants]`` table of a study file (empty when it has none), checked."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"study file {path} does not exist")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
-    table = raw.get("variants", {})
+    table = read_toml(path).get("variants", {})
     if not isinstance(table, dict):
         raise ConfigError(f"[variants] in {path} must be a table of name = [\"key=value\", ...]")
     out: dict[str, list[str]] = {}
