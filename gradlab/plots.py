@@ -69,7 +69,9 @@ def heatmap(run: Run, probe: str, phase: int = 0, measure: str = "l2", tick_step
         title=dict(text=f"<b>{html.escape(probe)}</b> — phase {phase} ({span})"),
         xaxis=dict(title=f"batch score quantiles: {html.escape(run.score_label(probe))} (at % of batches)",
                    tickvals=tickvals, ticktext=ticktext),
-        yaxis=dict(title="epoch", autorange="reversed"),
+        # whole epochs only: about 10 ticks whatever the phase length (50 epochs -> every 5th)
+        yaxis=dict(title="epoch", autorange="reversed", tickmode="linear",
+                   tick0=int(epochs[0]) if len(epochs) else 0, dtick=max(1, -(-len(epochs) // 10))),
         template="plotly_white", height=max(280, 80 + 18 * len(epochs)), margin=dict(t=60, b=80, l=60, r=20),
     )
     return fig

@@ -34,3 +34,13 @@ def test_tick_text_is_compact():
 
     assert [_si(v) for v in (0, 52.7, 0.2104, 999.7, 49490, 3.66e5, 12345678, -5e3)] == \
         ["0", "52.7", "0.21", "1k", "49.5k", "366k", "12.3M", "-5k"]
+
+
+def test_heatmap_epoch_axis_has_whole_epochs(tmp_path, fake_run):
+    from gradlab import open_run, plots
+
+    path = fake_run(tmp_path / "r.h5", epochs=30, milestones=(2,), batches=8)
+    with open_run(path) as run:
+        short, long = plots.heatmap(run, run.probes[0], phase=0), plots.heatmap(run, run.probes[0], phase=1)
+    assert short.layout.yaxis.tickmode == "linear" and short.layout.yaxis.dtick == 1 and short.layout.yaxis.tick0 == 0
+    assert long.layout.yaxis.dtick == 3 and long.layout.yaxis.tick0 == 2  # 28 epochs: every 3rd, from epoch 2
