@@ -159,12 +159,9 @@ class Run:
 
     def batch_loss(self, probe: str) -> pd.DataFrame:
         """Per (epoch, batch): the batch's loss at the epoch-start parameters θ_e."""
-        self._check_probe(probe)
-        loss = self._rows(f"probes/{probe}/batch_loss")
-        e, k = loss.shape
-        cols = self._batch_frame(probe, e, k)
-        cols["batch_loss"] = loss.reshape(-1)
-        return pd.DataFrame(cols)
+        if f"probes/{probe}/batch_loss" not in self.f:
+            raise KeyError(f"probe {probe!r} of {self.path} stored no batch_loss")
+        return self.norms(probe).drop(columns=["batch_norm", "full_norm"])
 
     def noise_scale(self, probe: str | None = None) -> pd.DataFrame:
         """Per (probe, epoch): gradient noise scale and full-gradient norm (all probes by default)."""
