@@ -105,6 +105,11 @@ class ParamStatsRecorder:
         self.rows += 1
         self._last_recorded = self.step
 
+    def resume_at(self, epoch: int, rows: int) -> None:
+        """Continue a resumed run: ``epoch`` epochs done, ``rows`` recordings already in the file."""
+        self.step = self._last_recorded = epoch * self.steps_per_epoch
+        self.rows = rows
+
     def record_init(self) -> None:
         if self.enabled:
             self._record(with_grad=False)

@@ -225,9 +225,7 @@ class Runner:
             writer = (RunWriter.reopen(out, start, ck["rows"], cfg.to_dict(), ck["run_id"]) if dist.is_main
                       else NullWriter())
             stats = ParamStatsRecorder(model, s.layout, cfg.track.param_stats, len(loader), writer.append)
-            # continue the step-indexed /params rows where the checkpoint's epoch left them
-            stats.step = stats._last_recorded = start * len(loader)
-            stats.rows = int(ck["rows"].get("params/step", 0))
+            stats.resume_at(start, int(ck["rows"].get("params/step", 0)))
             self.log(f"gradlab run: resuming {out} at epoch {start} of {tc.epochs}")
         else:
             start = 0
@@ -288,8 +286,7 @@ class Runner:
                     test_loss, test_acc = seg.loss, seg.pixel_acc
                     extra = (("test/miou", seg.miou), ("test/mean_acc", seg.mean_acc))
                 else:
-                    sharded = (dist,) if dist.active else ()  # single process: the plain two-argument call
-                    test_loss, test_acc = evaluate(model, test_loader, *sharded)
+                    test_loss, test_acc = evaluate(model, test_loader, dist)
                 t_eval = time.perf_counter() - t2
                 for name, v in (("train/lr", lr), ("train/phase", phase_of(e, tc.milestones)), ("train/loss", loss),
                                 ("train/acc", acc), ("test/loss", test_loss), ("test/acc", test_acc),

@@ -256,11 +256,11 @@ def test_exception_marks_failed_and_keeps_epochs(tiny, monkeypatch):
     real = runner_mod.evaluate
     n = {"calls": 0}
 
-    def fake(model, loader):
+    def fake(model, loader, *args):
         n["calls"] += 1
         if n["calls"] == 2:
             raise RuntimeError("CUDA error: an illegal memory access")
-        return real(model, loader)
+        return real(model, loader, *args)
     monkeypatch.setattr(runner_mod, "evaluate", fake)
     with pytest.raises(RuntimeError):
         Runner(cfg, progress=False, log=lambda m: None).run()
