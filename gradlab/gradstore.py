@@ -159,6 +159,7 @@ class DiskStore(GradStore):
         self.ds = self.file.create_dataset("grads", shape=(num_batches, size), dtype=np_dtype)  # contiguous rows
         self.ds.attrs["dtype"] = str(self.dtype).removeprefix("torch.")
         self.error = None
+        self._stop = False  # end() sets it; a store may be begun again
         self.free: queue.Queue | None = None
         self.queue: queue.Queue = queue.Queue(maxsize=self.queue_depth)
         self.thread = threading.Thread(target=self._writer, name="gradlab-disk-store", daemon=True)

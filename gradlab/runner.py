@@ -9,7 +9,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -399,12 +399,12 @@ def _probe_epoch(writer: RunWriter, frozen: FrozenModel, loader: BatchLoader, or
 
     idx = loader.batch_indices(torch.from_numpy(order.index))
     mine = dist.owned(len(idx))  # torchrun: whole batches k = rank, rank + world, ...; else all
-    batches = tqdm((loader.get(idx[k]) for k in mine), total=len(mine),
-                   desc=f"probe {order.name}", leave=False, disable=not progress)
-    res = probe_pass(frozen, batches, order.num_batches, store, tr.measures, tr.per_layer, save if keep else None,
-                     shard=dist if dist.active else None,
-                     replay=lambda: tqdm((loader.get(idx[k]) for k in mine), total=len(mine),
-                                         desc=f"probe {order.name} (recompute)", leave=False, disable=not progress))
+    def batches(desc: str) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        return tqdm((loader.get(idx[k]) for k in mine), total=len(mine), desc=desc, leave=False, disable=not progress)
+
+    res = probe_pass(frozen, batches(f"probe {order.name}"), order.num_batches, store, tr.measures, tr.per_layer,
+                     save if keep else None, shard=dist if dist.active else None,
+                     replay=lambda: batches(f"probe {order.name} (recompute)"))
     st = res.stats
     for m, d in st.distance.items():
         writer.append(f"{base}/distance/{m}", d, e)
