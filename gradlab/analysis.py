@@ -66,8 +66,7 @@ class Run:
 
     def phase_epochs(self, phase: int) -> np.ndarray:
         """Committed epochs of training phase ``phase``."""
-        e = np.arange(self.epochs_done)
-        return e[[phase_of(int(i), self.milestones) == phase for i in e]]
+        return np.flatnonzero(self._phases(self.epochs_done) == phase)
 
     def layers(self) -> pd.DataFrame:
         g = self.f["layers"]
@@ -218,6 +217,7 @@ class Run:
         g = self.f["params"]
         epoch = g["epoch"][()]
         keep = np.flatnonzero(epoch <= self.epochs_done + 1e-9)
+        step = g["step"][()][keep]
         layers = self.layers()
         n_s, n_l = len(keep), len(layers)
         frames = []
@@ -226,7 +226,7 @@ class Run:
                 continue
             values = g[s][()][keep] if n_s else np.zeros((0, n_l))
             frames.append(pd.DataFrame({
-                "step": np.repeat(g["step"][()][keep], n_l),
+                "step": np.repeat(step, n_l),
                 "epoch": np.repeat(epoch[keep], n_l),
                 "layer": np.tile(layers.layer.to_numpy(), n_s),
                 "kind": np.tile(layers.kind.to_numpy(), n_s),

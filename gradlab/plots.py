@@ -17,10 +17,6 @@ from .config import lr_at, TrainConfig
 COLORSCALE = "Blues"
 
 
-def _fmt(v: float) -> str:
-    return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.3e}"
-
-
 def _si(v: float) -> str:
     """Compact tick text: 3 significant digits with k/M suffixes (148k rather than 1.480e+05)."""
     for div, suffix in ((1e6, "M"), (1e3, "k")):

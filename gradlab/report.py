@@ -161,7 +161,7 @@ def layer_figure(run: Run, probe: str, measure: str = "l2") -> go.Figure | None:
     """log10 of the batch-mean per-layer D: layers (network order) x epochs."""
     if f"probes/{probe}/layer_distance/{measure}" not in run.f or run.epochs_done == 0:
         return None
-    d = run.f[f"probes/{probe}/layer_distance/{measure}"][: run.epochs_done].mean(axis=1)  # [E, L]
+    d = run._rows(f"probes/{probe}/layer_distance/{measure}").mean(axis=1)  # [E, L]
     lay = run.layers()
     z = np.log10(np.where(d > 0, d, np.nan)).T.astype(np.float32)  # [L, E]; float32 halves the page
     labels = [f"{i}: {n}" for i, n in enumerate(lay.layer)]
@@ -545,8 +545,6 @@ def build_report(runs: Sequence[Run], measure: str = "l2", bins: int = 4, n_perm
                 fig = plots.heatmap(run, probe, ph, main_measure)
                 if i in ranges:
                     fig.update_traces(zmin=ranges[i][0], zmax=ranges[i][1])
-                n_ep = len(run.phase_epochs(ph))
-                fig.update_yaxes(tick0=0, dtick=max(1, int(np.ceil(n_ep / 12))))  # whole epochs only
                 if multi:
                     fig.update_xaxes(title_text=f"batch, by {run.score_label(probe)}", title_font_size=11)
                 with_relative_toggle(fig)
@@ -625,7 +623,8 @@ def _params_section(runs: Sequence[Run], names: list[str], add: Any) -> str:
         return note + "<p class='note'>No run here recorded parameter statistics (no <code>/params</code> group).</p>"
     body = note
     for stat in Run.PARAM_STATS:
-        body += add(plots.param_stats(with_params, stat=stat), "params", stat)
+        body += add(plots.param_stats(with_params, stat=stat, names=[n for r, n in zip(runs, names)
+                                                                      if r.has_param_stats]), "params", stat)
     for run, name in zip(runs, names):
         if run.has_param_stats and (run.layers().kind == "agc.lambda").any():
             body += add(plots.agc_lambda(run), "agc_lambda", name)

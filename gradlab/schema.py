@@ -19,9 +19,10 @@ from typing import Callable
 import h5py
 
 from .errors import RunFileError
+from .store import SCHEMA
 
 PREFIX = "gradlab.run/"
-CURRENT = 1  # must match store.SCHEMA
+CURRENT = int(SCHEMA.removeprefix(PREFIX))
 
 # version N -> function(old file, new in-memory file) writing the layout of version N + 1.
 MIGRATIONS: dict[int, Callable[[h5py.File, h5py.File], None]] = {}
