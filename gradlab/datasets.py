@@ -138,7 +138,7 @@ def _synthetic(cfg: DataConfig, train: bool) -> ImageSet:
 
 
 SOURCES = {"cifar10": _cifar10, "synthetic": _synthetic, "cifar10-sample": _cifar10_sample}
-from .segmentation import SEG_SOURCES, joint_flip  # noqa: E402  (segmentation builds on ImageSet above)
+from .segmentation import SEG_SOURCES, is_segmentation, joint_flip  # noqa: E402  (segmentation builds on ImageSet above)
 
 SOURCES.update(SEG_SOURCES)
 
@@ -171,6 +171,7 @@ class BatchLoader:
         self.device = device
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
+        self.segmentation = is_segmentation(data)
         self.mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
 
@@ -192,21 +193,17 @@ class BatchLoader:
             else:
                 part = len(idx) // shard[1]
                 lo = shard[0] * part
-                if self.labels.dim() == 3:  # segmentation: augment the whole batch, keep this slice
-                    x, y = self.get(idx, augment)
-                    yield x[lo:lo + part], y[lo:lo + part]
-                else:
-                    yield self.get(idx[lo:lo + part], augment, part=(lo, len(idx)))
+                yield self.get(idx[lo:lo + part], augment, part=(lo, len(idx)))
 
     def get(self, idx: torch.Tensor, augment: torch.Generator | None = None,
             part: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch ``idx``; ``part = (start, total)``: ``idx`` is rows start.. of a batch of ``total``."""
         idx = idx.to(self.device)
         x = self.images[idx].float().div_(255)
-        if self.labels.dim() == 3:  # segmentation masks: augment image and mask together
+        if self.segmentation:  # masks: augment image and mask together
             y = self.labels[idx].long()
             if augment is not None:
-                x, y = joint_flip(x, y, augment)
+                x, y = joint_flip(x, y, augment, part=part)
             return (x - self.mean) / self.std, y
         if augment is not None:
             x = random_crop_flip(x, augment, part=part)

@@ -105,7 +105,7 @@ class ScoreCache:
         """Scores of ``data`` under metric ``name``: from the cache, else computed and stored."""
         metric = get_metric(name)
         cached = self.lookup(metric, data)
-        if cached is not None and len(cached) == len(data):
+        if cached is not None:  # the key's fingerprint includes the images' shape
             self.hits += 1
             return cached
         self.misses += 1

@@ -36,6 +36,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".gif", ".bmp")
 
 
+def _check_tile(tile: int) -> None:
+    if tile % 16:
+        raise DatasetError(f"data.tile must be a multiple of 16 (the U-Net downsamples 4 times), got {tile}")
+
+
 def is_segmentation(data: "ImageSet") -> bool:
     """True when ``data.labels`` are per-pixel masks ``[N, H, W]``."""
     return data.labels.dim() == 3
@@ -61,8 +66,7 @@ def synthetic_buildings(n: int, seed: int, size: int = 64, chunk: int = 250) -> 
     mask is the union of footprints. Tiles are made in chunks seeded by (seed, chunk
     number), so the first n tiles never depend on n.
     """
-    if size % 16:
-        raise DatasetError(f"data.tile must be a multiple of 16 (the U-Net downsamples 4 times), got {size}")
+    _check_tile(size)
     images, masks = [], []
     yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32) + 0.5,
                             torch.arange(size, dtype=torch.float32) + 0.5, indexing="ij")
@@ -179,8 +183,7 @@ def load_folder(root: str | Path, train: bool, tile: int, limit: int = 0) -> "Im
 
     from .datasets import ImageSet
 
-    if tile % 16:
-        raise DatasetError(f"data.tile must be a multiple of 16 (the U-Net downsamples 4 times), got {tile}")
+    _check_tile(tile)
     root = Path(root)
     split = "train" if train else "test"
     img_dir, mask_dir = _split_dirs(root, split)
@@ -231,12 +234,16 @@ SEG_SOURCES = {"buildings": _buildings, "segfolder": _segfolder}
 
 # --------------------------------------------------------------------------- augmentation
 
-def joint_flip(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def joint_flip(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
+               part: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample random horizontal flip, vertical flip and (square tiles) transpose, applied
     identically to images ``x [B, C, H, W]`` and masks ``y [B, H, W]``: the 8 symmetries of
-    the square, all valid for top-down aerial imagery."""
+    the square, all valid for top-down aerial imagery. ``part = (start, total)``: ``x`` is rows
+    start.. of a batch of ``total``; the draws of the whole batch are made and this part's kept
+    (as ``datasets.random_crop_flip``), so every rank of a sharded batch sees the same stream."""
     b = x.shape[0]
-    draws = (torch.rand(b, 3, generator=gen) < 0.5).to(x.device)
+    start, total = part or (0, b)
+    draws = (torch.rand(total, 3, generator=gen)[start:start + b] < 0.5).to(x.device)
     ops = [lambda t: t.flip(-1), lambda t: t.flip(-2)]
     if x.shape[-1] == x.shape[-2]:
         ops.append(lambda t: t.transpose(-1, -2))

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .mechanism import scaled
 from .norm import make_norm
 
 
@@ -71,12 +72,8 @@ class Bottleneck(nn.Module):
         carried dense features of the input (x α, series), then this block's new dense
         features (x β, parallel position)."""
         d = self.out_planes
-        carried, new = x[:, d:], out[:, d:]
-        if self.series_weight != 1.0:
-            carried = carried * self.series_weight
-        if self.parallel_weight != 1.0:
-            new = new * self.parallel_weight
-        return torch.cat([x[:, :d] + out[:, :d], carried, new], 1)
+        return torch.cat([x[:, :d] + out[:, :d], scaled(x[:, d:], self.series_weight),
+                          scaled(out[:, d:], self.parallel_weight)], 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .mechanism import scaled
 from .norm import make_norm
 
 DEPTH = 4  # downsamplings = concatenations
@@ -93,11 +94,7 @@ class ResUNet(nn.Module):
 
     def concat(self, skip: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
         """``cat(α · skip, β · up)``: α on the series input X1, β on the parallel position X2."""
-        if self.series_weight != 1.0:
-            skip = skip * self.series_weight
-        if self.parallel_weight != 1.0:
-            up = up * self.parallel_weight
-        return torch.cat([skip, up], 1)
+        return torch.cat([scaled(skip, self.series_weight), scaled(up, self.parallel_weight)], 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] % 2 ** DEPTH or x.shape[-2] % 2 ** DEPTH:
