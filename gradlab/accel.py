@@ -16,7 +16,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .errors import ConfigError
+
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> first CUDA device when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f'train.device "{name}" is not a device; use "auto", "cpu" or "cuda[:N]"') from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f'train.device = "{name}" but no CUDA device is visible; use "auto" or "cpu"')
+    return device
 
 
 def accelerate(model: nn.Module, amp: str = "none", channels_last: bool = False) -> nn.Module:

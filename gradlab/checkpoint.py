@@ -14,7 +14,6 @@ rows are already on disk), so run file and training state always agree.
 """
 from __future__ import annotations
 
-import errno
 import os
 import random
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .config import flatten
 from .errors import ConfigError, GradlabError
 
 FORMAT = "gradlab.ckpt/1"
@@ -73,14 +73,6 @@ def set_rng_state(state: dict[str, Any], data_gen: torch.Generator) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
 
 
-def is_disk_full(exc: BaseException) -> bool:
-    """True for an ENOSPC/EDQUOT from the OS, torch.save or HDF5 (which reports errno in text)."""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return True
-    text = str(exc)
-    return "No space left" in text or "errno = 28" in text or "Disk quota exceeded" in text
-
-
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` atomically: a reader (or a resume after a kill) sees the old checkpoint
     or the new one, never a torn file."""
@@ -117,21 +109,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def check_resume_config(old: dict[str, Any], new: dict[str, Any], epochs_done: int) -> list[str]:
     """Raise ``ConfigError`` naming every key whose change would break the run; return the
     (allowed) keys that changed."""
-    a, b = _flat(old), _flat(new)
+    a, b = flatten(old), flatten(new)
     changed = sorted(k for k in a.keys() | b.keys() if a.get(k, "<unset>") != b.get(k, "<unset>"))
     bad = [k for k in changed if k not in RESUMABLE_CHANGES]
     if bad:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import json
 import math
 import tomllib
@@ -119,8 +120,6 @@ class StudyConfig:
             raise ConfigError("data.subset and data.test_subset must be >= 0 (0 = all)")
         if len(set(self.track.probes)) != len(self.track.probes):
             raise ConfigError(f"track.probes lists an order twice: {self.track.probes}")
-        from .paramstats import Schedule  # imports torch; config itself stays light
-
         Schedule.parse(self.track.param_stats)
         if self.track.sketch_dim < 1:
             raise ConfigError(f"track.sketch_dim must be >= 1, got {self.track.sketch_dim}")
@@ -128,6 +127,40 @@ class StudyConfig:
             raise ConfigError('track.grads = "sketch" estimates whole-model distances only; set '
                               'track.per_layer = false, or use an exact store (memory | disk | recompute)')
         return self
+
+
+_EVERY = re.compile(r"^every:([1-9][0-9]*)$")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When to record: ``every`` steps (0 = only at epoch ends), or never."""
+
+    enabled: bool
+    every: int
+
+    @classmethod
+    def parse(cls, spec: str) -> "Schedule":
+        if spec == "off":
+            return cls(False, 0)
+        if spec == "epoch":
+            return cls(True, 0)
+        m = _EVERY.match(spec)
+        if not m:
+            raise ConfigError(f'track.param_stats must be "epoch", "every:N" (N >= 1 optimizer steps) or "off", '
+                              f"got {spec!r}")
+        return cls(True, int(m.group(1)))
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as dotted keys: {"train": {"lr": 0.1}} -> {"train.lr": 0.1}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def phase_of(epoch: int, milestones: list[int]) -> int:

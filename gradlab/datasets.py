@@ -25,6 +25,7 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 SYNTHETIC_SIZES = {True: 50_000, False: 10_000}  # train, test: the sizes of CIFAR-10
+EVAL_BATCH = 1000  # images per evaluation batch (no gradients: large is cheap)
 SYNTHETIC_SEED = 20_240_601  # fixed: the synthetic set is the same data for every study
 
 
@@ -209,9 +210,13 @@ class BatchLoader:
             x = random_crop_flip(x, augment, part=part)
         return (x - self.mean) / self.std, self.labels[idx]
 
-    def all_batches(self, batch_size: int = 1000) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Every image once, in storage order, last batch partial: for evaluation."""
-        for s in range(0, len(self.data), batch_size):
+    def all_batches(self, batch_size: int = EVAL_BATCH, owned: range | None = None
+                    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Every image once, in storage order, last batch partial: for evaluation. ``owned``:
+        only these batch numbers (a torchrun rank's share, ``Dist.owned``)."""
+        starts = range(0, len(self.data), batch_size)
+        for k in owned if owned is not None else range(len(starts)):
+            s = starts[k]
             yield self.get(torch.arange(s, min(s + batch_size, len(self.data))))
 
 

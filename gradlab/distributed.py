@@ -38,6 +38,7 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
+from .accel import resolve_device
 from .errors import ConfigError, GradlabError
 
 ENV_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
@@ -211,9 +212,9 @@ def setup(device_name: str) -> tuple[Dist, torch.device | None]:
     if device_name == "cpu":
         device = torch.device("cpu")
     elif device_name in ("auto", "cuda"):
-        device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-        if device_name == "cuda" and device.type != "cuda":
-            raise ConfigError('train.device = "cuda" but no CUDA device is visible; use "auto" or "cpu"')
+        device = resolve_device(device_name)  # each rank then takes its own GPU
+        if device.type == "cuda":
+            device = torch.device("cuda", local_rank)
     else:
         raise ConfigError(f'train.device = "{device_name}" under torchrun: each rank uses cuda:LOCAL_RANK, '
                           f'so set train.device = "auto", "cuda" or "cpu"')

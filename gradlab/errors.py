@@ -5,6 +5,8 @@ line and exits non-zero, without a traceback. The message names the fix.
 """
 from __future__ import annotations
 
+import errno
+
 
 class GradlabError(Exception):
     """An error whose message alone tells the user what to do."""
@@ -24,3 +26,11 @@ class RunFileError(GradlabError):
 
 class DiskFullError(GradlabError):
     """A write failed for lack of space; committed epochs are kept and the run can be resumed."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for an ENOSPC/EDQUOT from the OS, torch.save or HDF5 (which reports errno in text)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc)
+    return "No space left" in text or "errno = 28" in text or "Disk quota exceeded" in text

@@ -36,12 +36,6 @@ def _fapl() -> h5py.h5p.PropFAID:
     return fapl
 
 
-def open_swmr_write(path: str | Path) -> h5py.File:
-    """Open an existing, cleanly closed file directly in SWMR-write mode (no unsafe window)."""
-    fid = h5py.h5f.open(os.fsencode(str(path)), h5py.h5f.ACC_RDWR | h5py.h5f.ACC_SWMR_WRITE, fapl=_fapl())
-    return h5py.File(fid)
-
-
 def open_read(path: str | Path, retry_s: float = 1.0) -> h5py.File:
     """Open for reading: a closed file normally; a file being written (or whose SWMR writer
     was killed) as an SWMR reader. A live writer is briefly out of SWMR while it creates

@@ -22,37 +22,15 @@ computed on the device in float64 and copied to the host once per recording.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from .config import Schedule
 from .layout import ParamLayout
 
-_EVERY = re.compile(r"^every:([1-9][0-9]*)$")
 
 
-@dataclass(frozen=True)
-class Schedule:
-    """When to record: ``every`` steps (0 = only at epoch ends), or never."""
-
-    enabled: bool
-    every: int
-
-    @classmethod
-    def parse(cls, spec: str) -> "Schedule":
-        if spec == "off":
-            return cls(False, 0)
-        if spec == "epoch":
-            return cls(True, 0)
-        m = _EVERY.match(spec)
-        if not m:
-            raise ConfigError(f'track.param_stats must be "epoch", "every:N" (N >= 1 optimizer steps) or "off", '
-                              f"got {spec!r}")
-        return cls(True, int(m.group(1)))
 
 
 def param_moments(params: list[torch.Tensor]) -> tuple[np.ndarray, np.ndarray]:

@@ -29,6 +29,7 @@ from plotly.subplots import make_subplots
 
 from . import __version__, plots
 from .analysis import Run, open_run
+from .config import flatten
 from .errors import GradlabError
 from .summary import CONTROL, bin_label, phase_summary
 
@@ -362,16 +363,6 @@ def _summary_table(summaries: dict[str, pd.DataFrame], runs_colour: dict[str, st
     return "".join(out)
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _runs_table(runs: Sequence[Run], names: list[str], colours: dict[str, str], keys: list[tuple[str, Any]]) -> str:
     head = "<th></th>" + "".join(f"<th><span class='swatch' style='background:{colours[n]}'></span>{_e(n)}</th>"
                                  for n in names)
@@ -594,8 +585,9 @@ def build_report(runs: Sequence[Run], measure: str = "l2", bins: int = 4, n_perm
                                    ("migrated from", lambda r: r.f.attrs.get("migrated_from", None))]
     pkeys = sorted({k for r in runs for k in r.provenance})
     keys += [(k, (lambda k: lambda r: r.provenance.get(k))(k)) for k in pkeys]
-    ckeys = sorted({k for r in runs for k in _flatten(r.config)})
-    keys += [(f"config {k}", (lambda k: lambda r: _flatten(r.config).get(k))(k)) for k in ckeys]
+    flat = {id(r): flatten(r.config) for r in runs}
+    ckeys = sorted({k for f in flat.values() for k in f})
+    keys += [(f"config {k}", (lambda k: lambda r: flat[id(r)].get(k))(k)) for k in ckeys]
     sections.append(("provenance", "Provenance and full configuration",
                      "<p class='note'>Where, when and with what each run was made, and its complete configuration "
                      "(rows where runs differ are highlighted).</p>" + _runs_table(runs, names, colours, keys)))

@@ -47,7 +47,6 @@ class RunWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.f = h5py.File(self.path, "w", libver="latest", locking=False)
-        self.swmr = False
         self._pending: dict[str, dict[int, np.ndarray]] = {}
         a = self.f.attrs
         a["schema"] = SCHEMA
@@ -73,16 +72,15 @@ class RunWriter:
         self = cls.__new__(cls)
         self.path = Path(path)
         self._pending = {}
-        self.swmr = False
         try:
             self.f = open_clearing_flags(self.path)
         except OSError as exc:
             raise RunFileError(f"cannot reopen {self.path} to resume it ({exc}); start again with --overwrite") from None
         a = self.f.attrs
-        if _text(a.get("schema", "")) != SCHEMA:
+        if text_attr(a.get("schema", "")) != SCHEMA:
             self.f.close()
             raise RunFileError(f"{self.path} is not a gradlab run ({SCHEMA}); cannot resume it")
-        self.run_id = _text(a.get("run_id", ""))
+        self.run_id = text_attr(a.get("run_id", ""))
         if run_id is not None and self.run_id != run_id:
             self.f.close()
             raise RunFileError(f"the checkpoint next to {self.path} belongs to another run (run_id differs); "
@@ -107,12 +105,16 @@ class RunWriter:
         return self
 
     # ------------------------------------------------------------------ SWMR switching
+    @property
+    def swmr(self) -> bool:
+        """Whether the file is in SWMR-write mode now (h5py's own flag)."""
+        return bool(self.f.swmr_mode)
+
     def start(self) -> None:
         """Flush, and enter SWMR-write mode if not in it (call once the static datasets exist)."""
         self.f.flush()
         if not self.swmr:
             self.f.swmr_mode = True
-            self.swmr = True
 
     def _plain(self) -> None:
         """Leave SWMR (close and reopen read/write) so that datasets can be created."""
@@ -120,8 +122,7 @@ class RunWriter:
             self.f.flush()
             self.f.close()
             self.f = h5py.File(self.path, "r+", libver="latest", locking=False)
-            self.swmr = False
-
+    
     # ------------------------------------------------------------------ writing
     def add_probe(self, name: str, index: np.ndarray, batch_score: np.ndarray, score_label: str,
                   batch_size: int) -> None:
@@ -189,8 +190,7 @@ class RunWriter:
 
     def commit(self, epoch: int) -> None:
         """Make epoch ``epoch`` visible to readers: write and flush its rows, then move the marker."""
-        self.write_pending()
-        self.f.flush()
+        self.write_pending()  # ends in start(), which flushes
         self.f.attrs["epochs_done"] = epoch + 1
         self.f.flush()
 
@@ -210,7 +210,8 @@ class RunWriter:
                 self.f.close()
 
 
-def _text(v: Any) -> str:
+def text_attr(v: Any) -> str:
+    """An HDF5 string attribute as str (h5py may hand back bytes)."""
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
@@ -232,10 +233,8 @@ def open_h5(path: str | Path) -> h5py.File:
             raise RunFileError(f"{path} was left open by a gradlab run that was killed while creating datasets; "
                                f"continue it with gradlab run --resume (or clear it with h5clear -s)") from None
         raise RunFileError(f"{path} is not an HDF5 file ({exc}); pass a run file written by gradlab run") from None
-    schema = f.attrs.get("schema", "")
-    if isinstance(schema, bytes):
-        schema = schema.decode()
-    if not str(schema).startswith("gradlab.run/"):
+    schema = text_attr(f.attrs.get("schema", ""))
+    if not schema.startswith("gradlab.run/"):
         f.close()
         raise RunFileError(f"{path} is HDF5 but not a gradlab run (no schema attribute); pass a file written by gradlab run")
     from .schema import resolve  # version check, migration of older files (gradlab/schema.py)

@@ -90,9 +90,10 @@ def probe_pass(frozen: FrozenModel, batches: Iterable[tuple[torch.Tensor, torch.
     losses = torch.zeros(num_batches, dtype=torch.float64, device=device)
     sizes = np.zeros(num_batches, dtype=np.int64)
     try:
+        g = None
         for k, (x, y) in enumerate(batches):
             loss, grads = frozen.loss_and_grads(x, y)
-            g = flat = layout.flatten(grads, out=flat if k else None)  # one reused [P] buffer: stores copy
+            g = layout.flatten(grads, out=g)  # one reused [P] buffer: stores copy what they keep
             full.add(g, len(y))
             store.put(k, g)
             losses[k] = loss

@@ -16,10 +16,11 @@ config runs as before; the table is ignored.
 """
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
 
-from .config import StudyConfig, load_config, read_toml
+from .config import StudyConfig, config_from_dict, read_toml
 from .errors import ConfigError
 
 ALL = "all"
@@ -28,7 +29,11 @@ _NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
 
 def read_variants(path: str | Path) -> dict[str, list[str]]:
     """The ``[variants]`` table of a study file (empty when it has none), checked."""
-    table = read_toml(path).get("variants", {})
+    return _variants_table(read_toml(path), path)
+
+
+def _variants_table(raw: dict, path: str | Path) -> dict[str, list[str]]:
+    table = raw.get("variants", {})
     if not isinstance(table, dict):
         raise ConfigError(f"[variants] in {path} must be a table of name = [\"key=value\", ...]")
     out: dict[str, list[str]] = {}
@@ -50,7 +55,9 @@ def variant_configs(study: str | Path, names: list[str], overrides: list[str] | 
                     ) -> list[tuple[str, StudyConfig]]:
     """``(name, config)`` per requested variant (``["all"]`` = all, in file order); ``overrides``
     (user ``--set``, including ``output.path``) apply after the variant's own."""
-    table = read_variants(study)
+    raw = read_toml(study)  # parsed once for every variant
+    table = _variants_table(raw, study)
+    raw.pop("variants", None)
     if not table:
         raise ConfigError(f"{study} has no [variants] table; run it without --variant")
     wanted = list(table) if ALL in names else list(dict.fromkeys(names))
@@ -59,7 +66,7 @@ def variant_configs(study: str | Path, names: list[str], overrides: list[str] | 
         raise ConfigError(f"unknown variant(s) {', '.join(unknown)} in {study}; it has {', '.join(table)} (or use all)")
     out = []
     for name in wanted:
-        cfg = load_config(study, table[name] + list(overrides or []))
+        cfg = config_from_dict(copy.deepcopy(raw), table[name] + list(overrides or []))
         cfg.output.path = variant_path(cfg.output.path, name)
         out.append((name, cfg))
     return out
