@@ -12,11 +12,9 @@ figures are upper bounds.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
-import torch
-
+from _common import conditions
 from gradlab.datasets import synthetic_images
 from gradlab.metrics import get_metric
 
@@ -32,9 +30,7 @@ def main() -> None:
     names = args.metrics.split(",")
     t = time.perf_counter()
     images, _ = synthetic_images(args.images, args.seed)
-    print(f"{args.images:,} synthetic 32x32 images made in {time.perf_counter() - t:.1f} s; "
-          f"torch threads {torch.get_num_threads()}, cores {len(os.sched_getaffinity(0))}, "
-          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"{args.images:,} synthetic 32x32 images made in {time.perf_counter() - t:.1f} s; {conditions()}")
     scale = 50_000 / args.images
     times = {}
     for name in names:
@@ -54,7 +50,7 @@ def main() -> None:
         per = sec * scale
         verdict = "" if target is None else ("yes" if per < target else "NO")
         print(f"{name:>14} {sec:9.2f} {per:9.2f} {'' if target is None else f'{target:8.0f}'}  {verdict}")
-    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    print(f"after: {conditions()}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-MODES = ["memory", "disk", "recompute", "sketch"]
+import _common  # noqa: F401  (puts the repository on sys.path)
+from gradlab.gradstore import STORES
+
+MODES = list(STORES)
 
 
 def child(mode: str, k: int, model: str, batch_size: int, scratch: str) -> None:
@@ -34,7 +37,7 @@ def child(mode: str, k: int, model: str, batch_size: int, scratch: str) -> None:
     order = torch.arange(k * batch_size)
     base = peak_rss_mib()
     store = make_store(mode, "float32", sketch_dim=8192, scratch_dir=scratch)
-    probe_pass(frozen, loader.batches(order), k, store, ["l2", "cosine"], mode != "sketch",
+    probe_pass(frozen, loader.batches(order), k, store, ["l2", "cosine"], store.exact,
                replay=lambda: loader.batches(order))
     print(json.dumps({"base": base, "peak": peak_rss_mib(), "P": layout.size}))
 

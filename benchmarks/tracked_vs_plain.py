@@ -22,11 +22,11 @@ import time
 import torch
 
 from _common import conditions, setup, sync, timer
-from gradlab.gradstore import make_store
+from gradlab.gradstore import STORES, make_store
 from gradlab.runner import train_epoch
 from gradlab.tracker import FrozenModel, probe_pass
 
-MODES = ["memory", "disk", "recompute", "sketch"]
+MODES = list(STORES)
 
 
 def measure(model_name: str, images: int, batch_size: int, reps: int, modes: list[str], device_name: str,
@@ -47,7 +47,7 @@ def measure(model_name: str, images: int, batch_size: int, reps: int, modes: lis
         frozen = FrozenModel(model, layout)
         train_epoch(model, opt, loader, order, gen)
         store = make_store(mode, grad_dtype, sketch_dim=sketch_dim, scratch_dir=scratch)
-        probe_pass(frozen, loader.batches(order), len(loader), store, ["l2", "cosine"], mode != "sketch",
+        probe_pass(frozen, loader.batches(order), len(loader), store, ["l2", "cosine"], store.exact,
                    replay=lambda: loader.batches(order))
         sync(device); return timer() - t, time.process_time() - c
 
@@ -56,7 +56,7 @@ def measure(model_name: str, images: int, batch_size: int, reps: int, modes: lis
     frozen = FrozenModel(model, layout)
     for mode in modes:
         probe_pass(frozen, loader.batches(warm), 2, make_store(mode, grad_dtype, sketch_dim=sketch_dim,
-                   scratch_dir=scratch), ["l2"], mode != "sketch", replay=lambda: loader.batches(warm))
+                   scratch_dir=scratch), ["l2"], STORES[mode].exact, replay=lambda: loader.batches(warm))
     p: list[tuple[float, float]] = []
     t: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
     for _ in range(reps):

@@ -7,6 +7,7 @@ pool, one worker per available core.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable
@@ -49,22 +50,17 @@ class Edges(Metric):
         nhwc = np.ascontiguousarray(images.permute(0, 2, 3, 1).numpy())
         workers = self.workers or _workers()
         chunks = [nhwc[s:s + CHUNK] for s in range(0, len(nhwc), CHUNK)]
-        if workers <= 1 or len(nhwc) < PARALLEL_MIN:
-            parts = []
-            for c in chunks:
-                parts.append(canny_counts(c))
-                if progress:
-                    progress(len(c))
-            return np.concatenate(parts) if parts else np.zeros(0)
-        import multiprocessing as mp
+        parallel = workers > 1 and len(nhwc) >= PARALLEL_MIN
+        if parallel:
+            import multiprocessing as mp
 
-        # forkserver/spawn would re-import torch in each worker (seconds); fork is cheap and
-        # safe here because the workers only run numpy/scikit-image.
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            parts = []
-            for c, part in zip(chunks, pool.map(canny_counts, chunks)):
+            # forkserver/spawn would re-import torch in each worker (seconds); fork is cheap and
+            # safe here because the workers only run numpy/scikit-image.
+            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+        parts = []
+        with ProcessPoolExecutor(workers, mp_context=ctx) if parallel else contextlib.nullcontext() as pool:
+            for c, part in zip(chunks, pool.map(canny_counts, chunks) if parallel else map(canny_counts, chunks)):
                 parts.append(part)
                 if progress:
                     progress(len(c))
-        return np.concatenate(parts)
+        return np.concatenate(parts) if parts else np.zeros(0)
