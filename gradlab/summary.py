@@ -50,10 +50,12 @@ def score_bins(scores: np.ndarray, bins: int) -> np.ndarray:
     return (rank * bins) // k
 
 
-def phase_profile(run: Run, probe: str, phase: int, measure: str = "l2") -> np.ndarray:
-    """``r̄[k]``: per-epoch relative D (D / batch mean of that epoch), averaged over the phase."""
+def phase_profile(run: Run, probe: str, phase: int, measure: str = "l2", matrix: np.ndarray | None = None
+                  ) -> np.ndarray:
+    """``r̄[k]``: per-epoch relative D (D / batch mean of that epoch), averaged over the phase.
+    ``matrix``: the probe's ``distance_matrix`` when the caller has read it already."""
     epochs = run.phase_epochs(phase)
-    d = run.distance_matrix(probe, measure)[epochs].astype(np.float64)
+    d = (run.distance_matrix(probe, measure) if matrix is None else matrix)[epochs].astype(np.float64)
     if d.size == 0:
         return np.full(len(run.batch_scores(probe)), np.nan)
     mean = d.mean(axis=1, keepdims=True)
@@ -68,9 +70,8 @@ def _bin_means(values: np.ndarray, bin_of: np.ndarray, bins: int) -> np.ndarray:
 
 
 def _bin_stats(run: Run, probe: str, phase: int, measure: str, bins: int, n_perm: int,
-               rng: np.random.Generator) -> dict[str, object]:
-    scores = run.batch_scores(probe)
-    prof = phase_profile(run, probe, phase, measure)
+               rng: np.random.Generator, scores: np.ndarray, matrix: np.ndarray) -> dict[str, object]:
+    prof = phase_profile(run, probe, phase, measure, matrix)
     b = score_bins(scores, bins)
     means = _bin_means(prof, b, bins)
     best = int(np.nanargmin(means))
@@ -108,14 +109,16 @@ def phase_summary(run: Run, measure: str = "l2", bins: int = 4, control: str = C
     has_control = control in probes
     train = TrainConfig(**run.config["train"])
     rng = np.random.default_rng(seed)
+    read = {p: (run.batch_scores(p), run.distance_matrix(p, measure))  # once per probe, not per phase
+            for p in set(metric_probes) | ({control} if has_control else set())}
     rows = []
     for phase in range(run.num_phases):
         epochs = run.phase_epochs(phase)
         if len(epochs) == 0:
             continue
-        ctrl = _bin_stats(run, control, phase, measure, bins, 0, rng) if has_control else None
+        ctrl = _bin_stats(run, control, phase, measure, bins, 0, rng, *read[control]) if has_control else None
         for probe in metric_probes:
-            st = _bin_stats(run, probe, phase, measure, bins, n_perm, rng)
+            st = _bin_stats(run, probe, phase, measure, bins, n_perm, rng, *read[probe])
             best = int(st["best_bin"])
             p = st["p_value"]
             if np.isnan(p):
@@ -127,7 +130,7 @@ def phase_summary(run: Run, measure: str = "l2", bins: int = 4, control: str = C
             row = {
                 "probe": probe, "score_label": run.score_label(probe), "phase": phase,
                 "epochs": f"{epochs[0]}–{epochs[-1]}", "n_epochs": len(epochs), "lr": lr_at(int(epochs[0]), train),
-                "n_batches": len(run.batch_scores(probe)),
+                "n_batches": len(read[probe][0]),
             }
             for i, v in enumerate(st["bin_means"]):
                 row[f"bin_{i + 1}"] = float(v)
