@@ -12,16 +12,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from gradlab.config import config_from_dict  # noqa: E402
-from gradlab.datasets import BatchLoader, load_split  # noqa: E402
-from gradlab.layout import ParamLayout  # noqa: E402
+from gradlab.data.datasets import BatchLoader, load_split  # noqa: E402
+from gradlab.track.layout import ParamLayout  # noqa: E402
 from gradlab.models import build_model  # noqa: E402
-from gradlab.runner import resolve_device  # noqa: E402
+from gradlab.train.accel import resolve_device  # noqa: E402
 
 
 def setup(model_name: str, images: int, batch_size: int, device_name: str = "auto", amp: str = "none",
           channels_last: bool = False):
     """(cfg, device, loader, model, layout) for ``images`` synthetic training images."""
-    from gradlab.accel import accelerate
+    from gradlab.train.accel import accelerate
 
     cfg = config_from_dict({"data": {"dataset": "synthetic", "subset": images}, "model": {"name": model_name},
                             "train": {"batch_size": batch_size, "device": device_name, "amp": amp,

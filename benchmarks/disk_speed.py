@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from _common import conditions, timer
-from gradlab.gradstore import DiskStore
+from gradlab.track.stores import DiskStore
 
 
 def raw_write(path: Path, rows: list[torch.Tensor]) -> float:

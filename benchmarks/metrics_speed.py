@@ -2,7 +2,7 @@
 
 Targets (issue #3, for all 50,000 CIFAR-10 training images on the 2-core dev machine):
 intensity + hsv under 2 s together, edges under 60 s, lpips under 5 min on CPU. The
-images are ``gradlab.datasets.synthetic_images`` (uint8, 3x32x32), which cost what CIFAR
+images are ``gradlab.data.datasets.synthetic_images`` (uint8, 3x32x32), which cost what CIFAR
 costs: every metric's work depends on the image size only, except Canny whose cost
 varies a little with edge density. Load average is printed: on a shared machine the
 figures are upper bounds.
@@ -15,7 +15,7 @@ import argparse
 import time
 
 from _common import conditions
-from gradlab.datasets import synthetic_images
+from gradlab.data.datasets import synthetic_images
 from gradlab.metrics import get_metric
 
 TARGETS = {"intensity+hsv": 2.0, "edges": 60.0, "lpips": 300.0}  # seconds for 50,000 images

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 import _common  # noqa: F401  (puts the repository on sys.path)
-from gradlab.gradstore import STORES
+from gradlab.track.stores import STORES
 
 MODES = list(STORES)
 
@@ -28,8 +28,8 @@ def child(mode: str, k: int, model: str, batch_size: int, scratch: str) -> None:
     import torch
 
     from _common import peak_rss_mib, setup
-    from gradlab.gradstore import make_store
-    from gradlab.tracker import FrozenModel, probe_pass
+    from gradlab.track.stores import make_store
+    from gradlab.track.probe import FrozenModel, probe_pass
 
     torch.set_num_threads(1)
     cfg, device, loader, net, layout = setup(model, k * batch_size, batch_size)

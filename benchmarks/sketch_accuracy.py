@@ -20,10 +20,10 @@ import torch
 from scipy.stats import spearmanr
 
 from _common import conditions, setup
-from gradlab.distances import FullGradient, epoch_stats
-from gradlab.gradstore import MemoryStore, SketchStore
-from gradlab.runner import train_epoch
-from gradlab.tracker import FrozenModel
+from gradlab.track.distances import FullGradient, epoch_stats
+from gradlab.track.stores import MemoryStore, SketchStore
+from gradlab.train.loop import train_epoch
+from gradlab.track.probe import FrozenModel
 
 
 def run(model_name: str, images: int, batch_size: int, epochs: int, dims: list[int], seeds: int) -> dict:

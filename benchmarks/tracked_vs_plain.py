@@ -22,9 +22,9 @@ import time
 import torch
 
 from _common import conditions, setup, sync, timer
-from gradlab.gradstore import STORES, make_store
-from gradlab.runner import train_epoch
-from gradlab.tracker import FrozenModel, probe_pass
+from gradlab.track.stores import STORES, make_store
+from gradlab.train.loop import train_epoch
+from gradlab.track.probe import FrozenModel, probe_pass
 
 MODES = list(STORES)
 

@@ -1,17 +1,49 @@
-"""gradlab: gradient-distance studies during training (see README.md)."""
+"""gradlab: gradient-distance studies during training (see README.md and docs/design.md).
+
+The package is laid out by part:
+
+- ``gradlab.track``   the tracker: theta_e snapshots, probe passes, gradient stores, distances
+- ``gradlab.train``   gradlab's own runner (``gradlab run``): loop, checkpoint, torchrun, provenance
+- ``gradlab.data``    datasets, batch orders and the score cache
+- ``gradlab.metrics`` the image metrics that order a dataset (one class per file)
+- ``gradlab.models``  the built-in networks (one file per model)
+- ``gradlab.runfile`` the HDF5 run file: dataset names, writer, reader, schema, SWMR helpers
+- ``gradlab.report``  read side: phase summary, figures, HTML report, ``gradlab inspect``
+
+Top-level names are imported lazily, so ``import gradlab`` (and ``gradlab --help``) stay
+cheap: torch, h5py and plotly load on first use.
+"""
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from .analysis import Run, open_run  # noqa: E402
+# public name -> (module, attribute or None for the module itself)
+_LAZY = {
+    "Tracker": ("gradlab.track.tracker", "Tracker"),
+    "Runner": ("gradlab.train.runner", "Runner"),
+    "run_study": ("gradlab.train.runner", "run_study"),
+    "Run": ("gradlab.runfile.reader", "Run"),
+    "open_run": ("gradlab.runfile.reader", "open_run"),
+    "load_config": ("gradlab.config", "load_config"),
+    "plots": ("gradlab.report.plots", None),
+    "orders": ("gradlab.data.orders", None),
+}
 
-__all__ = ["Run", "open_run", "__version__", "plots"]
+__all__ = ["__version__", *_LAZY]
 
 
-def __getattr__(name: str):
-    # plotly is imported on first use of gradlab.plots, not at package import.
-    if name == "plots":
-        import importlib
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'gradlab' has no attribute {name!r}")
+    module, attr = _LAZY[name]
+    mod = importlib.import_module(module)
+    value = mod if attr is None else getattr(mod, attr)
+    globals()[name] = value  # cache: later look-ups skip __getattr__
+    return value
 
-        return importlib.import_module(".plots", __name__)
-    raise AttributeError(name)
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

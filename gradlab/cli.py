@@ -8,12 +8,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import GradlabError
+from gradlab.errors import GradlabError
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .runner import run_study
+    from gradlab.config import load_config
+    from gradlab.train.runner import run_study
 
     overrides = list(args.set or [])
     if args.out:
@@ -26,9 +26,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_variants(args: argparse.Namespace, overrides: list[str]) -> int:
-    from .errors import GradlabError
-    from .runner import run_study
-    from .variants import variant_configs
+    from gradlab.errors import GradlabError
+    from gradlab.train.runner import run_study
+    from gradlab.train.variants import variant_configs
 
     configs = variant_configs(args.study, args.variant, overrides)
     for name, cfg in configs:  # check every output before the first run
@@ -44,16 +44,16 @@ def _score_kwargs(args: argparse.Namespace, cfg) -> dict:
     """Reuse scores from `gradlab scores` (and cache new ones) unless --no-score-cache."""
     if args.no_score_cache:
         return {}
-    from .scores import cached_scores
+    from gradlab.data.scores import cached_scores
 
     return {"scores": cached_scores(args.scores or Path(cfg.data.root) / "scores.h5", progress=not args.quiet)}
 
 
 def _cmd_scores(args: argparse.Namespace) -> int:
-    from .config import DataConfig
-    from .datasets import load_split
-    from .metrics import get_metric
-    from .scores import compute_all
+    from gradlab.config import DataConfig
+    from gradlab.data.datasets import load_split
+    from gradlab.metrics import get_metric
+    from gradlab.data.scores import compute_all
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     for m in metrics:
@@ -66,14 +66,14 @@ def _cmd_scores(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from .describe import describe
+    from gradlab.report.inspect import describe
 
     print(describe(args.run))
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
+    from gradlab.report.page import write_report
 
     out = Path(args.out) if args.out else Path(args.runs[0]).with_suffix(".report.html")
     rep = write_report(args.runs, out, png_dir=args.png, measure=args.measure, bins=args.bins, n_perm=args.perm)

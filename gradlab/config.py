@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import ConfigError
+from gradlab.errors import ConfigError
 
 
 @dataclass
@@ -55,7 +55,7 @@ class TrainConfig:
     # NaN/Inf loss or gradient: "stop" ends the run (status failed, earlier epochs kept, the
     # message names epoch and batch); "continue" trains on and logs the count of bad batches
     on_nonfinite: Literal["stop", "continue"] = "stop"
-    # bf16 autocast of the forward in training, evaluation and probe passes (gradlab.accel):
+    # bf16 autocast of the forward in training, evaluation and probe passes (gradlab.train.accel):
     # ~2x faster on tensor-core GPUs; the loss, gradients and stored D stay float32/64.
     # Legal on CPU too (slower there: use it for CUDA).
     amp: Literal["none", "bf16"] = "none"
@@ -67,12 +67,12 @@ class TrackConfig:
     enabled: bool = True  # false: plain training, no probe passes (the baseline for benchmarks)
     order: str = "shuffle"  # training order: "shuffle", or a metric name (paper mode)
     probes: list[str] = field(default_factory=lambda: ["intensity", "random"])
-    grads: str = "memory"  # where batch gradients wait for the epoch end (gradlab.gradstore.STORES)
+    grads: str = "memory"  # where batch gradients wait for the epoch end (gradlab.track.stores.STORES)
     grad_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     measures: list[str] = field(default_factory=lambda: ["l2", "cosine"])
     per_layer: bool = True  # per-layer l2 distance [E, K, L]
     keep_grads: Literal["none", "last", "all"] = "none"  # per-batch gradients kept in the run file
-    # per-tensor mean / variance / gradient norm -> /params/* (gradlab.paramstats): "epoch" (at init and
+    # per-tensor mean / variance / gradient norm -> /params/* (gradlab.track.paramstats): "epoch" (at init and
     # after each epoch), "every:N" (also after every N-th optimizer step), or "off"
     param_stats: str = "epoch"
     # with grads = "sketch": number of CountSketch buckets d per batch gradient; memory K*d*8 bytes,
@@ -295,5 +295,5 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 def load_config(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
     """Read a study TOML file; see the module docstring."""
     raw = read_toml(path)
-    raw.pop("variants", None)  # named override lists, see gradlab.variants
+    raw.pop("variants", None)  # named override lists, see gradlab.train.variants
     return config_from_dict(raw, overrides)

@@ -40,8 +40,8 @@ def write_fake_run(path, *, epochs=6, commit=None, milestones=(3,), batches=20, 
     import numpy as np
 
     from gradlab.config import phase_of
-    from gradlab.layout import ParamLayout
-    from gradlab.store import RunWriter
+    from gradlab.track.layout import ParamLayout
+    from gradlab.runfile.writer import RunWriter
 
     rng = np.random.default_rng(seed)
     commit = epochs if commit is None else commit

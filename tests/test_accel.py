@@ -1,4 +1,4 @@
-"""bf16 autocast and channels_last (gradlab.accel), tested on CPU where both are legal."""
+"""bf16 autocast and channels_last (gradlab.train.accel), tested on CPU where both are legal."""
 from __future__ import annotations
 
 import copy
@@ -9,13 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gradlab.accel import accelerate
+from gradlab.train.accel import accelerate
 from gradlab.config import ModelConfig
-from gradlab.datasets import synthetic_images
-from gradlab.layout import ParamLayout
+from gradlab.data.datasets import synthetic_images
+from gradlab.track.layout import ParamLayout
 from gradlab.models import build_model
-from gradlab.runner import Runner
-from gradlab.tracker import FrozenModel
+from gradlab.train.runner import Runner
+from gradlab.track.probe import FrozenModel
 
 
 def _pair(**accel):

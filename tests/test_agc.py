@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from gradlab.config import ModelConfig
-from gradlab.layout import ParamLayout
+from gradlab.track.layout import ParamLayout
 from gradlab.models import build_model
 from gradlab.models.agc import AGC
 

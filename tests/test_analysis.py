@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gradlab import open_run
-from gradlab import schema as schema_mod
+from gradlab.runfile import schema as schema_mod
 from gradlab.cli import main
 from gradlab.errors import RunFileError
 

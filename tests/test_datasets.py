@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from gradlab.config import DataConfig
-from gradlab.datasets import BatchLoader, load_split, num_batches, random_crop_flip, synthetic_images
+from gradlab.data.datasets import BatchLoader, load_split, num_batches, random_crop_flip, synthetic_images
 from gradlab.errors import DatasetError
 
 
@@ -51,7 +51,7 @@ def test_random_crop_flip_matches_per_image_reference():
 
 def test_loader_drops_last_and_normalises():
     x, y = synthetic_images(100, seed=0)
-    from gradlab.datasets import ImageSet
+    from gradlab.data.datasets import ImageSet
 
     loader = BatchLoader(ImageSet("s", x, y, ()), torch.device("cpu"), 32)
     batches = list(loader.batches(torch.arange(100)))

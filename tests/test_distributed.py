@@ -17,10 +17,10 @@ import pytest
 import torch
 from torch import nn
 
-from gradlab.datasets import BatchLoader, ImageSet, synthetic_images
-from gradlab.distributed import SINGLE, NullWriter, SyncBatchNorm2d, check_batch_size, convert_sync_batchnorm
+from gradlab.data.datasets import BatchLoader, ImageSet, synthetic_images
+from gradlab.train.distributed import SINGLE, NullWriter, SyncBatchNorm2d, check_batch_size, convert_sync_batchnorm
 from gradlab.errors import ConfigError
-from gradlab.runner import Runner
+from gradlab.train.runner import Runner
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,7 +91,7 @@ def _ddp_step_worker(rank: int, world: int, port: int, out: str) -> None:
     import torch.nn.functional as F
 
     from gradlab.config import ModelConfig
-    from gradlab.distributed import Dist
+    from gradlab.train.distributed import Dist
     from gradlab.models import build_model
 
     os.environ.update(MASTER_ADDR="localhost", MASTER_PORT=str(port))

@@ -10,15 +10,15 @@ import pytest
 import torch
 
 from gradlab.config import ModelConfig
-from gradlab.datasets import BatchLoader, ImageSet, synthetic_images
-from gradlab.distances import noise_scale, noise_scale_parts
+from gradlab.data.datasets import BatchLoader, ImageSet, synthetic_images
+from gradlab.track.distances import noise_scale, noise_scale_parts
 from gradlab.errors import ConfigError, GradlabError
-from gradlab.gradstore import DiskStore, RecomputeStore, make_store
-from gradlab.layout import ParamLayout
+from gradlab.track.stores import DiskStore, RecomputeStore, make_store
+from gradlab.track.layout import ParamLayout
 from gradlab.models import build_model
-from gradlab.runner import Runner
-from gradlab.sketch import CountSketch, sketch_reductions
-from gradlab.tracker import FrozenModel, probe_pass
+from gradlab.train.runner import Runner
+from gradlab.track.sketch import CountSketch, sketch_reductions
+from gradlab.track.probe import FrozenModel, probe_pass
 
 
 @pytest.fixture(scope="module")

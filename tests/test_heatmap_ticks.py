@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradlab import open_run, plots
-from gradlab.plots import quantile_ticks
-from gradlab.runner import Runner
+from gradlab import open_run
+from gradlab.report import plots
+from gradlab.report.plots import quantile_ticks
+from gradlab.train.runner import Runner
 
 
 def test_quantile_ticks_positions_and_labels():
@@ -30,14 +31,15 @@ def test_heatmap_uses_quantile_ticks(tiny):
 
 
 def test_tick_text_is_compact():
-    from gradlab.plots import _si
+    from gradlab.report.plots import _si
 
     assert [_si(v) for v in (0, 52.7, 0.2104, 999.7, 49490, 3.66e5, 12345678, -5e3)] == \
         ["0", "52.7", "0.21", "1k", "49.5k", "366k", "12.3M", "-5k"]
 
 
 def test_heatmap_epoch_axis_has_whole_epochs(tmp_path, fake_run):
-    from gradlab import open_run, plots
+    from gradlab import open_run
+    from gradlab.report import plots
 
     path = fake_run(tmp_path / "r.h5", epochs=30, milestones=(2,), batches=8)
     with open_run(path) as run:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gradlab.config import DataConfig
-from gradlab.datasets import load_split
+from gradlab.data.datasets import load_split
 from gradlab.errors import GradlabError
 from gradlab.metrics import lpips_weights as lw
 from gradlab.metrics.lpips import LPIPS, LPIPSAlex, to_unit_range

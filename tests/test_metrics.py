@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from gradlab.config import DataConfig
-from gradlab.datasets import load_split, synthetic_images
+from gradlab.data.datasets import load_split, synthetic_images
 from gradlab.metrics import METRICS, get_metric
 from gradlab.metrics import edges as edges_mod
 from gradlab.metrics.hsv import rgb_to_hsv
-from gradlab.orders import build_order
+from gradlab.data.orders import build_order
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from gradlab.config import ModelConfig
-from gradlab.layout import ParamLayout
+from gradlab.track.layout import ParamLayout
 from gradlab.models import build_model, count_params
 from gradlab.errors import ConfigError
 

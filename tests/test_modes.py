@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gradlab import open_run, runner
+from gradlab import open_run
+from gradlab.train import runner
 from gradlab.metrics import get_metric
 from gradlab.metrics import lpips_weights as lw
-from gradlab.runner import Runner, build_study
+from gradlab.train.runner import Runner, build_study
 
 
 @pytest.fixture

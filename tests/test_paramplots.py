@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from gradlab import open_run, plots
+from gradlab import open_run
+from gradlab.report import plots
 from gradlab.errors import GradlabError
-from gradlab.runner import Runner
+from gradlab.train.runner import Runner
 
 
 @pytest.fixture(scope="module")

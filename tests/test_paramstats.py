@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from gradlab import open_run
 from gradlab.config import ModelConfig
 from gradlab.errors import ConfigError
-from gradlab.layout import ParamLayout
+from gradlab.track.layout import ParamLayout
 from gradlab.models import build_model
-from gradlab.paramstats import ParamStatsRecorder, Schedule
-from gradlab.runner import Runner
+from gradlab.track.paramstats import ParamStatsRecorder, Schedule
+from gradlab.train.runner import Runner
 
 
 class Rows:

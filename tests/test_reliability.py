@@ -16,13 +16,13 @@ import pytest
 import torch
 
 from gradlab import open_run
-from gradlab.checkpoint import check_resume_config, checkpoint_path, load_checkpoint
+from gradlab.train.checkpoint import check_resume_config, checkpoint_path, load_checkpoint
 from gradlab.cli import main
 from gradlab.errors import ConfigError, DiskFullError, GradlabError
-from gradlab.h5safe import open_read
-from gradlab.nonfinite import NonFiniteError
-from gradlab.runner import Runner
-from gradlab.store import RunWriter
+from gradlab.runfile.swmr import open_read
+from gradlab.train.nonfinite import NonFiniteError
+from gradlab.train.runner import Runner
+from gradlab.runfile.writer import RunWriter
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -169,7 +169,7 @@ def test_crash_windows_resume_consistently(tiny, ref_keep_all, monkeypatch, wind
     ref = ref_keep_all
     cfg = tiny(data=SMALL, train={"epochs": 3}, track={"keep_grads": "all"})
     out = Path(cfg.output.path)
-    import gradlab.runner as runner_mod
+    import gradlab.train.runner as runner_mod
 
     calls = {"n": 0}
     if window == "before_checkpoint":
@@ -250,7 +250,7 @@ def test_resume_cli_errors(tiny, tmp_path, capsys):
 # ---------------------------------------------------------------------------------- failures
 
 def test_exception_marks_failed_and_keeps_epochs(tiny, monkeypatch):
-    import gradlab.runner as runner_mod
+    import gradlab.train.runner as runner_mod
 
     cfg = tiny(data=SMALL, train={"epochs": 2})
     real = runner_mod.evaluate
@@ -272,10 +272,10 @@ def test_exception_marks_failed_and_keeps_epochs(tiny, monkeypatch):
 
 @pytest.mark.parametrize("policy", ["stop", "continue"])
 def test_nonfinite_loss_policy(tiny, monkeypatch, policy):
-    import gradlab.runner as runner_mod
+    import gradlab.train.loop as loop_mod
 
     cfg = tiny(train={"epochs": 2, "on_nonfinite": policy}, track={"probes": ["random"]})
-    real = runner_mod.F.cross_entropy
+    real = loop_mod.F.cross_entropy
     count = {"n": 0}
 
     def poisoned(out, y, *a, **k):  # batch 3 of epoch 1 (8 batches per epoch) gets a NaN loss
@@ -286,7 +286,7 @@ def test_nonfinite_loss_policy(tiny, monkeypatch, policy):
                 return loss * float("nan")
         return loss
     # train_epoch's cross_entropy only (the tracker imports its own F)
-    monkeypatch.setattr(runner_mod, "F", type("F", (), {"cross_entropy": staticmethod(poisoned)}))
+    monkeypatch.setattr(loop_mod, "F", type("F", (), {"cross_entropy": staticmethod(poisoned)}))
     logs: list[str] = []
     if policy == "stop":
         with pytest.raises(NonFiniteError, match=r"non-finite loss .* epoch 1, batch 3"):
@@ -302,7 +302,7 @@ def test_nonfinite_loss_policy(tiny, monkeypatch, policy):
 
 
 def test_nonfinite_gradient_is_caught(tiny):
-    from gradlab.nonfinite import NonFiniteGuard
+    from gradlab.train.nonfinite import NonFiniteGuard
 
     p = torch.nn.Parameter(torch.ones(3))
     p.grad = torch.tensor([0.0, float("inf"), 1.0])
@@ -345,7 +345,7 @@ def test_disk_full_is_one_line_and_keeps_committed_epochs(tiny, tmp_path, monkey
 
 
 def test_disk_full_in_checkpoint(tiny, monkeypatch):
-    import gradlab.checkpoint as ck_mod
+    import gradlab.train.checkpoint as ck_mod
 
     cfg = tiny(data=SMALL, train={"epochs": 2}, track={"probes": ["random"]})
     real = ck_mod.torch.save

@@ -10,7 +10,7 @@ import pytest
 
 from browser import chromium_path, load_page
 from gradlab.cli import main
-from gradlab.report import write_report
+from gradlab.report.page import write_report
 
 K = 20
 # CI installs Debian chromium (.ci/run) and sets this, so the browser tests cannot silently skip there.
@@ -94,7 +94,7 @@ def test_png_export_with_chromium(tmp_path, fake_run):
 
 def test_param_stats_section_from_real_runs(tmp_path, tiny, fake_run):
     """A real AGC run with parameter statistics gets the mean/var/grad_norm and AGC-lambda figures."""
-    from gradlab.runner import Runner
+    from gradlab.train.runner import Runner
 
     cfg = tiny(model={"norm": "agc"}, train={"epochs": 2}, track={"param_stats": "every:4", "probes": ["random"]})
     path = Runner(cfg, progress=False, log=lambda s: None).run()

@@ -8,10 +8,10 @@ import torch
 
 from gradlab.cli import main
 from gradlab.config import DataConfig
-from gradlab.datasets import ImageSet, load_split
+from gradlab.data.datasets import ImageSet, load_split
 from gradlab.metrics.hsv import HSV
 from gradlab.metrics.intensity import Intensity
-from gradlab.scores import ScoreCache, cached_scores, fingerprint
+from gradlab.data.scores import ScoreCache, cached_scores, fingerprint
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_changed_dataset_or_version_invalidates(tmp_path, data, monkeypatch):
 
 
 def test_uncached_runs_and_cached_runs_agree(tmp_path, tiny):
-    from gradlab.runner import build_study
+    from gradlab.train.runner import build_study
 
     cfg = tiny(track={"probes": ["hsv", "edges", "random"]})
     plain = build_study(cfg)

@@ -6,10 +6,10 @@ import torch
 from PIL import Image
 
 from gradlab.config import DataConfig
-from gradlab.datasets import BatchLoader, load_split
+from gradlab.data.datasets import BatchLoader, load_split
 from gradlab.errors import ConfigError, DatasetError
-from gradlab.runner import Runner
-from gradlab.segmentation import (confusion, joint_flip, load_folder, scores_from_confusion,
+from gradlab.train.runner import Runner
+from gradlab.data.segmentation import (confusion, joint_flip, load_folder, scores_from_confusion,
                                   synthetic_buildings)
 
 

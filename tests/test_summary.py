@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from gradlab import open_run
-from gradlab.summary import phase_summary, score_bins
+from gradlab.report.summary import phase_summary, score_bins
 
 K = 20  # batches: quartiles of 5
 

@@ -10,14 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from gradlab.config import ModelConfig
-from gradlab.datasets import BatchLoader, ImageSet, synthetic_images
-from gradlab.distances import FullGradient, noise_scale
-from gradlab.gradstore import MemoryStore
-from gradlab.layout import ParamLayout
+from gradlab.data.datasets import BatchLoader, ImageSet, synthetic_images
+from gradlab.track.distances import FullGradient, noise_scale
+from gradlab.track.stores import MemoryStore
+from gradlab.track.layout import ParamLayout
 from gradlab.models import build_model
-from gradlab.runner import Runner, build_study
-from gradlab.store import RunWriter
-from gradlab.tracker import FrozenModel, probe_pass
+from gradlab.train.runner import Runner, build_study
+from gradlab.runfile.writer import RunWriter
+from gradlab.track.probe import FrozenModel, probe_pass
 
 
 def _data(n=96):

@@ -6,7 +6,7 @@ from gradlab import open_run
 from gradlab.cli import main
 from gradlab.config import load_config
 from gradlab.errors import ConfigError
-from gradlab.variants import read_variants, variant_configs, variant_path
+from gradlab.train.variants import read_variants, variant_configs, variant_path
 
 STUDY = """
 [data]

@@ -1,18 +1,18 @@
 """Registry of per-image heuristic metrics (one class per file).
 
 ``intensity``, ``hsv``, ``edges`` and ``lpips`` are the four metrics of *Finding the best
-mini-batch* section 3.2; the order ``random`` (see ``gradlab.orders``) is the control.
+mini-batch* section 3.2; the order ``random`` (see ``gradlab.data.orders``) is the control.
 """
 from __future__ import annotations
 
 import difflib
 
-from ..errors import ConfigError
-from .base import Metric
-from .edges import Edges
-from .hsv import HSV
-from .intensity import Intensity
-from .lpips import LPIPS
+from gradlab.errors import ConfigError
+from gradlab.metrics.base import Metric
+from gradlab.metrics.edges import Edges
+from gradlab.metrics.hsv import HSV
+from gradlab.metrics.intensity import Intensity
+from gradlab.metrics.lpips import LPIPS
 
 METRICS: dict[str, type[Metric]] = {m.name: m for m in (Intensity, HSV, Edges, LPIPS)}
 

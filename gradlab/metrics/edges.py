@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .base import Metric
+from gradlab.metrics.base import Metric
 
 PARALLEL_MIN = 4000  # below this many images a pool costs more than it saves
 CHUNK = 2500  # images per pool task: small enough for a smooth progress bar

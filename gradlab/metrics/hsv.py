@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .base import Metric
+from gradlab.metrics.base import Metric
 
 
 def rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:

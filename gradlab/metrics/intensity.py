@@ -6,7 +6,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .base import Metric
+from gradlab.metrics.base import Metric
 
 
 class Intensity(Metric):

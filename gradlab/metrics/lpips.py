@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import Metric
-from .lpips_weights import Backbone, load_backbone, load_heads
+from gradlab.metrics.base import Metric
+from gradlab.metrics.lpips_weights import Backbone, load_backbone, load_heads
 
 SHIFT = (-0.030, -0.088, -0.188)  # lpips ScalingLayer: ImageNet mean/std expressed on [-1, 1]
 SCALE = (0.458, 0.448, 0.450)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import GradlabError
+from gradlab.errors import GradlabError
 
 HUB_FILE = "alexnet-owt-7be5be79.pth"
 CACHE_NAME = "lpips_alexnet.pt"

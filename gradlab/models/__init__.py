@@ -5,12 +5,12 @@ from typing import Callable
 
 from torch import nn
 
-from ..config import ModelConfig
-from ..errors import ConfigError
-from .dpn import DPN, DPN26, DPN92
-from .resnet import ResNet18
-from .resunet import ResUNet
-from .small import SmallCNN
+from gradlab.config import ModelConfig
+from gradlab.errors import ConfigError
+from gradlab.models.dpn import DPN, DPN26, DPN92
+from gradlab.models.resnet import ResNet18
+from gradlab.models.resunet import ResUNet
+from gradlab.models.small import SmallCNN
 
 MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "smallcnn": lambda c: SmallCNN(c.num_classes, c.norm),

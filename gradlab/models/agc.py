@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layout import MODULE_KINDS
+from gradlab.track.layout import MODULE_KINDS
 
 
 class AGC(nn.Module):

@@ -29,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mechanism import scaled
-from .norm import make_norm
+from gradlab.models.mechanism import scaled
+from gradlab.models.norm import make_norm
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from typing import Callable
 
 from torch import nn
 
-from ..errors import ConfigError
-from .agc import AGC
+from gradlab.errors import ConfigError
+from gradlab.models.agc import AGC
 
 NORMS: dict[str, Callable[[int], nn.Module]] = {
     "bn": nn.BatchNorm2d,

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .norm import make_norm
+from gradlab.models.norm import make_norm
 
 
 class BasicBlock(nn.Module):

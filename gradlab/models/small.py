@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .norm import make_norm
+from gradlab.models.norm import make_norm
 
 
 class SmallCNN(nn.Module):

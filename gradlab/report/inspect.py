@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .analysis import Run, open_run
+from gradlab.runfile.reader import Run, open_run
 
 
 def _shape(s: tuple[int, ...]) -> str:

@@ -12,7 +12,7 @@ from typing import Iterable
 
 import torch
 
-from .errors import GradlabError
+from gradlab.errors import GradlabError
 
 
 class NonFiniteError(GradlabError):

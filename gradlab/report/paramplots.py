@@ -1,7 +1,7 @@
 """Parameter-statistics plots (weight-mechanism paper Fig. 5 / Fig. 7, AGC λ across training).
 
-Pure functions of stored data (``Run.param_stats()``); re-exported as ``gradlab.plots.param_stats``
-and ``gradlab.plots.agc_lambda``. Runs are told apart by colour *and* dash (solid, dash-dot,
+Pure functions of stored data (``Run.param_stats()``); re-exported as ``gradlab.report.plots.param_stats``
+and ``gradlab.report.plots.agc_lambda``. Runs are told apart by colour *and* dash (solid, dash-dot,
 dash, dot: the paper's convention for baseline, α=0.1, α=0.5, β=0.1) and named in the legend.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
-from .analysis import Run
-from .errors import GradlabError
+from gradlab.runfile.reader import Run
+from gradlab.errors import GradlabError
 
 DASHES = ("solid", "dashdot", "dash", "dot", "longdash", "longdashdot")
 COLORS = qualitative.D3
@@ -62,7 +62,7 @@ def param_stats(runs: Run | Sequence[Run], stat: str = "mean", kinds: Sequence[s
                 log_y: bool | None = None) -> go.Figure:
     """One figure of a parameter statistic, faceted by parameter kind (one panel per kind).
 
-    - ``stat``: mean | var | grad_norm (see ``gradlab.paramstats``).
+    - ``stat``: mean | var | grad_norm (see ``gradlab.track.paramstats``).
     - ``x = "epoch" | "step"``: the statistic across training. ``by = "layer"`` draws one thin
       line per (run, layer); ``by = "kind"`` one thick line per run for the kind aggregate
       (``kind_aggregate``); ``"auto"`` picks "layer" when no kind has more than 12 tensors.

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import DataConfig
-from .errors import DatasetError
+from gradlab.config import DataConfig
+from gradlab.errors import DatasetError
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # Per-channel mean/std of the CIFAR-10 training set (fraction of 255), used for every dataset.
@@ -35,7 +35,7 @@ class ImageSet:
 
     name: str
     images: torch.Tensor  # uint8 [N, 3, H, W]
-    labels: torch.Tensor  # int64 [N]; for segmentation sets uint8 masks [N, H, W] (gradlab.segmentation)
+    labels: torch.Tensor  # int64 [N]; for segmentation sets uint8 masks [N, H, W] (gradlab.data.segmentation)
     classes: tuple[str, ...]
 
     def __len__(self) -> int:
@@ -139,7 +139,7 @@ def _synthetic(cfg: DataConfig, train: bool) -> ImageSet:
 
 
 SOURCES = {"cifar10": _cifar10, "synthetic": _synthetic, "cifar10-sample": _cifar10_sample}
-from .segmentation import SEG_SOURCES, is_segmentation, joint_flip  # noqa: E402  (segmentation builds on ImageSet above)
+from gradlab.data.segmentation import SEG_SOURCES, is_segmentation, joint_flip  # noqa: E402  (segmentation builds on ImageSet above)
 
 SOURCES.update(SEG_SOURCES)
 

@@ -11,8 +11,8 @@ from typing import Callable
 
 import numpy as np
 
-from .datasets import ImageSet, num_batches
-from .metrics import get_metric
+from gradlab.data.datasets import ImageSet, num_batches
+from gradlab.metrics import get_metric
 
 RANDOM = "random"
 SHUFFLE = "shuffle"  # training only: a new permutation every epoch, not an order

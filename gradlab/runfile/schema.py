@@ -18,8 +18,8 @@ from typing import Callable
 
 import h5py
 
-from .errors import RunFileError
-from .store import SCHEMA
+from gradlab.errors import RunFileError
+from gradlab.runfile.writer import SCHEMA
 
 PREFIX = "gradlab.run/"
 CURRENT = int(SCHEMA.removeprefix(PREFIX))

@@ -20,8 +20,8 @@ import copy
 import re
 from pathlib import Path
 
-from .config import StudyConfig, config_from_dict, read_toml
-from .errors import ConfigError
+from gradlab.config import StudyConfig, config_from_dict, read_toml
+from gradlab.errors import ConfigError
 
 ALL = "all"
 _NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")

@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .errors import ConfigError, GradlabError
+from gradlab.errors import ConfigError, GradlabError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -311,7 +311,7 @@ class RecomputeStore(GradStore):
 class SketchStore(GradStore):
     """CountSketch of each g_k to ``sketch_dim`` dims plus its exact norm: O(K d) memory.
 
-    D is estimated from the sketches and the exact norms of g_k and G (``gradlab.sketch``);
+    D is estimated from the sketches and the exact norms of g_k and G (``gradlab.track.sketch``);
     the whole-model measures only (no per-layer distances). The sketches (float64
     ``[K, d]``) stay on ``self.sketches`` until ``end`` so the runner can keep them.
     """
@@ -325,7 +325,7 @@ class SketchStore(GradStore):
         self.dim, self.seed = int(sketch_dim), int(sketch_seed)
 
     def begin(self, num_batches: int, size: int, device: torch.device) -> None:
-        from .sketch import CountSketch
+        from gradlab.track.sketch import CountSketch
 
         key = (size, self.dim, self.seed, str(device))
         if key not in SketchStore._cache:
@@ -341,7 +341,7 @@ class SketchStore(GradStore):
         self.sq_norms[k] = _sq_norm(g)
 
     def reductions(self, full: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        from .sketch import sketch_reductions
+        from gradlab.track.sketch import sketch_reductions
 
         return sketch_reductions(self.sketches, self.sq_norms.cpu().numpy(), self.cs(full),
                                  float(full.double().pow(2).sum()))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
+from gradlab import __version__
 
 
 def git_commit() -> str:

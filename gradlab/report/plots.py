@@ -11,8 +11,8 @@ import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from .analysis import Run
-from .config import lr_at, TrainConfig
+from gradlab.runfile.reader import Run
+from gradlab.config import lr_at, TrainConfig
 
 COLORSCALE = "Blues"
 
@@ -99,4 +99,4 @@ def write_heatmaps(run: Run, path: str | Path, measure: str = "l2") -> Path:
     return path
 
 
-from .paramplots import agc_lambda, param_stats  # noqa: E402,F401  (issue #4: parameter statistics)
+from gradlab.report.paramplots import agc_lambda, param_stats  # noqa: E402,F401  (issue #4: parameter statistics)

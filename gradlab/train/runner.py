@@ -16,85 +16,25 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import provenance
-from .accel import accelerate, resolve_device  # resolve_device: also gradlab.runner's API
-from .config import StudyConfig, lr_at, phase_of
-from .datasets import EVAL_BATCH, BatchLoader, ImageSet, load_split
-from .distributed import SINGLE, Dist, NullWriter, check_batch_size
-from .distances import check_measures
-from .checkpoint import (check_resume_config, checkpoint_path, load_checkpoint, rng_state,
+from gradlab.train import provenance
+from gradlab.train.accel import accelerate, resolve_device  # resolve_device: also gradlab.train.runner's API
+from gradlab.config import StudyConfig, lr_at, phase_of
+from gradlab.data.datasets import EVAL_BATCH, BatchLoader, ImageSet, load_split
+from gradlab.train.distributed import SINGLE, Dist, NullWriter, check_batch_size
+from gradlab.track.distances import check_measures
+from gradlab.train.checkpoint import (check_resume_config, checkpoint_path, load_checkpoint, rng_state,
                          save_checkpoint, set_rng_state)
-from .errors import ConfigError, DiskFullError, GradlabError, RunFileError, is_disk_full
-from .gradstore import GradStore, make_store
-from .layout import ParamLayout
-from .models import build_model
-from .nonfinite import NonFiniteGuard
-from .orders import SHUFFLE, Order, ScoreFn, build_order, compute_scores
-from .paramstats import ParamStatsRecorder
-from .segmentation import evaluate_segmentation, is_segmentation
-from .store import RunWriter
-from .tracker import FrozenModel, probe_pass
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-
-
-def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, loader: BatchLoader, order: torch.Tensor,
-                augment: torch.Generator | None, progress: bool = False, desc: str = "train",
-                on_step: Callable[[], None] | None = None, guard: NonFiniteGuard | None = None,
-                dist: Dist = SINGLE) -> tuple[float, float]:
-    """One SGD pass over the full batches of ``order``; returns mean loss and accuracy
-    (pixel accuracy for segmentation). ``on_step``, if given, is called after every
-    optimizer step, while ``p.grad`` still holds that step's minibatch gradient.
-    ``guard`` (optional) checks each batch's loss and gradients for NaN/Inf before the step.
-    Under torchrun (``dist``) each rank trains on its slice of every batch and the metrics
-    are summed over ranks."""
-    model.train()
-    total_loss = torch.zeros((), dtype=torch.float64, device=loader.device)
-    correct = torch.zeros((), dtype=torch.int64, device=loader.device)
-    n = pixels = 0  # images, predictions (pixels for segmentation)
-    batches = tqdm(loader.batches(order, augment, dist.shard), total=len(loader), desc=desc, leave=False,
-                   disable=not progress)
-    for k, (x, y) in enumerate(batches):
-        out = model(x)
-        loss = F.cross_entropy(out, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if guard is not None:
-            guard.check(k, loss, model.parameters())
-        opt.step()
-        if on_step is not None:
-            on_step()
-        total_loss += loss.detach() * len(y)
-        correct += (out.argmax(1) == y).sum()
-        n += len(y)
-        pixels += y.numel()
-    if dist.active:
-        counts = torch.tensor([float(correct), float(n), float(pixels)], dtype=torch.float64, device=loader.device)
-        dist.all_reduce_(total_loss, counts)
-        correct, n, pixels = int(counts[0]), int(counts[1]), int(counts[2])
-    return float(total_loss) / n, int(correct) / pixels
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: BatchLoader, dist: Dist = SINGLE) -> tuple[float, float]:
-    """Mean loss and accuracy over every image of ``loader`` (eval mode); under torchrun the
-    evaluation batches are dealt round-robin over the ranks and the sums all-reduced."""
-    model.eval()
-    total, correct, n = 0.0, 0, 0
-    for x, y in loader.all_batches(owned=dist.owned(-(-len(loader.data) // EVAL_BATCH))):
-        out = model(x)
-        total += float(F.cross_entropy(out, y, reduction="sum"))
-        correct += int((out.argmax(1) == y).sum())
-        n += len(y)
-    model.train()
-    if dist.active:
-        sums = torch.tensor([total, correct, n], dtype=torch.float64, device=loader.device)
-        dist.all_reduce_(sums)
-        total, correct, n = float(sums[0]), int(sums[1]), int(sums[2])
-    return total / max(n, 1), correct / max(n, 1)
+from gradlab.errors import ConfigError, DiskFullError, GradlabError, RunFileError, is_disk_full
+from gradlab.track.stores import GradStore, make_store
+from gradlab.track.layout import ParamLayout
+from gradlab.models import build_model
+from gradlab.train.nonfinite import NonFiniteGuard
+from gradlab.data.orders import SHUFFLE, Order, ScoreFn, build_order, compute_scores
+from gradlab.track.paramstats import ParamStatsRecorder
+from gradlab.data.segmentation import evaluate_segmentation, is_segmentation
+from gradlab.runfile.writer import RunWriter
+from gradlab.train.loop import evaluate, seed_everything, train_epoch
+from gradlab.track.probe import FrozenModel, probe_pass
 
 
 @dataclass
@@ -139,7 +79,7 @@ def build_study(cfg: StudyConfig, scores: ScoreFn = compute_scores, device: torc
 
 def _check_task(cfg: StudyConfig, train: ImageSet) -> None:
     """Segmentation models need mask datasets and vice versa; classes must match the data."""
-    from .models import SEGMENTATION_MODELS
+    from gradlab.models import SEGMENTATION_MODELS
 
     seg_data, seg_model = is_segmentation(train), cfg.model.name in SEGMENTATION_MODELS
     if seg_data != seg_model:
@@ -158,7 +98,7 @@ class Runner:
 
     def __init__(self, cfg: StudyConfig, overwrite: bool = False, progress: bool = True,
                  scores: ScoreFn = compute_scores, log: Callable[[str], None] = print, resume: bool = False):
-        from . import distributed
+        from gradlab.train import distributed
 
         self.dist, rank_device = distributed.setup(cfg.train.device)  # torchrun: join the job, else SINGLE
         if not self.dist.is_main:
@@ -301,8 +241,8 @@ class Runner:
         dist.barrier()  # the run file is complete before any rank returns
         dist.close()
         if cfg.output.heatmaps and s.probes and dist.is_main:
-            from . import plots
-            from .analysis import open_run
+            from gradlab.report import plots
+            from gradlab.runfile.reader import open_run
 
             with open_run(out) as run:
                 html_path = plots.write_heatmaps(run, out.with_suffix(".html"))
@@ -320,7 +260,7 @@ def run_study(cfg: StudyConfig, overwrite: bool = False, progress: bool = True,
 def plan_resume(out: Path, ckpt_path: Path, cfg: StudyConfig, log: Callable[[str], None]) -> dict | None:
     """Decide how to continue ``out``: the checkpoint to load, or ``None`` to start afresh
     (killed before the first epoch was committed). Refuses incompatible config changes."""
-    from .store import open_h5, text_attr
+    from gradlab.runfile.writer import open_h5, text_attr
 
     try:
         with open_h5(out) as f:
@@ -330,7 +270,7 @@ def plan_resume(out: Path, ckpt_path: Path, cfg: StudyConfig, log: Callable[[str
         if not ckpt_path.exists():
             done, status = 0, "running"  # killed while being created: nothing was committed
         else:  # killed in the instant it was out of SWMR: clear the flags (like h5clear -s) and look
-            from .h5safe import open_clearing_flags
+            from gradlab.runfile.swmr import open_clearing_flags
 
             try:
                 with open_clearing_flags(out) as f:

@@ -38,8 +38,8 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
-from .accel import resolve_device
-from .errors import ConfigError, GradlabError
+from gradlab.train.accel import resolve_device
+from gradlab.errors import ConfigError, GradlabError
 
 ENV_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
 

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Schedule
-from .layout import ParamLayout
+from gradlab.config import Schedule
+from gradlab.track.layout import ParamLayout
 
 
 

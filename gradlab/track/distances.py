@@ -13,9 +13,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .errors import ConfigError
-from .gradstore import GradStore
-from .layout import ParamLayout
+from gradlab.errors import ConfigError
+from gradlab.track.stores import GradStore
+from gradlab.track.layout import ParamLayout
 
 
 class FullGradient:
@@ -141,7 +141,7 @@ def epoch_stats(store: GradStore, full: torch.Tensor, layout: ParamLayout, batch
                 measures: list[str], per_layer: bool, gather: RowGather | None = None) -> EpochStats:
     """One sequential pass over the stored gradients: every D[e, k] of this epoch.
 
-    ``gather``: in a sharded probe pass (``gradlab.distributed``) the store holds only this
+    ``gather``: in a sharded probe pass (``gradlab.train.distributed``) the store holds only this
     rank's batches; ``gather`` turns the per-batch reductions of every rank into all K rows in
     batch order before the measures and the noise scale are computed.
     """

@@ -22,12 +22,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .distances import EpochStats, FullGradient, epoch_stats
-from .gradstore import GradStore
-from .layout import ParamLayout
+from gradlab.track.distances import EpochStats, FullGradient, epoch_stats
+from gradlab.track.stores import GradStore
+from gradlab.track.layout import ParamLayout
 
 if TYPE_CHECKING:
-    from .distributed import Dist
+    from gradlab.train.distributed import Dist
 
 
 class FrozenModel:

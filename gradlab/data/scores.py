@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__
-from .datasets import ImageSet
-from .metrics import Metric, get_metric
-from .orders import ScoreFn
+from gradlab import __version__
+from gradlab.data.datasets import ImageSet
+from gradlab.metrics import Metric, get_metric
+from gradlab.data.orders import ScoreFn
 
 DEFAULT_PATH = Path("data/scores.h5")
 

@@ -27,11 +27,12 @@ import plotly.io as pio
 from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
-from . import __version__, plots
-from .analysis import Run, open_run
-from .config import flatten
-from .errors import GradlabError
-from .summary import CONTROL, bin_label, phase_summary
+from gradlab import __version__
+from gradlab.report import plots
+from gradlab.runfile.reader import Run, open_run
+from gradlab.config import flatten
+from gradlab.errors import GradlabError
+from gradlab.report.summary import CONTROL, bin_label, phase_summary
 
 RUN_COLOURS = qualitative.D3
 PROBE_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]

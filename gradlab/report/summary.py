@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .analysis import Run
-from .config import lr_at, TrainConfig
+from gradlab.runfile.reader import Run
+from gradlab.config import lr_at, TrainConfig
 
 CONTROL = "random"
 

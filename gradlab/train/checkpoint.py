@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import flatten
-from .errors import ConfigError, GradlabError
+from gradlab.config import flatten
+from gradlab.errors import ConfigError, GradlabError
 
 FORMAT = "gradlab.ckpt/1"
 

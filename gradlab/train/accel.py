@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from gradlab.errors import ConfigError
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16}
 

@@ -15,9 +15,9 @@ import h5py
 import numpy as np
 import torch
 
-from .errors import RunFileError
-from .h5safe import open_clearing_flags, open_read
-from .layout import ParamLayout
+from gradlab.errors import RunFileError
+from gradlab.runfile.swmr import open_clearing_flags, open_read
+from gradlab.track.layout import ParamLayout
 
 SCHEMA = "gradlab.run/1"
 STR = h5py.string_dtype()
@@ -237,6 +237,6 @@ def open_h5(path: str | Path) -> h5py.File:
     if not schema.startswith("gradlab.run/"):
         f.close()
         raise RunFileError(f"{path} is HDF5 but not a gradlab run (no schema attribute); pass a file written by gradlab run")
-    from .schema import resolve  # version check, migration of older files (gradlab/schema.py)
+    from gradlab.runfile.schema import resolve  # version check, migration of older files (gradlab/schema.py)
 
     return resolve(path, f, str(schema))

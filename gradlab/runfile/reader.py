@@ -13,8 +13,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from .config import phase_of
-from .store import open_h5
+from gradlab.config import phase_of
+from gradlab.runfile.writer import open_h5
 
 PROVENANCE_KEYS = ("gradlab_version", "torch_version", "cuda_version", "numpy_version", "h5py_version",
                    "python_version", "device", "device_name", "cpu_threads", "cpu_count", "hostname", "platform",
@@ -200,7 +200,7 @@ class Run:
         return "params/step" in self.f
 
     def param_stats(self, stats: tuple[str, ...] | list[str] | None = None) -> pd.DataFrame:
-        """Tidy per-tensor statistics (``gradlab.paramstats``): one row per (recording, layer,
+        """Tidy per-tensor statistics (``gradlab.track.paramstats``): one row per (recording, layer,
         stat) with columns step, epoch (float: epochs completed), layer, kind, depth (the
         layer's index in ``/layers``, i.e. forward order), stat (mean | var | grad_norm), value.
 
