@@ -190,14 +190,17 @@ def test_crash_windows_resume_consistently(tiny, ref_keep_all, monkeypatch, wind
             real_commit(self, epoch)
         monkeypatch.setattr(RunWriter, "commit", fake)
     else:
-        real_probe = runner_mod._probe_epoch
+        from gradlab.track.tracker import Tracker
 
-        def fake(writer, frozen, loader, order, e, *a):
-            real_probe(writer, frozen, loader, order, e, *a)
-            if e == 1 and order.name == "random":
-                writer.write_pending()  # uncommitted rows reach the file, as a kill could leave them
+        real_probe = Tracker._probe_epoch
+
+        def fake(self, name, probe, e):
+            out = real_probe(self, name, probe, e)
+            if e == 1 and name == "random":
+                self.writer.write_pending()  # uncommitted rows reach the file, as a kill could leave them
                 raise Boom("killed mid-epoch")
-        monkeypatch.setattr(runner_mod, "_probe_epoch", fake)
+            return out
+        monkeypatch.setattr(Tracker, "_probe_epoch", fake)
     with pytest.raises(Boom):
         Runner(cfg, progress=False, log=lambda m: None).run()
     with open_run(out) as run:

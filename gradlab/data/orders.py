@@ -7,12 +7,16 @@ metric value of the batch; for ``random``, the batch number) used to label heatm
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
+import torch
 
-from gradlab.data.datasets import ImageSet, num_batches
+from gradlab.data.datasets import BatchLoader, ImageSet, num_batches
+from gradlab.errors import ConfigError
 from gradlab.metrics import get_metric
+from gradlab.track.tracker import ProbeBatches
 
 RANDOM = "random"
 SHUFFLE = "shuffle"  # training only: a new permutation every epoch, not an order
@@ -58,3 +62,46 @@ def build_order(name: str, data: ImageSet, batch_size: int, seed: int, scores: S
     if name == RANDOM:
         return random_order(len(data), batch_size, seed)
     return metric_order(name, data, batch_size, scores(name, data))
+
+
+# --------------------------------------------------------------------------- probe batches
+
+class OrderBatches(ProbeBatches):
+    """The fixed batches of an ``Order`` over an ``ImageSet``, served by a ``BatchLoader``
+    (normalised float32, on the loader's device, never augmented)."""
+
+    def __init__(self, order: Order, loader: BatchLoader):
+        self.order, self.loader = order, loader
+        self.num_batches = order.num_batches
+        self.batch_size = loader.batch_size
+        self.index, self.batch_score, self.score_label = order.index, order.batch_score, order.score_label
+        self._idx = loader.batch_indices(torch.from_numpy(order.index))
+
+    def batches(self, ks: Sequence[int] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for k in range(self.num_batches) if ks is None else ks:
+            yield self.loader.get(self._idx[k])
+
+
+def batches(dataset: Any, order: str = RANDOM, batch_size: int = 256, *, seed: int = 0,
+            device: str | torch.device = "cpu", cache: str | Path | None = None,
+            name: str | None = None) -> OrderBatches:
+    """Fixed probe batches of ``dataset`` sorted by a metric (``intensity``, ``hsv``, ``edges``,
+    ``lpips``) or shuffled (``random``), for ``gradlab.Tracker(probes=...)``.
+
+    ``dataset``: an ``ImageSet`` or a torchvision-style dataset of ``(image, label)`` with
+    PIL images or uint8 tensors, all one size. ``cache``: an HDF5 score cache (as written by
+    ``gradlab scores``) that keeps metric scores across runs, keyed by the images' fingerprint.
+    Batches are normalised with the dataset's own mean/std (``ImageSet.mean``/``std``).
+    """
+    from gradlab.data.datasets import to_imageset
+
+    data = dataset if isinstance(dataset, ImageSet) else to_imageset(dataset, name or type(dataset).__name__)
+    score_fn: ScoreFn = compute_scores
+    if cache is not None:
+        from gradlab.data.scores import cached_scores
+
+        score_fn = cached_scores(cache)
+    if len(data) < batch_size:
+        raise ConfigError(f"the dataset has {len(data)} images, fewer than batch_size = {batch_size}")
+    loader = BatchLoader(data, torch.device(device), batch_size)
+    return OrderBatches(build_order(order, data, batch_size, seed, score_fn), loader)

@@ -55,7 +55,7 @@ class RunWriter:
         a["epochs_done"] = 0
         a["run_id"] = self.run_id = uuid.uuid4().hex  # ties the checkpoint to this file
         for k, v in provenance.items():
-            a[k] = v if isinstance(v, (int, float)) else str(v)  # plain str: torch.__version__ is a subclass
+            a[k] = v if isinstance(v, (int, float, np.ndarray)) else str(v)  # plain str: torch.__version__ is a subclass
         g = self.f.create_group("layers")
         g.create_dataset("name", data=np.array(layout.names, dtype=object), dtype=STR)
         g.create_dataset("kind", data=np.array(layout.kinds, dtype=object), dtype=STR)

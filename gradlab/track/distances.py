@@ -110,22 +110,28 @@ class EpochStats:
     layer_l2: np.ndarray | None  # [K, L] per-layer |g_k - G| restricted to each tensor
     batch_norm: np.ndarray  # [K] |g_k|
     full_norm: float  # |G|
-    noise_scale: float  # B_simple, see noise_scale()
+    noise_scale: float  # B_simple = noise_trace / noise_g2, NaN where undefined (see noise_scale())
+    noise_g2: float = math.nan  # unbiased estimate of |G_true|^2 (may be <= 0 from noise)
+    noise_trace: float = math.nan  # unbiased estimate of tr(Sigma)
 
 
 def noise_scale(sq_dists: np.ndarray, full_sq_norm: float, batch_size: int, n: int) -> float:
-    """Unbiased simple gradient noise scale B_simple = tr(Sigma) / |G_true|^2 (McCandlish et al. 2018).
+    """Simple gradient noise scale B_simple = tr(Sigma) / |G_true|^2 (McCandlish et al. 2018)
+    from unbiased estimates of its numerator and denominator (the ratio itself is not unbiased).
 
     The K batches partition n = K*m examples, each drawn without replacement, so
     E|g_k - G|^2 = tr(Sigma) (n - m) / (m n) with Sigma the per-example covariance
     (1/(n-1) normalised). Hence tr(Sigma) = m n / (n - m) * mean_k |g_k - G|^2, and since
     E|G|^2 = |G_true|^2 + tr(Sigma)/n, |G_true|^2 = |G|^2 - tr(Sigma)/n. Only meaningful for
-    batches drawn at random (the ``random`` probe); NaN when K < 2.
+    batches drawn at random (the ``random`` probe); NaN when K < 2, and NaN when the |G_true|^2
+    estimate is <= 0 (noise exceeds signal at this batch count: the ratio is undefined).
+    McCandlish et al. average the two estimates over many steps before dividing; the run file
+    keeps both per epoch (``noise_g2``, ``noise_trace``) so readers can do the same.
     """
     if n <= batch_size or len(sq_dists) < 2:
         return math.nan
     tr_sigma, g2 = noise_scale_parts(sq_dists, full_sq_norm, batch_size, n)
-    return tr_sigma / g2 if g2 > 0 else math.inf
+    return tr_sigma / g2 if g2 > 0 else math.nan
 
 
 def noise_scale_parts(sq_dists: np.ndarray, full_sq_norm: float, batch_size: int, n: int) -> tuple[float, float]:
@@ -183,5 +189,6 @@ def epoch_stats(store: GradStore, full: torch.Tensor, layout: ParamLayout, batch
     if np.any(batch_sizes != m):
         raise ValueError("noise scale assumes equal batch sizes (drop_last)")
     dist = {name: MEASURES[name]()(sq, dot, nrm, full_sq) for name in measures}
-    return EpochStats(dist, layer, np.sqrt(nrm), math.sqrt(full_sq),
-                      noise_scale(sq, full_sq, m, int(batch_sizes.sum())))
+    n = int(batch_sizes.sum())
+    trace, g2 = noise_scale_parts(sq, full_sq, m, n) if n > m and len(sq) >= 2 else (math.nan, math.nan)
+    return EpochStats(dist, layer, np.sqrt(nrm), math.sqrt(full_sq), noise_scale(sq, full_sq, m, n), g2, trace)

@@ -55,17 +55,23 @@ class ParamStatsRecorder:
 
     Call ``record_init()`` before training, ``after_step()`` after every optimizer step
     (gradients still in ``p.grad``) and ``end_epoch()`` after each epoch's last step.
+    ``steps_per_epoch`` may be None (a user's loop): it is then learnt from the first
+    epoch's ``after_step`` calls, and that epoch's ``/params/epoch`` values, still pending in
+    the writer, are filled in at its end. An epoch without any ``after_step`` call counts as
+    ``steps_per_epoch`` steps (one, if never known).
     """
 
-    def __init__(self, model: nn.Module, layout: ParamLayout, spec: str, steps_per_epoch: int, append):
+    def __init__(self, model: nn.Module, layout: ParamLayout, spec: str, steps_per_epoch: int | None, append):
         self.schedule = Schedule.parse(spec)
         named = dict(model.named_parameters())
         self.params = [named[n] for n in layout.names]
-        self.steps_per_epoch = max(steps_per_epoch, 1)
+        self.steps_per_epoch = max(steps_per_epoch, 1) if steps_per_epoch is not None else None
         self.append = append
         self.step = 0
         self.rows = 0
         self._last_recorded = -1
+        self._epoch_steps = 0  # after_step calls in the current epoch
+        self._unknown_epoch: list[tuple[int, int]] = []  # (row, step) recorded before steps_per_epoch was known
 
     @property
     def enabled(self) -> bool:
@@ -76,7 +82,9 @@ class ParamStatsRecorder:
         g = grad_norms(self.params) if with_grad else np.full(len(self.params), np.nan)
         i = self.rows
         self.append("params/step", np.int64(self.step), i)
-        self.append("params/epoch", np.float64(self.step / self.steps_per_epoch), i)
+        if self.steps_per_epoch is None:
+            self._unknown_epoch.append((i, self.step))
+        self.append("params/epoch", np.float64(self.step / (self.steps_per_epoch or 1)), i)
         self.append("params/mean", mean, i)
         self.append("params/var", var, i)
         self.append("params/grad_norm", g, i)
@@ -85,7 +93,7 @@ class ParamStatsRecorder:
 
     def resume_at(self, epoch: int, rows: int) -> None:
         """Continue a resumed run: ``epoch`` epochs done, ``rows`` recordings already in the file."""
-        self.step = self._last_recorded = epoch * self.steps_per_epoch
+        self.step = self._last_recorded = epoch * (self.steps_per_epoch or 1)
         self.rows = rows
 
     def record_init(self) -> None:
@@ -94,9 +102,18 @@ class ParamStatsRecorder:
 
     def after_step(self) -> None:
         self.step += 1
+        self._epoch_steps += 1
         if self.enabled and self.schedule.every and self.step % self.schedule.every == 0:
             self._record(with_grad=True)
 
     def end_epoch(self) -> None:
+        if self._epoch_steps == 0:  # the loop never called after_step: the epoch is a block of steps
+            self.step += self.steps_per_epoch or 1
+        if self.steps_per_epoch is None:
+            self.steps_per_epoch = max(self._epoch_steps, 1)
+            for row, step in self._unknown_epoch:  # still pending in the writer: overwrite
+                self.append("params/epoch", np.float64(step / self.steps_per_epoch), row)
+            self._unknown_epoch = []
+        self._epoch_steps = 0
         if self.enabled and self._last_recorded != self.step:
             self._record(with_grad=self.step > 0)

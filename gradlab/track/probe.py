@@ -29,13 +29,16 @@ from gradlab.track.layout import ParamLayout
 if TYPE_CHECKING:
     from gradlab.train.distributed import Dist
 
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
 
 class FrozenModel:
     """theta_e: detached copies of a model's parameters and buffers at one moment."""
 
-    def __init__(self, model: nn.Module, layout: ParamLayout):
+    def __init__(self, model: nn.Module, layout: ParamLayout, loss_fn: LossFn = F.cross_entropy):
         self.model = model
         self.layout = layout
+        self.loss_fn = loss_fn  # (output, target) -> mean loss of the batch
         trainable = set(layout.names)
         named = dict(model.named_parameters())
         self.params = {n: named[n].detach().clone().requires_grad_(True) for n in layout.names}
@@ -43,10 +46,11 @@ class FrozenModel:
         self.buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
 
     def loss_and_grads(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """Mean cross-entropy of the batch at theta_e and its gradient per layout tensor."""
+        """Mean loss (``loss_fn``, cross-entropy by default) of the batch at theta_e and its
+        gradient per layout tensor."""
         scratch = {n: b.clone() for n, b in self.buffers.items()}  # BN writes running stats here
         out = functional_call(self.model, {**self.params, **self.consts, **scratch}, (x,))
-        loss = F.cross_entropy(out, y)
+        loss = self.loss_fn(out, y)
         grads = torch.autograd.grad(loss, list(self.params.values()))
         return loss.detach(), grads
 

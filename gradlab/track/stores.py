@@ -63,6 +63,17 @@ class GradStore:
     def end(self) -> None:
         """Release what the pass held."""
 
+    # ------------------------------------------------------------ keep_grads (before end())
+    def keeps(self, keep_grads: str, last_epoch: bool) -> bool:
+        """Whether ``keep_grads`` ("none" | "last" | "all") saves this epoch's pass."""
+        return keep_grads == "all" or (keep_grads == "last" and last_epoch)
+
+    def kept(self) -> tuple[str, torch.Tensor]:
+        """What is saved of this pass, before ``end``: ``("grads", [K, P])`` raw batch
+        gradients, written whole as ``/probes/<o>/grads/epoch_<e>``."""
+        chunks = [c for _, c in self.chunks()]
+        return "grads", torch.cat(chunks) if chunks else torch.empty(0, 0, dtype=self.dtype)
+
 
 def _sq_norm(g: torch.Tensor) -> torch.Tensor:
     """|g|^2 as float64 without a [P] temporary: cascade-summed float32 squares in 1M-element
@@ -345,6 +356,13 @@ class SketchStore(GradStore):
 
         return sketch_reductions(self.sketches, self.sq_norms.cpu().numpy(), self.cs(full),
                                  float(full.double().pow(2).sum()))
+
+    def keeps(self, keep_grads: str, last_epoch: bool) -> bool:
+        return keep_grads != "none"  # sketches are small: kept every epoch
+
+    def kept(self) -> tuple[str, torch.Tensor]:
+        """``("sketch", [K, d])``: appended every epoch as ``/probes/<o>/sketch [E, K, d]``."""
+        return "sketch", self.sketches.float()
 
     def chunks(self, max_bytes: int = 256 << 20) -> Iterator[tuple[int, torch.Tensor]]:
         raise GradlabError("track.grads = \"sketch\" keeps no batch gradients; use an exact store "

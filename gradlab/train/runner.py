@@ -1,40 +1,45 @@
 """``gradlab run``: train one network, probe it at each epoch start, write the run file.
 
-Per epoch e: freeze theta_e -> train pass (updates theta) -> one probe pass per probe order
-at theta_e -> test evaluation at theta_{e+1} -> append rows -> commit ``epochs_done``.
+Per epoch e: ``Tracker.epoch_start`` freezes theta_e -> train pass (updates theta) -> test
+evaluation at theta_{e+1} -> ``Tracker.epoch_end``: one probe pass per probe order at theta_e,
+rows, checkpoint, commit ``epochs_done``. The tracking itself lives in ``gradlab.track``.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from gradlab.train import provenance
-from gradlab.train.accel import accelerate, resolve_device  # resolve_device: also gradlab.train.runner's API
 from gradlab.config import StudyConfig, lr_at, phase_of
-from gradlab.data.datasets import EVAL_BATCH, BatchLoader, ImageSet, load_split
-from gradlab.train.distributed import SINGLE, Dist, NullWriter, check_batch_size
-from gradlab.track.distances import check_measures
-from gradlab.train.checkpoint import (check_resume_config, checkpoint_path, load_checkpoint, rng_state,
-                         save_checkpoint, set_rng_state)
-from gradlab.errors import ConfigError, DiskFullError, GradlabError, RunFileError, is_disk_full
-from gradlab.track.stores import GradStore, make_store
-from gradlab.track.layout import ParamLayout
-from gradlab.models import build_model
-from gradlab.train.nonfinite import NonFiniteGuard
-from gradlab.data.orders import SHUFFLE, Order, ScoreFn, build_order, compute_scores
-from gradlab.track.paramstats import ParamStatsRecorder
+from gradlab.data.datasets import MEAN, STD, BatchLoader, ImageSet, load_split
+from gradlab.data.orders import SHUFFLE, Order, OrderBatches, ScoreFn, build_order, compute_scores
 from gradlab.data.segmentation import evaluate_segmentation, is_segmentation
+from gradlab.errors import ConfigError, DiskFullError, GradlabError, RunFileError, is_disk_full
+from gradlab.models import build_model
+from gradlab.runfile import names
 from gradlab.runfile.writer import RunWriter
+from gradlab.track.distances import check_measures
+from gradlab.track.layout import ParamLayout
+from gradlab.track.stores import make_store
+from gradlab.track.tracker import Tracker
+from gradlab.train.accel import accelerate, resolve_device  # resolve_device: also gradlab.train.runner's API
+from gradlab.train.checkpoint import (check_resume_config, checkpoint_path, load_checkpoint, rng_state,
+                                     save_checkpoint, set_rng_state)
+from gradlab.train.distributed import NullWriter, check_batch_size
 from gradlab.train.loop import evaluate, seed_everything, train_epoch
-from gradlab.track.probe import FrozenModel, probe_pass
+from gradlab.train.nonfinite import NonFiniteGuard
+
+
+def data_attrs(data: ImageSet) -> dict[str, np.ndarray]:
+    """The per-channel normalisation the model saw (fraction of 255), for the run file."""
+    return {names.DATA_MEAN: np.asarray(getattr(data, "mean", MEAN), dtype=np.float64),
+            names.DATA_STD: np.asarray(getattr(data, "std", STD), dtype=np.float64)}
 
 
 @dataclass
@@ -93,8 +98,8 @@ def _check_task(cfg: StudyConfig, train: ImageSet) -> None:
 
 
 class Runner:
-    """One study run. ``Runner(cfg).run()`` writes the run file; the trained model stays
-    on ``self.study.model`` for callers that want it (tests, notebooks)."""
+    """One study run, a client of ``gradlab.Tracker``. ``Runner(cfg).run()`` writes the run
+    file; the trained model stays on ``self.study.model`` for callers that want it."""
 
     def __init__(self, cfg: StudyConfig, overwrite: bool = False, progress: bool = True,
                  scores: ScoreFn = compute_scores, log: Callable[[str], None] = print, resume: bool = False):
@@ -108,146 +113,178 @@ class Runner:
         self.ckpt_path = checkpoint_path(self.out)
         self.resume_from: dict | None = None  # checkpoint to continue from
         try:
-            if overwrite and resume:
-                raise GradlabError("--overwrite and --resume contradict each other; pass one")
-            check_batch_size(cfg.train.batch_size, self.dist.world)
-            if self.dist.any(self.dist.is_main and self.out.exists() and not overwrite and not resume):
-                raise GradlabError(f"{self.out} already exists; pass --resume to continue it, --overwrite to replace "
-                                   f"it, or choose another --out")
-            # torchrun: rank 0 reads the run file and checkpoint, every rank gets its checkpoint
-            failure: BaseException | None = None
-            if resume and self.dist.is_main and self.out.exists():
-                try:
-                    self.resume_from = plan_resume(self.out, self.ckpt_path, cfg, log)
-                except GradlabError as exc:
-                    failure = exc
-            if self.dist.any(failure is not None):
-                raise failure or GradlabError(f"rank 0 could not resume {self.out}; see its error")
-            self.resume_from = self.dist.broadcast_object(self.resume_from)
+            self._check_output(resume)
+            self.resume_from = self._plan_resume() if resume else None
             self.study = build_study(cfg, scores, rank_device)
         except BaseException:
             self.dist.close()
             raise
 
-    def run(self) -> Path:
-        cfg, s, out = self.cfg, self.study, self.out
-        tc = cfg.train
-        device, dist = s.device, self.dist
-        model, train_model = dist.prepare(s.model)  # DDP + SyncBatchNorm2d under torchrun
-        loader = BatchLoader(s.train, device, tc.batch_size)
-        test_loader = BatchLoader(s.test, device, tc.batch_size)
-        opt = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
-        data_gen = torch.Generator().manual_seed(tc.seed)  # shuffles and augmentation only
-        fixed = torch.from_numpy(s.train_order.index) if s.train_order else None
+    def _check_output(self, resume: bool) -> None:
+        if self.overwrite and resume:
+            raise GradlabError("--overwrite and --resume contradict each other; pass one")
+        check_batch_size(self.cfg.train.batch_size, self.dist.world)
+        if self.dist.any(self.dist.is_main and self.out.exists() and not self.overwrite and not resume):
+            raise GradlabError(f"{self.out} already exists; pass --resume to continue it, --overwrite to replace "
+                               f"it, or choose another --out")
 
+    def _plan_resume(self) -> dict | None:
+        """torchrun: rank 0 reads the run file and checkpoint, every rank gets its checkpoint."""
+        failure: BaseException | None = None
+        ck = None
+        if self.dist.is_main and self.out.exists():
+            try:
+                ck = plan_resume(self.out, self.ckpt_path, self.cfg, self.log)
+            except GradlabError as exc:
+                failure = exc
+        if self.dist.any(failure is not None):
+            raise failure or GradlabError(f"rank 0 could not resume {self.out}; see its error")
+        return self.dist.broadcast_object(ck)
+
+    # ------------------------------------------------------------------ restore
+    def _tracker(self, model: nn.Module, steps: int) -> tuple[Tracker, int]:
+        """A fresh tracker (new run file) or one continuing the checkpoint's; returns the first epoch."""
+        cfg, s, tr = self.cfg, self.study, self.cfg.track
+        bar = (lambda it, n, desc: tqdm(it, total=n, desc=desc, leave=False)) if self.progress else None
+        kw = dict(probes={o.name: OrderBatches(o, self.loader) for o in s.probes}, measures=tr.measures,
+                  per_layer=tr.per_layer, store=tr.grads, param_stats=tr.param_stats, config=cfg.to_dict(),
+                  grad_dtype=tr.grad_dtype, sketch_dim=tr.sketch_dim, scratch_dir=tr.scratch_dir or None,
+                  keep_grads=tr.keep_grads, seed=cfg.train.seed, steps_per_epoch=steps, epochs=cfg.train.epochs,
+                  _dist=self.dist, _progress=bar)
+        ck = self.resume_from
+        if ck is None:
+            if self.overwrite and self.dist.is_main:
+                self.ckpt_path.unlink(missing_ok=True)
+            tracker = Tracker(model, self.out, overwrite=self.overwrite, attrs=data_attrs(s.train), **kw)
+            self._describe_params(tracker)
+            return tracker, 0
+        start = int(ck["epoch"]) + 1
+        writer = (RunWriter.reopen(self.out, start, ck["rows"], cfg.to_dict(), ck["run_id"]) if self.dist.is_main
+                  else NullWriter())
+        tracker = Tracker(model, self.out, _writer=writer, _start_epoch=start, **kw)
+        tracker.stats.resume_at(start, int(ck["rows"].get(names.PARAM_STEP, 0)))
+        self.log(f"gradlab run: resuming {self.out} at epoch {start} of {cfg.train.epochs}")
+        return tracker, start
+
+    def _describe_params(self, tracker: Tracker) -> None:
+        if tracker.stats.enabled and self.dist.is_main:
+            a = tracker.writer.f[names.PARAMS].attrs
+            a["schedule"] = self.cfg.track.param_stats
+            a["grad_norm"] = ("L2 norm per tensor of the raw minibatch gradient consumed by optimizer step `step` "
+                              "(before weight decay and momentum); NaN at step 0")
+            a["var"] = "population variance (ddof=0) of the tensor's elements"
+
+    def _restore(self, model: nn.Module, opt: torch.optim.Optimizer, data_gen: torch.Generator) -> None:
         ck = self.resume_from
         if ck is not None:
-            start = int(ck["epoch"]) + 1
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
             set_rng_state(ck["rng"], data_gen)
-            writer = (RunWriter.reopen(out, start, ck["rows"], cfg.to_dict(), ck["run_id"]) if dist.is_main
-                      else NullWriter())
-            stats = ParamStatsRecorder(model, s.layout, cfg.track.param_stats, len(loader), writer.append)
-            stats.resume_at(start, int(ck["rows"].get("params/step", 0)))
-            self.log(f"gradlab run: resuming {out} at epoch {start} of {tc.epochs}")
-        else:
-            start = 0
-            if self.overwrite and dist.is_main:
-                self.ckpt_path.unlink(missing_ok=True)
-            prov = {**provenance.collect(device, tc.seed), **dist.provenance()}
-            writer = RunWriter(out, cfg.to_dict(), prov, s.layout) if dist.is_main else NullWriter()
-            stats = ParamStatsRecorder(model, s.layout, cfg.track.param_stats, len(loader), writer.append)
-            stats.record_init()
-            if stats.enabled and dist.is_main:
-                writer.f["params"].attrs["schedule"] = cfg.track.param_stats
-                writer.f["params"].attrs["grad_norm"] = ("L2 norm per tensor of the raw minibatch gradient consumed "
-                                                         "by optimizer step `step` (before weight decay and "
-                                                         "momentum); NaN at step 0")
-                writer.f["params"].attrs["var"] = "population variance (ddof=0) of the tensor's elements"
-            for o in s.probes:
-                writer.add_probe(o.name, o.index, o.batch_score, o.score_label, tc.batch_size)
-            writer.start()  # SWMR from here on: see store.RunWriter
-        segmentation = is_segmentation(s.test)
-        self.log(f"gradlab run: {cfg.model.name} ({s.layout.size:,} params, {len(s.layout)} tensors) on {device}, "
-                 f"{cfg.data.dataset} {len(s.train)} train / {len(s.test)} test, {len(loader)} batches of "
-                 f"{tc.batch_size}, probes {[o.name for o in s.probes] or 'off'} -> {out}"
-                 + (f" [torchrun: {dist.world} ranks, {dist.backend}]" if dist.active else ""))
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> Path:
+        cfg, s, dist = self.cfg, self.study, self.dist
+        tc = cfg.train
+        model, train_model = dist.prepare(s.model)  # DDP + SyncBatchNorm2d under torchrun
+        loader = self.loader = BatchLoader(s.train, s.device, tc.batch_size)
+        self.test_loader = BatchLoader(s.test, s.device, tc.batch_size)
+        opt = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
+        data_gen = torch.Generator().manual_seed(tc.seed)  # shuffles and augmentation only
+        self._restore(model, opt, data_gen)
+        tracker, start = self._tracker(model, len(loader))
+        self._announce(loader)
         e = start
         try:
             bar = tqdm(range(start, tc.epochs), desc="epochs", disable=not self.progress, initial=start,
                        total=tc.epochs)
             for e in bar:
-                lr = lr_at(e, tc)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                frozen = FrozenModel(model, s.layout) if s.probes else None
-                t0 = time.perf_counter()
-                order = fixed if fixed is not None else torch.randperm(len(s.train), generator=data_gen)
-                guard = NonFiniteGuard(tc.on_nonfinite, device, e, lr)
-                with dist.sync_batchnorm(model):
-                    loss, acc = train_epoch(train_model, opt, loader, order, data_gen if cfg.data.augment else None,
-                                            self.progress, on_step=stats.after_step if stats.enabled else None,
-                                            guard=guard, dist=dist)
-                stats.end_epoch()
-                bad = guard.finish()
-                if bad:
-                    self.log(f"gradlab run: warning: {bad} batch(es) of epoch {e} had a NaN/Inf loss or gradient "
-                             f"(train.on_nonfinite = \"continue\")")
-                t_train = time.perf_counter() - t0
-                t_probe = 0.0
-                for o in s.probes:
-                    t1 = time.perf_counter()
-                    _probe_epoch(writer, frozen, loader, o, e, cfg, self.progress, dist)
-                    t_probe += time.perf_counter() - t1
-                t2 = time.perf_counter()
-                extra: tuple[tuple[str, float], ...] = ()
-                if segmentation:  # test/acc is pixel accuracy; mIoU and mean class accuracy as well
-                    # (not sharded: every rank evaluates the whole test set, with identical results)
-                    seg = evaluate_segmentation(model, test_loader, cfg.model.num_classes)
-                    test_loss, test_acc = seg.loss, seg.pixel_acc
-                    extra = (("test/miou", seg.miou), ("test/mean_acc", seg.mean_acc))
-                else:
-                    test_loss, test_acc = evaluate(model, test_loader, dist)
-                t_eval = time.perf_counter() - t2
-                for name, v in (("train/lr", lr), ("train/phase", phase_of(e, tc.milestones)), ("train/loss", loss),
-                                ("train/acc", acc), ("test/loss", test_loss), ("test/acc", test_acc),
-                                ("timing/train_s", t_train), ("timing/probe_s", t_probe), ("timing/eval_s", t_eval),
-                                *extra):
-                    writer.append(name, v, e)
-                writer.write_pending()  # rows on disk, marker not moved yet
-                if cfg.output.checkpoint and dist.is_main:  # checkpoint before the marker: see gradlab/checkpoint.py
-                    save_checkpoint(self.ckpt_path, {
-                        "epoch": e, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                        "rng": rng_state(data_gen), "config": cfg.to_dict(), "rows": writer.row_counts(),
-                        "run_id": writer.run_id})
-                writer.commit(e)
-                bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", test_acc=f"{test_acc:.3f}", **dict(
-                    (k.split("/")[1], f"{v:.3f}") for k, v in extra))
+                row = self._epoch(e, tracker, model, train_model, opt, loader, data_gen)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("train_loss", "train_acc", "test_acc",
+                                                                                   "test_miou")})
         except BaseException as exc:
-            reason = f"{type(exc).__name__}: {exc}"
+            self._fail(tracker, exc, e)
             if is_disk_full(exc):
-                reason = (f"disk full while writing epoch {e} of {out} or its checkpoint ({exc}); free space, then "
-                          f"continue with gradlab run --resume: epochs before {e} are kept")
-            try:
-                writer.close("failed", reason)
-            except Exception as close_exc:  # noqa: BLE001 - e.g. still no space: the committed epochs are on disk
-                self.log(f"gradlab run: could not record the failure in {out}: {close_exc}")
-            dist.close()
-            if is_disk_full(exc):
-                raise DiskFullError(reason) from exc
+                raise self._as_disk_full(exc, e) from exc
             raise
-        writer.close("complete")
+        tracker.close("complete")
         dist.barrier()  # the run file is complete before any rank returns
         dist.close()
-        if cfg.output.heatmaps and s.probes and dist.is_main:
+        self._finish()
+        return self.out
+
+    def _announce(self, loader: BatchLoader) -> None:
+        cfg, s, dist, tc = self.cfg, self.study, self.dist, self.cfg.train
+        self.log(f"gradlab run: {cfg.model.name} ({s.layout.size:,} params, {len(s.layout)} tensors) on {s.device}, "
+                 f"{cfg.data.dataset} {len(s.train)} train / {len(s.test)} test, {len(loader)} batches of "
+                 f"{tc.batch_size}, probes {[o.name for o in s.probes] or 'off'} -> {self.out}"
+                 + (f" [torchrun: {dist.world} ranks, {dist.backend}]" if dist.active else ""))
+
+    def _epoch(self, e: int, tracker: Tracker, model: nn.Module, train_model: nn.Module,
+               opt: torch.optim.Optimizer, loader: BatchLoader, data_gen: torch.Generator) -> dict[str, float]:
+        """Epoch e: freeze theta_e, train, evaluate at theta_{e+1}, probe at theta_e, checkpoint, commit."""
+        cfg, s, dist, tc = self.cfg, self.study, self.dist, self.cfg.train
+        lr = lr_at(e, tc)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        tracker.epoch_start()
+        t0 = time.perf_counter()
+        order = (torch.from_numpy(s.train_order.index) if s.train_order is not None
+                 else torch.randperm(len(s.train), generator=data_gen))
+        guard = NonFiniteGuard(tc.on_nonfinite, s.device, e, lr)
+        with dist.sync_batchnorm(model):
+            loss, acc = train_epoch(train_model, opt, loader, order, data_gen if cfg.data.augment else None,
+                                    self.progress, on_step=tracker.step if tracker.stats.enabled else None,
+                                    guard=guard, dist=dist)
+        bad = guard.finish()
+        if bad:
+            self.log(f"gradlab run: warning: {bad} batch(es) of epoch {e} had a NaN/Inf loss or gradient "
+                     f"(train.on_nonfinite = \"continue\")")
+        t_train = time.perf_counter() - t0
+        t2 = time.perf_counter()
+        test = self._evaluate(model)
+        row = {"lr": lr, "phase": phase_of(e, tc.milestones), "train_loss": loss, "train_acc": acc, **test,
+               "timing_train_s": t_train, "timing_eval_s": time.perf_counter() - t2}
+        save = None
+        if cfg.output.checkpoint and dist.is_main:  # checkpoint before the marker: see gradlab/train/checkpoint.py
+            save = lambda: save_checkpoint(self.ckpt_path, {  # noqa: E731
+                "epoch": e, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "rng": rng_state(data_gen), "config": cfg.to_dict(), "rows": tracker.writer.row_counts(),
+                "run_id": tracker.writer.run_id})
+        tracker.epoch_end(before_commit=save, **row)
+        return row
+
+    def _evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Test metrics at theta_{e+1}: loss and accuracy (segmentation: pixel accuracy, mIoU,
+        mean class accuracy, from one confusion matrix; not sharded under torchrun)."""
+        s = self.study
+        if is_segmentation(s.test):
+            seg = evaluate_segmentation(model, self.test_loader, self.cfg.model.num_classes)
+            return {"test_loss": seg.loss, "test_acc": seg.pixel_acc, "test_miou": seg.miou,
+                    "test_mean_acc": seg.mean_acc}
+        test_loss, test_acc = evaluate(model, self.test_loader, self.dist)
+        return {"test_loss": test_loss, "test_acc": test_acc}
+
+    # ------------------------------------------------------------------ finish
+    def _fail(self, tracker: Tracker, exc: BaseException, e: int) -> None:
+        reason = self._as_disk_full(exc, e).args[0] if is_disk_full(exc) else f"{type(exc).__name__}: {exc}"
+        try:
+            tracker.close("failed", reason)
+        except Exception as close_exc:  # noqa: BLE001 - e.g. still no space: the committed epochs are on disk
+            self.log(f"gradlab run: could not record the failure in {self.out}: {close_exc}")
+        self.dist.close()
+
+    def _as_disk_full(self, exc: BaseException, e: int) -> DiskFullError:
+        return DiskFullError(f"disk full while writing epoch {e} of {self.out} or its checkpoint ({exc}); free "
+                             f"space, then continue with gradlab run --resume: epochs before {e} are kept")
+
+    def _finish(self) -> None:
+        if self.cfg.output.heatmaps and self.study.probes and self.dist.is_main:
             from gradlab.report import plots
             from gradlab.runfile.reader import open_run
 
-            with open_run(out) as run:
-                html_path = plots.write_heatmaps(run, out.with_suffix(".html"))
+            with open_run(self.out) as run:
+                html_path = plots.write_heatmaps(run, self.out.with_suffix(".html"))
             self.log(f"heatmaps: {html_path}")
-        return out
 
 
 def run_study(cfg: StudyConfig, overwrite: bool = False, progress: bool = True,
@@ -295,43 +332,3 @@ def plan_resume(out: Path, ckpt_path: Path, cfg: StudyConfig, log: Callable[[str
         raise GradlabError(f"{out} is already complete with {epoch + 1} epochs; raise train.epochs "
                            f"(--set train.epochs=N) to continue it")
     return ck
-
-
-def _probe_epoch(writer: RunWriter, frozen: FrozenModel, loader: BatchLoader, order: Order, e: int,
-                 cfg: StudyConfig, progress: bool, dist: Dist = SINGLE) -> None:
-    tr = cfg.track
-    store: GradStore = make_store(tr.grads, tr.grad_dtype, sketch_dim=tr.sketch_dim, sketch_seed=cfg.train.seed,
-                                  scratch_dir=tr.scratch_dir or str(Path(cfg.output.path).parent))
-    base = f"probes/{order.name}"
-    keep = tr.keep_grads == "all" or (tr.keep_grads == "last" and e == cfg.train.epochs - 1)
-    if not store.exact:  # sketches are small: kept every epoch, as /probes/<o>/sketch [E, K, d]
-        keep = tr.keep_grads != "none"
-
-    def save(st: GradStore) -> None:
-        if not st.exact:
-            sketches = dist.gather_batches_to_main(st.sketches.float(), order.num_batches)  # torchrun: all ranks
-            if sketches is not None:
-                writer.append(f"{base}/sketch", sketches.cpu().numpy(), e)
-            return
-        grads = torch.cat([c for _, c in st.chunks()] or [torch.empty(0, frozen.layout.size, dtype=st.dtype)])
-        grads = dist.gather_batches_to_main(grads, order.num_batches)  # torchrun: every rank's share
-        if grads is not None:
-            writer.write_grads(f"{base}/grads/epoch_{e}", grads)
-
-    idx = loader.batch_indices(torch.from_numpy(order.index))
-    mine = dist.owned(len(idx))  # torchrun: whole batches k = rank, rank + world, ...; else all
-    def batches(desc: str) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-        return tqdm((loader.get(idx[k]) for k in mine), total=len(mine), desc=desc, leave=False, disable=not progress)
-
-    res = probe_pass(frozen, batches(f"probe {order.name}"), order.num_batches, store, tr.measures, tr.per_layer,
-                     save if keep else None, shard=dist if dist.active else None,
-                     replay=lambda: batches(f"probe {order.name} (recompute)"))
-    st = res.stats
-    for m, d in st.distance.items():
-        writer.append(f"{base}/distance/{m}", d, e)
-    if st.layer_l2 is not None:
-        writer.append(f"{base}/layer_distance/l2", st.layer_l2, e)
-    writer.append(f"{base}/batch_norm", st.batch_norm, e)
-    writer.append(f"{base}/batch_loss", res.batch_loss, e)
-    writer.append(f"{base}/full_norm", st.full_norm, e)
-    writer.append(f"{base}/noise_scale", st.noise_scale, e)

@@ -1,0 +1,119 @@
+"""Every dataset, group and attribute name of the run file, in one place.
+
+Writers and readers build names through this module only, so the layout documented in
+docs/design.md ("The run file") has one source. Per-epoch datasets grow along axis 0 and
+only rows ``< epochs_done`` are committed.
+"""
+from __future__ import annotations
+
+# ---------------------------------------------------------------- root attributes
+SCHEMA = "schema"
+CONFIG = "config"
+STATUS = "status"
+FAILURE = "failure"
+EPOCHS_DONE = "epochs_done"  # the commit marker
+RUN_ID = "run_id"
+RESUMES = "resumes"
+DATA_MEAN = "data_mean"  # per-channel normalisation the model saw (fraction of 255), when known
+DATA_STD = "data_std"
+
+# ---------------------------------------------------------------- static groups
+LAYERS = "layers"
+LAYER_NAME = "layers/name"
+LAYER_KIND = "layers/kind"
+LAYER_NUMEL = "layers/numel"
+LAYER_SHAPE = "layers/shape"
+PROBES = "probes"
+PARAMS = "params"
+
+# ---------------------------------------------------------------- per-epoch scalars [E]
+TRAIN_LR = "train/lr"
+TRAIN_PHASE = "train/phase"
+TRAIN_LOSS = "train/loss"
+TRAIN_ACC = "train/acc"
+TEST_LOSS = "test/loss"
+TEST_ACC = "test/acc"
+TEST_MIOU = "test/miou"
+TEST_MEAN_ACC = "test/mean_acc"
+TIMING_TRAIN = "timing/train_s"
+TIMING_PROBE = "timing/probe_s"
+TIMING_EVAL = "timing/eval_s"
+CURVES = (TRAIN_LR, TRAIN_PHASE, TRAIN_LOSS, TRAIN_ACC, TEST_LOSS, TEST_ACC, TEST_MIOU, TEST_MEAN_ACC)
+
+# ---------------------------------------------------------------- parameter statistics [S, L]
+PARAM_STEP = "params/step"
+PARAM_EPOCH = "params/epoch"
+PARAM_MEAN = "params/mean"
+PARAM_VAR = "params/var"
+PARAM_GRAD_NORM = "params/grad_norm"
+
+
+def scalar(key: str) -> str:
+    """The dataset of a per-epoch scalar given to ``Tracker.epoch_end(**scalars)``.
+
+    ``lr`` and ``phase`` go to ``train/``; ``train_x`` -> ``train/x``, ``test_x`` -> ``test/x``,
+    ``timing_x`` -> ``timing/x``; any other key -> ``user/<key>``.
+    """
+    if key in ("lr", "phase"):
+        return f"train/{key}"
+    for prefix in ("train", "test", "timing"):
+        if key.startswith(prefix + "_") and len(key) > len(prefix) + 1:
+            return f"{prefix}/{key[len(prefix) + 1:]}"
+    return f"user/{key}"
+
+
+# ---------------------------------------------------------------- one probe order
+def probe(name: str) -> str:
+    return f"{PROBES}/{name}"
+
+
+def probe_index(name: str) -> str:  # [N] image indices in probe order
+    return f"{probe(name)}/index"
+
+
+def batch_score(name: str) -> str:  # [K] mean metric score of each batch
+    return f"{probe(name)}/batch_score"
+
+
+def distance(name: str, measure: str) -> str:  # [E, K]
+    return f"{probe(name)}/distance/{measure}"
+
+
+def distance_group(name: str) -> str:
+    return f"{probe(name)}/distance"
+
+
+def layer_distance(name: str, measure: str = "l2") -> str:  # [E, K, L]
+    return f"{probe(name)}/layer_distance/{measure}"
+
+
+def batch_norm(name: str) -> str:  # [E, K] |g_k|
+    return f"{probe(name)}/batch_norm"
+
+
+def batch_loss(name: str) -> str:  # [E, K] loss of batch k at theta_e
+    return f"{probe(name)}/batch_loss"
+
+
+def full_norm(name: str) -> str:  # [E] |G|
+    return f"{probe(name)}/full_norm"
+
+
+def noise_scale(name: str) -> str:  # [E] trace / g2, NaN where g2 <= 0
+    return f"{probe(name)}/noise_scale"
+
+
+def noise_g2(name: str) -> str:  # [E] unbiased estimate of |G_true|^2
+    return f"{probe(name)}/noise_g2"
+
+
+def noise_trace(name: str) -> str:  # [E] unbiased estimate of tr(Sigma)
+    return f"{probe(name)}/noise_trace"
+
+
+def sketch(name: str) -> str:  # [E, K, d] CountSketch of each batch gradient (grads = "sketch")
+    return f"{probe(name)}/sketch"
+
+
+def grads(name: str, epoch: int) -> str:  # [K, P] raw batch gradients (keep_grads)
+    return f"{probe(name)}/grads/epoch_{epoch}"
