@@ -93,9 +93,12 @@ def batches(dataset: Any, order: str = RANDOM, batch_size: int = 256, *, seed: i
     ``gradlab scores``) that keeps metric scores across runs, keyed by the images' fingerprint.
     Batches are normalised with the dataset's own mean/std (``ImageSet.mean``/``std``).
     """
-    from gradlab.data.datasets import to_imageset
+    if isinstance(dataset, ImageSet):
+        data = dataset
+    else:
+        from gradlab.data.datasets import to_imageset
 
-    data = dataset if isinstance(dataset, ImageSet) else to_imageset(dataset, name or type(dataset).__name__)
+        data = to_imageset(dataset, name or type(dataset).__name__)
     score_fn: ScoreFn = compute_scores
     if cache is not None:
         from gradlab.data.scores import cached_scores

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from gradlab.config import phase_of
+from gradlab.runfile import names
 from gradlab.runfile.writer import open_h5
 
 PROVENANCE_KEYS = ("gradlab_version", "torch_version", "cuda_version", "numpy_version", "h5py_version",
@@ -58,11 +59,16 @@ class Run:
 
     @property
     def milestones(self) -> list[int]:
-        return list(self.config["train"]["milestones"])
+        """Epochs at which a new learning-rate phase starts (from the stored ``/train/phase``
+        rows when present, which also covers ``Tracker`` runs without a gradlab config)."""
+        phases = self._phases(self.epochs_done)
+        if len(phases):
+            return [int(e) for e in np.flatnonzero(np.diff(phases)) + 1]
+        return list(self.config.get("train", {}).get("milestones", []))
 
     @property
     def num_phases(self) -> int:
-        return phase_of(max(self.epochs_done - 1, 0), self.milestones) + 1 if self.epochs_done else 0
+        return int(self._phases(self.epochs_done).max()) + 1 if self.epochs_done else 0
 
     def phase_epochs(self, phase: int) -> np.ndarray:
         """Committed epochs of training phase ``phase``."""
@@ -99,7 +105,11 @@ class Run:
         return self._rows(f"probes/{probe}/distance/{measure}")
 
     def _phases(self, n: int) -> np.ndarray:
-        return np.array([phase_of(int(i), self.milestones) for i in range(n)], dtype=np.int64)
+        """Phase of epochs 0..n-1: the stored ``/train/phase`` rows, else from the config's milestones."""
+        if names.TRAIN_PHASE in self.f and self.f[names.TRAIN_PHASE].shape[0] >= n:
+            return self.f[names.TRAIN_PHASE][:n].astype(np.int64)
+        stones = list(self.config.get("train", {}).get("milestones", []))
+        return np.array([phase_of(int(i), stones) for i in range(n)], dtype=np.int64)
 
     def _batch_frame(self, probe: str, e: int, k: int) -> dict[str, np.ndarray]:
         """The index columns of a per-(epoch, batch) table: epoch, phase, batch, batch_score."""
@@ -163,17 +173,25 @@ class Run:
         return self.norms(probe).drop(columns=["batch_norm", "full_norm"])
 
     def noise_scale(self, probe: str | None = None) -> pd.DataFrame:
-        """Per (probe, epoch): gradient noise scale and full-gradient norm (all probes by default)."""
+        """Per (probe, epoch): the simple noise scale B = trace / g2 (NaN where g2 <= 0: undefined),
+        its two unbiased components ``g2`` (|G_true|^2) and ``trace`` (tr(Sigma)), and the
+        full-gradient norm; all probes by default. Average ``trace`` and ``g2`` over epochs
+        before dividing for a pooled estimate. Files written before the components were
+        stored give NaN components, and their +inf ratios read as NaN."""
         frames = []
         for p in [probe] if probe is not None else self.probes:
             self._check_probe(p)
-            ns = self._rows(f"probes/{p}/noise_scale")
+            ns = self._rows(names.noise_scale(p)).astype(np.float64)
+            n = len(ns)
+            parts = {c: (self._rows(name)[:n] if name in self.f else np.full(n, np.nan))
+                     for c, name in (("g2", names.noise_g2(p)), ("trace", names.noise_trace(p)))}
             frames.append(pd.DataFrame({
-                "probe": p, "epoch": np.arange(len(ns)), "phase": self._phases(len(ns)),
-                "noise_scale": ns, "full_norm": self._rows(f"probes/{p}/full_norm")[: len(ns)],
+                "probe": p, "epoch": np.arange(n), "phase": self._phases(n),
+                "noise_scale": np.where(np.isinf(ns), np.nan, ns), **parts,
+                "full_norm": self._rows(names.full_norm(p))[:n],
             }))
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-            columns=["probe", "epoch", "phase", "noise_scale", "full_norm"])
+            columns=["probe", "epoch", "phase", "noise_scale", "g2", "trace", "full_norm"])
 
     def datasets(self) -> pd.DataFrame:
         """Every dataset in the file: name, shape, dtype (for ``gradlab inspect``)."""
