@@ -1,0 +1,1 @@
+"""Adapters from training frameworks to ``gradlab.Tracker`` (optional extras)."""

@@ -1,0 +1,73 @@
+"""``GradlabCallback``: the gradlab tracker in a PyTorch Lightning ``Trainer``.
+
+    trainer = pl.Trainer(max_epochs=6, callbacks=[GradlabCallback("runs/lit.h5", probes={...})])
+
+Install with ``pip install gradlab[lightning]``. The callback builds a ``gradlab.Tracker`` on
+the LightningModule at fit start, freezes theta_e at each training epoch's start, counts
+optimizer steps, and at the epoch's end probes every order and commits the epoch's rows:
+the learning rate of the first optimizer's first group at the epoch's start, and every scalar in
+``trainer.callback_metrics`` (``val_x`` is stored as ``test/x``, ``train_x`` as ``train/x``,
+anything else as ``user/<name>``). The probe's forward pass is ``module(x)`` and its loss
+``loss_fn(output, y)`` (cross-entropy unless given): the LightningModule's ``forward`` must
+return the logits that ``loss_fn`` expects.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pytorch_lightning as pl
+
+from gradlab.track.tracker import ProbeBatches, Tracker
+
+
+class GradlabCallback(pl.Callback):
+    """Tracks gradient distances of fixed probe batches; ``tracker_kwargs`` go to ``Tracker``."""
+
+    def __init__(self, out: str | Path, probes: Mapping[str, Iterable | ProbeBatches], **tracker_kwargs: Any):
+        super().__init__()
+        self.out, self.probes, self.kwargs = Path(out), probes, tracker_kwargs
+        self.tracker: Tracker | None = None
+        self._lr: float | None = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.world_size > 1:
+            raise RuntimeError("GradlabCallback supports single-process training only; "
+                               "use gradlab run under torchrun for several processes")
+        config = self.kwargs.pop("config", None) or {"lightning": {"max_epochs": trainer.max_epochs,
+                                                                   "module": type(pl_module).__name__}}
+        self.tracker = Tracker(pl_module, self.out, self.probes, config=config, epochs=trainer.max_epochs,
+                               **self.kwargs)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.tracker.epoch_start()
+        # the epoch's learning rate, read now: Lightning steps epoch-wise schedulers before
+        # on_train_epoch_end runs
+        self._lr = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else None
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.tracker.step()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        scalars = {}
+        if self._lr is not None:
+            scalars["lr"] = self._lr
+        for key, value in trainer.callback_metrics.items():
+            name = "test_" + key[4:] if key.startswith("val_") else key
+            try:
+                v = float(value)
+            except (TypeError, ValueError):
+                continue
+            scalars[name.replace("/", "_")] = v
+        was_training = pl_module.training
+        self.tracker.epoch_end(**scalars)
+        pl_module.train(was_training)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.tracker is not None:
+            self.tracker.close("complete")
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if self.tracker is not None:
+            self.tracker.close("failed", f"{type(exception).__name__}: {exception}")
