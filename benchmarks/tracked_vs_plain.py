@@ -1,8 +1,8 @@
 """Tracked epoch / plain epoch time for each gradient store, measured side by side in one process.
 
-A plain epoch is one SGD pass. A tracked epoch is the same SGD pass plus, at the frozen
-epoch-start parameters, one probe pass over the same batches into the gradient store and
-the distance pass (full gradient, D in l2 and cosine, per-layer l2 except for ``sketch``,
+A plain epoch is one SGD pass. A tracked epoch is what a user's loop with ``gradlab.Tracker``
+does: ``epoch_start`` (theta_e), the same SGD pass, and ``epoch_end``: one probe pass over the
+same batches into the gradient store, the distance pass and the run-file rows and commit (full gradient, D in l2 and cosine, per-layer l2 except for ``sketch``,
 which estimates whole-model D only). Runs alternate (plain, memory, disk, recompute,
 sketch, plain, ...) so drift in machine speed hits every mode; the ratio of medians is
 printed, for wall time and for this process's CPU time (user + sys of all its threads:
@@ -18,13 +18,17 @@ import argparse
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from _common import conditions, setup, sync, timer
 from gradlab.track.stores import STORES, make_store
 from gradlab.train.loop import train_epoch
+from gradlab.data.orders import Order, OrderBatches
 from gradlab.track.probe import FrozenModel, probe_pass
+from gradlab.track.tracker import Tracker
 
 MODES = list(STORES)
 
@@ -42,13 +46,17 @@ def measure(model_name: str, images: int, batch_size: int, reps: int, modes: lis
         train_epoch(model, opt, loader, order, gen)
         sync(device); return timer() - t, time.process_time() - c
 
+    probe = OrderBatches(Order("probe", order.numpy(), np.arange(len(loader), dtype=np.float64), "batch"), loader)
+    trackers = {mode: Tracker(model, Path(scratch) / f"tracked_vs_plain-{mode}.h5", {"probe": probe}, store=mode,
+                              per_layer=STORES[mode].exact, grad_dtype=grad_dtype, sketch_dim=sketch_dim,
+                              scratch_dir=scratch, param_stats="off", overwrite=True) for mode in modes}
+
     def tracked(mode: str) -> tuple[float, float]:
+        """A user's loop with gradlab.Tracker: theta_e, the SGD pass, probe pass + rows + commit."""
         sync(device); t, c = timer(), time.process_time()
-        frozen = FrozenModel(model, layout)
+        trackers[mode].epoch_start()
         train_epoch(model, opt, loader, order, gen)
-        store = make_store(mode, grad_dtype, sketch_dim=sketch_dim, scratch_dir=scratch)
-        probe_pass(frozen, loader.batches(order), len(loader), store, ["l2", "cosine"], store.exact,
-                   replay=lambda: loader.batches(order))
+        trackers[mode].epoch_end(lr=0.01)
         sync(device); return timer() - t, time.process_time() - c
 
     warm = order[: 2 * batch_size]  # warm-up: allocator, kernels, one write/read of each store
@@ -63,6 +71,9 @@ def measure(model_name: str, images: int, batch_size: int, reps: int, modes: lis
         p.append(plain())
         for m in modes:
             t[m].append(tracked(m))
+    for tr in trackers.values():
+        tr.close()
+        tr.out.unlink(missing_ok=True)
     return p, t
 
 
