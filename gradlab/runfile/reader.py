@@ -33,11 +33,11 @@ class Run:
         self.path = Path(path)
         self.f = open_h5(self.path)
         a = self.f.attrs
-        self.config: dict[str, Any] = json.loads(_str(a["config"]))
-        self.status: str = _str(a["status"])
-        self.epochs_done: int = int(a["epochs_done"])
+        self.config: dict[str, Any] = json.loads(_str(a[names.CONFIG]))
+        self.status: str = _str(a[names.STATUS])
+        self.epochs_done: int = int(a[names.EPOCHS_DONE])
         self.provenance: dict[str, Any] = {k: _str(a[k]) for k in PROVENANCE_KEYS if k in a}
-        self.failure: str = _str(a.get("failure", ""))
+        self.failure: str = _str(a.get(names.FAILURE, ""))
 
     def __enter__(self) -> "Run":
         return self
@@ -55,7 +55,7 @@ class Run:
     # ------------------------------------------------------------------ structure
     @property
     def probes(self) -> list[str]:
-        return sorted(self.f["probes"]) if "probes" in self.f else []
+        return sorted(self.f[names.PROBES]) if names.PROBES in self.f else []
 
     @property
     def milestones(self) -> list[int]:
@@ -75,7 +75,7 @@ class Run:
         return np.flatnonzero(self._phases(self.epochs_done) == phase)
 
     def layers(self) -> pd.DataFrame:
-        g = self.f["layers"]
+        g = self.f[names.LAYERS]
         return pd.DataFrame({
             "layer": [_str(n) for n in g["name"][()]],
             "kind": [_str(k) for k in g["kind"][()]],
@@ -83,16 +83,16 @@ class Run:
         })
 
     def measures(self, probe: str) -> list[str]:
-        return sorted(self.f[f"probes/{probe}/distance"]) if f"probes/{probe}/distance" in self.f else []
+        return sorted(self.f[names.distance_group(probe)]) if names.distance_group(probe) in self.f else []
 
     def _rows(self, name: str) -> np.ndarray:
         return self.f[name][: self.epochs_done]
 
     def batch_scores(self, probe: str) -> np.ndarray:
-        return self.f[f"probes/{probe}/batch_score"][()]
+        return self.f[names.batch_score(probe)][()]
 
     def score_label(self, probe: str) -> str:
-        return _str(self.f[f"probes/{probe}"].attrs.get("score_label", "batch score"))
+        return _str(self.f[names.probe(probe)].attrs.get("score_label", "batch score"))
 
     def _check_probe(self, probe: str) -> None:
         if probe not in self.probes:
@@ -102,7 +102,7 @@ class Run:
     def distance_matrix(self, probe: str, measure: str = "l2") -> np.ndarray:
         """D as ``[epochs_done, K]``."""
         self._check_probe(probe)
-        return self._rows(f"probes/{probe}/distance/{measure}")
+        return self._rows(names.distance(probe, measure))
 
     def _phases(self, n: int) -> np.ndarray:
         """Phase of epochs 0..n-1: the stored ``/train/phase`` rows, else from the config's milestones."""
@@ -140,7 +140,7 @@ class Run:
     def layer_distances(self, probe: str, measure: str = "l2") -> pd.DataFrame:
         """Per-layer D: one row per (epoch, batch, layer) with the layer's name, kind and size."""
         self._check_probe(probe)
-        name = f"probes/{probe}/layer_distance/{measure}"
+        name = names.layer_distance(probe, measure)
         if name not in self.f:
             raise KeyError(f"probe {probe!r} has no per-layer {measure} distances (track.per_layer was off)")
         d = self._rows(name)  # [E, K, L]
@@ -157,18 +157,18 @@ class Run:
     def norms(self, probe: str) -> pd.DataFrame:
         """Per (epoch, batch): batch gradient norm, the epoch's full-gradient norm, batch loss."""
         self._check_probe(probe)
-        bn = self._rows(f"probes/{probe}/batch_norm")
+        bn = self._rows(names.batch_norm(probe))
         e, k = bn.shape
         cols = self._batch_frame(probe, e, k)
         cols["batch_norm"] = bn.reshape(-1)
-        cols["full_norm"] = np.repeat(self._rows(f"probes/{probe}/full_norm")[:e], k)
-        if f"probes/{probe}/batch_loss" in self.f:
-            cols["batch_loss"] = self._rows(f"probes/{probe}/batch_loss").reshape(-1)
+        cols["full_norm"] = np.repeat(self._rows(names.full_norm(probe))[:e], k)
+        if names.batch_loss(probe) in self.f:
+            cols["batch_loss"] = self._rows(names.batch_loss(probe)).reshape(-1)
         return pd.DataFrame(cols)
 
     def batch_loss(self, probe: str) -> pd.DataFrame:
         """Per (epoch, batch): the batch's loss at the epoch-start parameters θ_e."""
-        if f"probes/{probe}/batch_loss" not in self.f:
+        if names.batch_loss(probe) not in self.f:
             raise KeyError(f"probe {probe!r} of {self.path} stored no batch_loss")
         return self.norms(probe).drop(columns=["batch_norm", "full_norm"])
 
@@ -203,8 +203,7 @@ class Run:
     def train_curves(self) -> pd.DataFrame:
         """Per epoch: lr, phase, train loss/acc (during the epoch) and test loss/acc (after it)."""
         cols = {"epoch": np.arange(self.epochs_done)}
-        for name in ("train/lr", "train/phase", "train/loss", "train/acc", "test/loss", "test/acc", "test/miou",
-                     "test/mean_acc"):
+        for name in names.CURVES:
             if name in self.f:
                 cols[name.replace("/", "_")] = self._rows(name)
         return pd.DataFrame(cols)
@@ -215,7 +214,7 @@ class Run:
     @property
     def has_param_stats(self) -> bool:
         """Whether the run recorded parameter statistics (``/params``, ``track.param_stats``)."""
-        return "params/step" in self.f
+        return names.PARAM_STEP in self.f
 
     def param_stats(self, stats: tuple[str, ...] | list[str] | None = None) -> pd.DataFrame:
         """Tidy per-tensor statistics (``gradlab.track.paramstats``): one row per (recording, layer,
@@ -232,7 +231,7 @@ class Run:
             raise KeyError(f"unknown parameter statistic(s) {bad}; choose from {list(self.PARAM_STATS)}")
         if not self.has_param_stats:
             return pd.DataFrame({c: [] for c in cols})
-        g = self.f["params"]
+        g = self.f[names.PARAMS]
         epoch = g["epoch"][()]
         keep = np.flatnonzero(epoch <= self.epochs_done + 1e-9)
         step = g["step"][()][keep]

@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 import torch
 
+from gradlab.runfile import names
 from gradlab.errors import RunFileError
 from gradlab.runfile.swmr import open_clearing_flags, open_read
 from gradlab.track.layout import ParamLayout
@@ -49,14 +50,14 @@ class RunWriter:
         self.f = h5py.File(self.path, "w", libver="latest", locking=False)
         self._pending: dict[str, dict[int, np.ndarray]] = {}
         a = self.f.attrs
-        a["schema"] = SCHEMA
-        a["config"] = json.dumps(config, sort_keys=True)
-        a["status"] = "running"
-        a["epochs_done"] = 0
-        a["run_id"] = self.run_id = uuid.uuid4().hex  # ties the checkpoint to this file
+        a[names.SCHEMA] = SCHEMA
+        a[names.CONFIG] = json.dumps(config, sort_keys=True)
+        a[names.STATUS] = "running"
+        a[names.EPOCHS_DONE] = 0
+        a[names.RUN_ID] = self.run_id = uuid.uuid4().hex  # ties the checkpoint to this file
         for k, v in provenance.items():
             a[k] = v if isinstance(v, (int, float, np.ndarray)) else str(v)  # plain str: torch.__version__ is a subclass
-        g = self.f.create_group("layers")
+        g = self.f.create_group(names.LAYERS)
         g.create_dataset("name", data=np.array(layout.names, dtype=object), dtype=STR)
         g.create_dataset("kind", data=np.array(layout.kinds, dtype=object), dtype=STR)
         g.create_dataset("numel", data=layout.numels)
@@ -77,10 +78,10 @@ class RunWriter:
         except OSError as exc:
             raise RunFileError(f"cannot reopen {self.path} to resume it ({exc}); start again with --overwrite") from None
         a = self.f.attrs
-        if text_attr(a.get("schema", "")) != SCHEMA:
+        if text_attr(a.get(names.SCHEMA, "")) != SCHEMA:
             self.f.close()
             raise RunFileError(f"{self.path} is not a gradlab run ({SCHEMA}); cannot resume it")
-        self.run_id = text_attr(a.get("run_id", ""))
+        self.run_id = text_attr(a.get(names.RUN_ID, ""))
         if run_id is not None and self.run_id != run_id:
             self.f.close()
             raise RunFileError(f"the checkpoint next to {self.path} belongs to another run (run_id differs); "
@@ -94,12 +95,12 @@ class RunWriter:
                     raise RunFileError(f"{self.path}: dataset /{name} has {ds.shape[0]} rows, the checkpoint "
                                        f"expects {rows[name]}; the run file and checkpoint do not match")
                 ds.resize(rows[name], axis=0)
-        a["epochs_done"] = epochs_done
-        a["status"] = "running"
-        a["config"] = json.dumps(config, sort_keys=True)
-        a["resumes"] = int(a.get("resumes", 0)) + 1
-        if "failure" in a:
-            del a["failure"]
+        a[names.EPOCHS_DONE] = epochs_done
+        a[names.STATUS] = "running"
+        a[names.CONFIG] = json.dumps(config, sort_keys=True)
+        a[names.RESUMES] = int(a.get(names.RESUMES, 0)) + 1
+        if names.FAILURE in a:
+            del a[names.FAILURE]
         self.f.flush()
         self.start()
         return self
@@ -128,7 +129,7 @@ class RunWriter:
                   batch_size: int) -> None:
         was = self.swmr
         self._plain()
-        g = self.f.require_group(f"probes/{name}")
+        g = self.f.require_group(names.probe(name))
         g.create_dataset("index", data=index.astype(np.int64))
         g.create_dataset("batch_score", data=batch_score.astype(np.float64))
         g.attrs["score_label"] = score_label
@@ -191,7 +192,7 @@ class RunWriter:
     def commit(self, epoch: int) -> None:
         """Make epoch ``epoch`` visible to readers: write and flush its rows, then move the marker."""
         self.write_pending()  # ends in start(), which flushes
-        self.f.attrs["epochs_done"] = epoch + 1
+        self.f.attrs[names.EPOCHS_DONE] = epoch + 1
         self.f.flush()
 
     def close(self, status: str, reason: str = "") -> None:
@@ -201,9 +202,9 @@ class RunWriter:
             return
         try:
             self._plain()  # new attributes cannot be written in SWMR mode
-            self.f.attrs["status"] = status
+            self.f.attrs[names.STATUS] = status
             if reason:
-                self.f.attrs["failure"] = reason
+                self.f.attrs[names.FAILURE] = reason
             self.f.flush()
         finally:
             if self.f.id.valid:
@@ -233,7 +234,7 @@ def open_h5(path: str | Path) -> h5py.File:
             raise RunFileError(f"{path} was left open by a gradlab run that was killed while creating datasets; "
                                f"continue it with gradlab run --resume (or clear it with h5clear -s)") from None
         raise RunFileError(f"{path} is not an HDF5 file ({exc}); pass a run file written by gradlab run") from None
-    schema = text_attr(f.attrs.get("schema", ""))
+    schema = text_attr(f.attrs.get(names.SCHEMA, ""))
     if not schema.startswith("gradlab.run/"):
         f.close()
         raise RunFileError(f"{path} is HDF5 but not a gradlab run (no schema attribute); pass a file written by gradlab run")

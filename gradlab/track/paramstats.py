@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from gradlab.runfile import names
 from gradlab.config import Schedule
 from gradlab.track.layout import ParamLayout
 
@@ -81,13 +82,13 @@ class ParamStatsRecorder:
         mean, var = param_moments(self.params)
         g = grad_norms(self.params) if with_grad else np.full(len(self.params), np.nan)
         i = self.rows
-        self.append("params/step", np.int64(self.step), i)
+        self.append(names.PARAM_STEP, np.int64(self.step), i)
         if self.steps_per_epoch is None:
             self._unknown_epoch.append((i, self.step))
-        self.append("params/epoch", np.float64(self.step / (self.steps_per_epoch or 1)), i)
-        self.append("params/mean", mean, i)
-        self.append("params/var", var, i)
-        self.append("params/grad_norm", g, i)
+        self.append(names.PARAM_EPOCH, np.float64(self.step / (self.steps_per_epoch or 1)), i)
+        self.append(names.PARAM_MEAN, mean, i)
+        self.append(names.PARAM_VAR, var, i)
+        self.append(names.PARAM_GRAD_NORM, g, i)
         self.rows += 1
         self._last_recorded = self.step
 
@@ -112,7 +113,7 @@ class ParamStatsRecorder:
         if self.steps_per_epoch is None:
             self.steps_per_epoch = max(self._epoch_steps, 1)
             for row, step in self._unknown_epoch:  # still pending in the writer: overwrite
-                self.append("params/epoch", np.float64(step / self.steps_per_epoch), row)
+                self.append(names.PARAM_EPOCH, np.float64(step / self.steps_per_epoch), row)
             self._unknown_epoch = []
         self._epoch_steps = 0
         if self.enabled and self._last_recorded != self.step:

@@ -301,8 +301,8 @@ def plan_resume(out: Path, ckpt_path: Path, cfg: StudyConfig, log: Callable[[str
 
     try:
         with open_h5(out) as f:
-            done = int(f.attrs["epochs_done"])
-            status = text_attr(f.attrs["status"])
+            done = int(f.attrs[names.EPOCHS_DONE])
+            status = text_attr(f.attrs[names.STATUS])
     except RunFileError:
         if not ckpt_path.exists():
             done, status = 0, "running"  # killed while being created: nothing was committed
@@ -311,7 +311,7 @@ def plan_resume(out: Path, ckpt_path: Path, cfg: StudyConfig, log: Callable[[str
 
             try:
                 with open_clearing_flags(out) as f:
-                    done, status = int(f.attrs["epochs_done"]), "running"
+                    done, status = int(f.attrs[names.EPOCHS_DONE]), "running"
             except (OSError, KeyError):
                 raise RunFileError(f"{out} is damaged and cannot be resumed; start again with --overwrite") from None
     if not ckpt_path.exists():
