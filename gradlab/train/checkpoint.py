@@ -14,7 +14,6 @@ rows are already on disk), so run file and training state always agree.
 """
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from gradlab.config import flatten
+from gradlab.atomic import atomic_torch_save
 from gradlab.errors import ConfigError, GradlabError
 
 FORMAT = "gradlab.ckpt/1"
@@ -74,27 +74,9 @@ def set_rng_state(state: dict[str, Any], data_gen: torch.Generator) -> None:
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """Write ``state`` atomically: a reader (or a resume after a kill) sees the old checkpoint
-    or the new one, never a torn file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save({"format": FORMAT, **state}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:  # some filesystems cannot fsync a directory; the rename is still atomic
-        pass
+    """Write ``state`` atomically (``gradlab.atomic``): a reader, or a resume after a kill, sees
+    the old checkpoint or the new one, never a torn file; a full disk raises ENOSPC as is."""
+    atomic_torch_save(path, {"format": FORMAT, **state})
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

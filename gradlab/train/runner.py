@@ -34,6 +34,7 @@ from gradlab.train.checkpoint import (check_resume_config, checkpoint_path, load
 from gradlab.train.distributed import NullWriter, check_batch_size
 from gradlab.train.loop import evaluate, seed_everything, train_epoch
 from gradlab.train.nonfinite import NonFiniteGuard
+from gradlab.usercode import is_import_path, load_object
 
 
 def data_attrs(data: ImageSet) -> dict[str, np.ndarray]:
@@ -63,6 +64,8 @@ def build_study(cfg: StudyConfig, scores: ScoreFn = compute_scores, device: torc
     check_measures(t.measures)
     make_store(t.grads, t.grad_dtype)  # validates the name before any work
     device = device or resolve_device(cfg.train.device)
+    if is_import_path(cfg.model.name):
+        load_object(cfg.model.name, "model.name")  # an unresolvable import path fails before the data loads
     train = load_split(cfg.data, train=True)
     test = load_split(cfg.data, train=False)
     bs = cfg.train.batch_size
