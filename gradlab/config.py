@@ -121,6 +121,7 @@ class StudyConfig:
             raise ConfigError(f"train.milestones must be increasing epochs >= 1, got {t.milestones}")
         if self.data.subset < 0 or self.data.test_subset < 0:
             raise ConfigError("data.subset and data.test_subset must be >= 0 (0 = all)")
+        _check_dataset_name(self.data.dataset)
         if len(set(self.track.probes)) != len(self.track.probes):
             raise ConfigError(f"track.probes lists an order twice: {self.track.probes}")
         Schedule.parse(self.track.param_stats)
@@ -130,6 +131,16 @@ class StudyConfig:
             raise ConfigError('track.grads = "sketch" estimates whole-model distances only; set '
                               'track.per_layer = false, or use an exact store (memory | disk | recompute)')
         return self
+
+
+def _check_dataset_name(name: str) -> None:
+    """A built-in dataset, ``imagefolder`` or an import path; checked before anything loads."""
+    from gradlab.data.datasets import DATASETS
+    from gradlab.usercode import is_import_path
+
+    if name not in DATASETS and not is_import_path(name):
+        raise ConfigError(f"data.dataset must be one of {', '.join(DATASETS)} or an import path "
+                          f"\"package.module:load\", got {name!r}{did_you_mean(name, DATASETS)}")
 
 
 _EVERY = re.compile(r"^every:([1-9][0-9]*)$")

@@ -166,3 +166,35 @@ def test_orders_batches_on_a_user_image_set(tmp_path):
     np.testing.assert_allclose(pb.batch_score, sums[pb.index].reshape(5, 8).mean(1))
     xs = [x for x, _ in pb.batches()]
     assert len(xs) == 5 and xs[0].dtype == torch.float32 and xs[0].shape == (8, 3, 8, 8)
+
+
+def test_report_and_inspect_read_a_user_loop_run(tmp_path):
+    """gradlab report / inspect work unchanged on a Tracker file whose config is the user's own."""
+    from gradlab.report.inspect import describe
+    from gradlab.report.page import build_report
+
+    out = tmp_path / "mine.h5"
+    _train(out)
+    with gradlab.open_run(out) as run:
+        page, figs = build_report([run], n_perm=50)
+        text = describe(out)
+        assert "epochs 2–2, lr 0.01" in "".join(str(f.fig.layout.title.text) for f in figs)
+    assert "first" in page and len(figs) > 4 and "epochs_done" in text
+
+
+def test_summary_and_heatmaps_show_the_stored_lr(tmp_path):
+    """After a resume with another train.lr the config no longer says what the run trained with:
+    the summary and heatmap titles read /train/lr."""
+    from tests.conftest import write_fake_run
+
+    from gradlab.report import plots
+    from gradlab.report.summary import phase_summary
+
+    path = tmp_path / "lr.h5"
+    write_fake_run(path, epochs=6, milestones=(3,))
+    with h5py.File(path, "r+") as f:
+        f["train/lr"][...] = [0.3, 0.3, 0.3, 0.03, 0.03, 0.03]  # config says lr 0.1
+    with gradlab.open_run(path) as run:
+        s = phase_summary(run, n_perm=10)
+        assert sorted(s.lr.unique()) == [0.03, 0.3]
+        assert "lr 0.03" in plots.heatmap(run, "intensity", 1).layout.title.text

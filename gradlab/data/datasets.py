@@ -142,6 +142,7 @@ SOURCES = {"cifar10": _cifar10, "synthetic": _synthetic, "cifar10-sample": _cifa
 from gradlab.data.segmentation import SEG_SOURCES, is_segmentation, joint_flip  # noqa: E402  (segmentation builds on ImageSet above)
 
 SOURCES.update(SEG_SOURCES)
+DATASETS = (*SOURCES, "imagefolder")  # every built-in name of data.dataset (import paths besides)
 
 
 def load_split(cfg: DataConfig, train: bool) -> ImageSet:
@@ -157,8 +158,8 @@ def load_split(cfg: DataConfig, train: bool) -> ImageSet:
     elif cfg.dataset in SOURCES:
         data = SOURCES[cfg.dataset](cfg, train)
     else:
-        raise DatasetError(f'unknown dataset "{cfg.dataset}"{did_you_mean(cfg.dataset, [*SOURCES, "imagefolder"])}; '
-                           f'choose one of {", ".join(SOURCES)}, imagefolder, or an import path "package.module:load"')
+        raise DatasetError(f'unknown dataset "{cfg.dataset}"{did_you_mean(cfg.dataset, DATASETS)}; '
+                           f'choose one of {", ".join(DATASETS)}, or an import path "package.module:load"')
     return data.head(cfg.subset if train else cfg.test_subset)
 
 

@@ -443,51 +443,57 @@ def export_pngs(figs: list[_Fig], out_dir: Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------- the page
-def build_report(runs: Sequence[Run], measure: str = "l2", bins: int = 4, n_perm: int = 2000,
-                 title: str | None = None) -> tuple[str, list[_Fig]]:
-    """The report page as HTML text, plus its figures (for PNG export)."""
-    if not runs:
-        raise GradlabError("gradlab report needs at least one run file")
-    names = run_names(runs)
-    colours = {n: RUN_COLOURS[i % len(RUN_COLOURS)] for i, n in enumerate(names)}
-    probes = _all_probes(runs)
-    multi = len(runs) > 1
-    figs: list[_Fig] = []
-    sections: list[tuple[str, str, str]] = []  # (anchor, title, html)
+class _Page:
+    """What every section needs: the runs, their names and colours, and the figures so far."""
 
-    def add(fig: go.Figure | None, *slug: object) -> str:
+    def __init__(self, runs: Sequence[Run], measure: str, bins: int, n_perm: int):
+        self.runs, self.bins, self.n_perm = list(runs), bins, n_perm
+        self.names = run_names(runs)
+        self.colours = {n: RUN_COLOURS[i % len(RUN_COLOURS)] for i, n in enumerate(self.names)}
+        self.probes = _all_probes(runs)
+        self.multi = len(runs) > 1
+        self.figs: list[_Fig] = []
+        ms = [m for m in ("l2", "cosine") if any(m in r.measures(p) for r in runs for p in r.probes)]
+        ms += sorted({m for r in runs for p in r.probes for m in r.measures(p)} - set(ms))
+        self.measures = ms
+        self.measure = measure if measure in ms else (ms[0] if ms else measure)
+
+    def add(self, fig: go.Figure | None, *slug: object) -> str:
+        """A full-width figure card ("" when there is no figure)."""
         if fig is None:
             return ""
         f = _Fig(_tidy(fig, narrow=False), _slug(*slug))
-        figs.append(f)
+        self.figs.append(f)
         return f"<div class='card'>{_fig_html(f)}</div>"
 
-    def grid(items: list[tuple[str, str]]) -> str:
-        """Cards side by side, one column per run; items are (run name, inner html)."""
-        cells = "".join(f"<div class='card'><div class='runname'><span class='swatch' style='background:"
-                        f"{colours[n]}'></span>{_e(n)}</div>{inner}</div>" for n, inner in items)
-        return f"<div class='grid' style='--cols:{len(items)}'>{cells}</div>"
-
-    def fig_inner(fig: go.Figure | None, *slug: object) -> str:
+    def fig_inner(self, fig: go.Figure | None, *slug: object) -> str:
+        """A figure for a grid cell (narrow when runs are side by side)."""
         if fig is None:
             return "<p class='note'>nothing stored</p>"
-        f = _Fig(_tidy(fig, narrow=multi), _slug(*slug))
-        figs.append(f)
+        f = _Fig(_tidy(fig, narrow=self.multi), _slug(*slug))
+        self.figs.append(f)
         return _fig_html(f)
 
-    # 1. runs at a glance
-    sections.append(("runs", "Runs at a glance",
-                     "<p class='note'>One column per run. Rows where runs differ are highlighted.</p>"
-                     + _runs_table(runs, names, colours, _glance_keys())))
+    def grid(self, items: list[tuple[str, str]]) -> str:
+        """Cards side by side, one column per run; items are (run name, inner html)."""
+        if not self.multi:
+            return f"<div class='card'>{items[0][1]}</div>"
+        cells = "".join(f"<div class='card'><div class='runname'><span class='swatch' style='background:"
+                        f"{self.colours[n]}'></span>{_e(n)}</div>{inner}</div>" for n, inner in items)
+        return f"<div class='grid' style='--cols:{len(items)}'>{cells}</div>"
 
-    # 2. phase summary
-    measures = [m for m in ("l2", "cosine") if any(m in r.measures(p) for r in runs for p in r.probes)]
-    measures += sorted({m for r in runs for p in r.probes for m in r.measures(p)} - set(measures))
-    main_measure = measure if measure in measures else (measures[0] if measures else measure)
-    summaries = {m: {n: phase_summary(r, measure=m, bins=bins, n_perm=n_perm) for n, r in zip(names, runs)}
-                 for m in measures}
+
+Section = tuple[str, str, str]  # (anchor, title, html)
+
+
+def _glance_section(pg: _Page) -> Section:
+    return ("runs", "Runs at a glance", "<p class='note'>One column per run. Rows where runs differ are "
+            "highlighted.</p>" + _runs_table(pg.runs, pg.names, pg.colours, _glance_keys()))
+
+
+def _summary_intro(bins: int, n_perm: int) -> str:
     qname = {4: "quartiles", 10: "deciles", 5: "quintiles"}.get(bins, f"{bins} quantile bins")
-    intro = (
+    return (
         f"<p class='note'>The paper's question, per training phase (a span of constant learning rate): "
         f"<b>which quantile of batches, by metric score, is closest to the full gradient ∇<sub>e</sub>?</b> "
         f"Each epoch's distances are divided by that epoch's mean over batches (so late epochs, whose D is "
@@ -502,109 +508,133 @@ def build_report(runs: Sequence[Run], measure: str = "l2", bins: int = 4, n_perm
         f"is further below the phase mean than the random control's bins spread. A metric beats chance when "
         f"p &lt; 0.05; with many probes and phases about one row in twenty does so by luck alone, so look for "
         f"effects that repeat across phases, measures or runs.</p>")
-    body = intro
-    prof = summary_profile_figure(summaries.get(main_measure, {}), bins, probes, main_measure)
-    body += f"<h3>Distance measure: {_e(main_measure)}</h3>" + _summary_table(
-        summaries.get(main_measure, {}), colours, bins, main_measure) + add(prof, "summary_profile", main_measure)
-    for m in measures:
-        if m != main_measure:
-            body += (f"<details><summary>Same table for the {_e(m)} distance</summary>"
-                     + _summary_table(summaries[m], colours, bins, m) + "</details>")
-    sections.append(("summary", "Phase summary: which batches are closest?", body))
 
-    # 3. heatmaps
-    body = (f"<p class='note'>D[e, k] = ‖∇<sub>k</sub> − ∇<sub>e</sub>‖ ({_e(main_measure)}) for every epoch e "
+
+def _summary_section(pg: _Page) -> Section:
+    summaries = {m: {n: phase_summary(r, measure=m, bins=pg.bins, n_perm=pg.n_perm) for n, r in zip(pg.names, pg.runs)}
+                 for m in pg.measures}
+    main = pg.measure
+    prof = summary_profile_figure(summaries.get(main, {}), pg.bins, pg.probes, main)
+    body = (_summary_intro(pg.bins, pg.n_perm) + f"<h3>Distance measure: {_e(main)}</h3>"
+            + _summary_table(summaries.get(main, {}), pg.colours, pg.bins, main) + pg.add(prof, "summary_profile", main))
+    for m in pg.measures:
+        if m != main:
+            body += (f"<details><summary>Same table for the {_e(m)} distance</summary>"
+                     + _summary_table(summaries[m], pg.colours, pg.bins, m) + "</details>")
+    return ("summary", "Phase summary: which batches are closest?", body)
+
+
+def _heatmap_cell(pg: _Page, i: int, run: Run, name: str, probe: str, ph: int,
+                  ranges: dict[int, tuple[float, float]]) -> str:
+    """One run's heatmap of ``probe`` in phase ``ph``, or a note saying why there is none."""
+    if probe not in run.probes or ph >= run.num_phases:
+        return f"<p class='note'>no {_e(probe)} probe or phase {ph} in this run</p>"
+    if pg.measure not in run.measures(probe):
+        return (f"<p class='note'>no {_e(pg.measure)} distances in this run (it stores "
+                f"{_e(', '.join(run.measures(probe)) or 'none')}; choose with --measure)</p>")
+    fig = plots.heatmap(run, probe, ph, pg.measure)
+    if i in ranges:
+        fig.update_traces(zmin=ranges[i][0], zmax=ranges[i][1])
+    if pg.multi:
+        fig.update_xaxes(title_text=f"batch, by {run.score_label(probe)}", title_font_size=11)
+    with_relative_toggle(fig)
+    return pg.fig_inner(fig, "heatmap", name, probe, f"phase{ph}")
+
+
+def _heatmaps_section(pg: _Page) -> Section:
+    body = (f"<p class='note'>D[e, k] = ‖∇<sub>k</sub> − ∇<sub>e</sub>‖ ({_e(pg.measure)}) for every epoch e "
             "(rows) and batch k (columns, in probe order, labelled by score), at the epoch-start parameters θ<sub>e</sub>. "
             "Light = close to the full gradient, dark = far, as in the paper. Within one run and phase, all probes "
             "share one colour range, so the metric and the random control compare directly. D shrinks as training "
             "converges, so early epochs dominate the colours: the <i>D / epoch mean</i> button above each heatmap "
             "divides every row by its mean over batches and shows the pattern across batches within each epoch "
             "(the quantity the phase summary averages)."
-            + (" Runs are side by side, one column each." if multi else "") + "</p>")
-    nph = max((r.num_phases for r in runs), default=0)
+            + (" Runs are side by side, one column each." if pg.multi else "") + "</p>")
+    nph = max((r.num_phases for r in pg.runs), default=0)
     for ph in range(nph):
-        ranges = _shared_range(runs, ph, probes, main_measure)
-        for probe in probes:
-            items = []
-            for i, (run, name) in enumerate(zip(runs, names)):
-                if probe not in run.probes or ph >= run.num_phases:
-                    items.append((name, f"<p class='note'>no {_e(probe)} probe or phase {ph} in this run</p>"))
-                    continue
-                if main_measure not in run.measures(probe):
-                    items.append((name, f"<p class='note'>no {_e(main_measure)} distances in this run (it stores "
-                                        f"{_e(', '.join(run.measures(probe)) or 'none')}; choose with --measure)</p>"))
-                    continue
-                fig = plots.heatmap(run, probe, ph, main_measure)
-                if i in ranges:
-                    fig.update_traces(zmin=ranges[i][0], zmax=ranges[i][1])
-                if multi:
-                    fig.update_xaxes(title_text=f"batch, by {run.score_label(probe)}", title_font_size=11)
-                with_relative_toggle(fig)
-                items.append((name, fig_inner(fig, "heatmap", name, probe, f"phase{ph}")))
-            body += f"<h3>Phase {ph} — {_e(probe)}</h3>" + (grid(items) if multi else items[0][1].join(
-                ["<div class='card'>", "</div>"]))
+        ranges = _shared_range(pg.runs, ph, pg.probes, pg.measure)
+        for probe in pg.probes:
+            items = [(name, _heatmap_cell(pg, i, run, name, probe, ph, ranges))
+                     for i, (run, name) in enumerate(zip(pg.runs, pg.names))]
+            body += f"<h3>Phase {ph} — {_e(probe)}</h3>" + pg.grid(items)
     if nph == 0:
         body += "<p class='note'>No committed epochs yet.</p>"
-    sections.append(("heatmaps", "Distance heatmaps", body))
+    return ("heatmaps", "Distance heatmaps", body)
 
-    # 4. per-layer distances
+
+def _layers_section(pg: _Page) -> Section:
     body = ("<p class='note'>Per-layer distance ‖∇<sub>k,l</sub> − ∇<sub>e,l</sub>‖ for every parameter tensor l "
             "(network order, top to bottom), averaged over the batches of each epoch, on a log scale. "
             "It shows which layers carry the batch-to-batch disagreement and how that moves across phases "
             "(dotted lines: learning-rate milestones).</p>")
     any_layer = False
-    for probe in probes:
+    for probe in pg.probes:
         items = []
-        for run, name in zip(runs, names):
+        for run, name in zip(pg.runs, pg.names):
             fig = layer_figure(run, probe) if probe in run.probes else None
             any_layer |= fig is not None
-            items.append((name, fig_inner(fig, "layers", name, probe)))
-        body += f"<h3>{_e(probe)}</h3>" + (grid(items) if multi else f"<div class='card'>{items[0][1]}</div>")
+            items.append((name, pg.fig_inner(fig, "layers", name, probe)))
+        body += f"<h3>{_e(probe)}</h3>" + pg.grid(items)
     if not any_layer:
         body += "<p class='note'>No per-layer distances stored (track.per_layer = false).</p>"
-    sections.append(("layers", "Per-layer distances", body))
+    return ("layers", "Per-layer distances", body)
 
-    # 5. norms and noise
+
+def _norms_section(pg: _Page) -> Section:
     body = ("<p class='note'>Norm of the full gradient ∇<sub>e</sub>, mean norm of the batch gradients, and the "
             "gradient noise scale (how large a batch must be before its gradient resembles ∇<sub>e</sub>), per epoch."
-            + (" Colour = run, dash = probe." if multi else "") + "</p>")
-    body += add(norms_figure(runs, names, probes), "norms") or "<p class='note'>nothing stored</p>"
-    sections.append(("norms", "Gradient norms and noise scale", body))
+            + (" Colour = run, dash = probe." if pg.multi else "") + "</p>")
+    body += pg.add(norms_figure(pg.runs, pg.names, pg.probes), "norms") or "<p class='note'>nothing stored</p>"
+    return ("norms", "Gradient norms and noise scale", body)
 
-    # 6. curves
+
+def _curves_section(pg: _Page) -> Section:
     body = ("<p class='note'>Training loss and accuracy (averaged during each epoch, with augmentation) and test "
-            "loss and accuracy (after each epoch). Solid = train, dashed = test; dotted lines = milestones" + (" of the first run." if multi else ".")
-            + (" Colour = run." if multi else "") + "</p>")
-    body += add(curves_figure(runs, names), "curves") or "<p class='note'>No committed epochs yet.</p>"
-    sections.append(("curves", "Train and test curves", body))
+            "loss and accuracy (after each epoch). Solid = train, dashed = test; dotted lines = milestones"
+            + (" of the first run." if pg.multi else ".") + (" Colour = run." if pg.multi else "") + "</p>")
+    body += pg.add(curves_figure(pg.runs, pg.names), "curves") or "<p class='note'>No committed epochs yet.</p>"
+    return ("curves", "Train and test curves", body)
 
-    # 7. parameter statistics (issue #4 provides Run.param_stats and the plot functions)
-    sections.append(("params", "Parameter statistics", _params_section(runs, names, add)))
 
-    # 8. provenance
+def _provenance_section(pg: _Page) -> Section:
     keys: list[tuple[str, Any]] = [("schema", lambda r: r.f.attrs.get("schema", "")),
                                    ("migrated from", lambda r: r.f.attrs.get("migrated_from", None))]
-    pkeys = sorted({k for r in runs for k in r.provenance})
+    pkeys = sorted({k for r in pg.runs for k in r.provenance})
     keys += [(k, (lambda k: lambda r: r.provenance.get(k))(k)) for k in pkeys]
-    flat = {id(r): flatten(r.config) for r in runs}
+    flat = {id(r): flatten(r.config) for r in pg.runs}
     ckeys = sorted({k for f in flat.values() for k in f})
     keys += [(f"config {k}", (lambda k: lambda r: flat[id(r)].get(k))(k)) for k in ckeys]
-    sections.append(("provenance", "Provenance and full configuration",
-                     "<p class='note'>Where, when and with what each run was made, and its complete configuration "
-                     "(rows where runs differ are highlighted).</p>" + _runs_table(runs, names, colours, keys)))
+    return ("provenance", "Provenance and full configuration",
+            "<p class='note'>Where, when and with what each run was made, and its complete configuration "
+            "(rows where runs differ are highlighted).</p>" + _runs_table(pg.runs, pg.names, pg.colours, keys))
 
-    title = title or ("gradlab report — " + ", ".join(names))
+
+SECTIONS = (_glance_section, _summary_section, _heatmaps_section, _layers_section, _norms_section,
+            _curves_section, lambda pg: ("params", "Parameter statistics", _params_section(pg.runs, pg.names, pg.add)),
+            _provenance_section)
+
+
+def _html_page(title: str, n_runs: int, sections: list[Section]) -> str:
+    from plotly.offline import get_plotlyjs
+
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     toc = "".join(f"<li><a href='#{a}'>{_e(t)}</a></li>" for a, t, _ in sections)
     content = "".join(f"<section id='{a}'><h2>{_e(t)}</h2>{b}</section>" for a, t, b in sections)
-    from plotly.offline import get_plotlyjs
-
-    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>"
             f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{CSS}</style>"
             f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body><main>"
-            f"<h1>{_e(title)}</h1><p class='lead'>{len(runs)} run(s) · generated {when} by gradlab {__version__}</p>"
+            f"<h1>{_e(title)}</h1><p class='lead'>{n_runs} run(s) · generated {when} by gradlab {__version__}</p>"
             f"<nav class='toc'><b>Contents</b><ol>{toc}</ol></nav>{content}</main></body></html>")
-    return page, figs
+
+
+def build_report(runs: Sequence[Run], measure: str = "l2", bins: int = 4, n_perm: int = 2000,
+                 title: str | None = None) -> tuple[str, list[_Fig]]:
+    """The report page as HTML text, plus its figures (for PNG export): one function per section."""
+    if not runs:
+        raise GradlabError("gradlab report needs at least one run file")
+    pg = _Page(runs, measure, bins, n_perm)
+    sections = [make(pg) for make in SECTIONS]
+    return _html_page(title or ("gradlab report — " + ", ".join(pg.names)), len(runs), sections), pg.figs
 
 
 def _params_section(runs: Sequence[Run], names: list[str], add: Any) -> str:

@@ -160,8 +160,8 @@ def agc_lambda(run: Run, x: str = "epoch") -> go.Figure:
     df = run.param_stats(["mean", "var"])
     df = df[df.kind == "agc.lambda"]
     if df.empty:
-        raise GradlabError(f"{run.path} has no AGC λ statistics (model.norm = {run.config['model']['norm']!r}, "
-                           f"track.param_stats = {run.config['track'].get('param_stats', 'epoch')!r}); "
+        raise GradlabError(f"{run.path} has no AGC λ statistics (model.norm = {run.config.get('model', {}).get('norm')!r}, "
+                           f"track.param_stats = {run.config.get('track', {}).get('param_stats', 'epoch')!r}); "
                            f"agc_lambda needs a run with model.norm = \"agc\" and parameter statistics on")
     mean = df[df.stat == "mean"]
     var = df[df.stat == "var"]

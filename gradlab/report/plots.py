@@ -12,7 +12,6 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from gradlab.runfile.reader import Run
-from gradlab.config import lr_at, TrainConfig
 
 COLORSCALE = "Blues"
 
@@ -59,8 +58,7 @@ def heatmap(run: Run, probe: str, phase: int = 0, measure: str = "l2", tick_step
         colorbar=dict(title=dict(text=f"D ({measure})", side="right")),
         hovertemplate="epoch %{y}<br>batch %{x}<br>score %{customdata:.4g}<br>D %{z:.4g}<extra></extra>",
     ))
-    train = TrainConfig(**run.config["train"])
-    span = f"epochs {epochs[0]}–{epochs[-1]}, lr {lr_at(int(epochs[0]), train):g}" if len(epochs) else "no epochs yet"
+    span = f"epochs {epochs[0]}–{epochs[-1]}, lr {run.phase_lr(phase):g}" if len(epochs) else "no epochs yet"
     fig.update_layout(
         title=dict(text=f"<b>{html.escape(probe)}</b> — phase {phase} ({span})"),
         xaxis=dict(title=f"batch score quantiles: {html.escape(run.score_label(probe))} (at % of batches)",

@@ -22,7 +22,6 @@ import numpy as np
 import pandas as pd
 
 from gradlab.runfile.reader import Run
-from gradlab.config import lr_at, TrainConfig
 
 CONTROL = "random"
 
@@ -107,7 +106,6 @@ def phase_summary(run: Run, measure: str = "l2", bins: int = 4, control: str = C
     probes = [p for p in run.probes if measure in run.measures(p)]
     metric_probes = [p for p in probes if p != control] or [p for p in probes if p == control]
     has_control = control in probes
-    train = TrainConfig(**run.config["train"])
     rng = np.random.default_rng(seed)
     read = {p: (run.batch_scores(p), run.distance_matrix(p, measure))  # once per probe, not per phase
             for p in set(metric_probes) | ({control} if has_control else set())}
@@ -129,7 +127,7 @@ def phase_summary(run: Run, measure: str = "l2", bins: int = 4, control: str = C
                 verdict = "within chance"
             row = {
                 "probe": probe, "score_label": run.score_label(probe), "phase": phase,
-                "epochs": f"{epochs[0]}–{epochs[-1]}", "n_epochs": len(epochs), "lr": lr_at(int(epochs[0]), train),
+                "epochs": f"{epochs[0]}–{epochs[-1]}", "n_epochs": len(epochs), "lr": run.phase_lr(phase),
                 "n_batches": len(read[probe][0]),
             }
             for i, v in enumerate(st["bin_means"]):

@@ -74,6 +74,15 @@ class Run:
         """Committed epochs of training phase ``phase``."""
         return np.flatnonzero(self._phases(self.epochs_done) == phase)
 
+    def phase_lr(self, phase: int) -> float:
+        """The learning rate of the phase's first epoch, as stored in ``/train/lr`` (so a run
+        resumed with another ``train.lr``, or a ``Tracker`` run without a gradlab config,
+        reports the rate it trained with); NaN when the run stored none."""
+        epochs = self.phase_epochs(phase)
+        if not len(epochs) or names.TRAIN_LR not in self.f:
+            return float("nan")
+        return float(self.f[names.TRAIN_LR][int(epochs[0])])
+
     def layers(self) -> pd.DataFrame:
         g = self.f[names.LAYERS]
         return pd.DataFrame({
