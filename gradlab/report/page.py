@@ -32,7 +32,7 @@ from gradlab.report import plots
 from gradlab.runfile.reader import Run, open_run
 from gradlab.config import flatten
 from gradlab.errors import GradlabError
-from gradlab.report.summary import CONTROL, bin_label, phase_summary
+from gradlab.report.summary import CONTROL, bin_label, phase_summary, pooled_noise_scale
 
 RUN_COLOURS = qualitative.D3
 PROBE_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
@@ -585,7 +585,26 @@ def _norms_section(pg: _Page) -> Section:
             "gradient noise scale (how large a batch must be before its gradient resembles ∇<sub>e</sub>), per epoch."
             + (" Colour = run, dash = probe." if pg.multi else "") + "</p>")
     body += pg.add(norms_figure(pg.runs, pg.names, pg.probes), "norms") or "<p class='note'>nothing stored</p>"
-    return ("norms", "Gradient norms and noise scale", body)
+    return ("norms", "Gradient norms and noise scale", body + _noise_table(pg))
+
+
+def _noise_table(pg: _Page) -> str:
+    """Per run, probe and phase: the pooled noise scale and how many epochs' own ratio is undefined."""
+    rows = []
+    for run, name in zip(pg.runs, pg.names):
+        if not run.probes or run.epochs_done == 0:
+            continue
+        for r in pooled_noise_scale(run.noise_scale()).itertuples():
+            rows.append(f"<tr><td>{_e(name)}</td><td>{_e(r.probe)}</td><td>{r.phase}</td><td>{r.epochs}</td>"
+                        f"<td>{r.undefined}</td><td>{_fmt(r.median_epoch)}</td><td><b>{_fmt(r.pooled)}</b></td></tr>")
+    if not rows:
+        return ""
+    return ("<p class='note'>The per-epoch noise scale B = tr(Σ) / ‖G‖² divides two unbiased estimates; the ‖G‖² "
+            "estimate can be ≤ 0 on small runs, and B is then undefined (missing from the plot, counted here). "
+            "<i>pooled</i> averages both estimates over the phase before dividing (McCandlish et al. 2018), the "
+            "figure to quote; it is most meaningful for the <code>random</code> probe.</p>"
+            "<table class='summary'><tr><th>run</th><th>probe</th><th>phase</th><th>epochs</th>"
+            "<th>B undefined</th><th>median B (defined epochs)</th><th>pooled B</th></tr>" + "".join(rows) + "</table>")
 
 
 def _curves_section(pg: _Page) -> Section:

@@ -147,3 +147,19 @@ def phase_summary(run: Run, measure: str = "l2", bins: int = 4, control: str = C
                     row[f"control_bin_{i + 1}"] = float(v)
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def pooled_noise_scale(noise: pd.DataFrame) -> pd.DataFrame:
+    """Per (probe, phase) of ``Run.noise_scale()``: the pooled simple noise scale
+    ``mean(trace) / mean(g2)`` over the phase's epochs (McCandlish et al. 2018 average the two
+    unbiased components before dividing), next to the count of epochs whose own ratio is
+    undefined (``g2 <= 0``) and the median of the defined per-epoch ratios. ``pooled`` is NaN
+    where ``mean(g2) <= 0`` or the components were not stored (files before they were)."""
+    rows = []
+    for (probe, phase), g in noise.groupby(["probe", "phase"], sort=True):
+        g2, tr = float(g.g2.mean()), float(g.trace.mean())
+        defined = g.noise_scale.dropna()
+        rows.append({"probe": probe, "phase": int(phase), "epochs": len(g), "undefined": int(len(g) - len(defined)),
+                     "median_epoch": float(defined.median()) if len(defined) else np.nan,
+                     "pooled": tr / g2 if g2 > 0 else np.nan})
+    return pd.DataFrame(rows, columns=["probe", "phase", "epochs", "undefined", "median_epoch", "pooled"])
