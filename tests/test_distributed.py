@@ -53,7 +53,13 @@ def test_single_process_defaults():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     module, train_model = SINGLE.prepare(model)
     assert module is model and train_model is model  # no conversion, no DDP wrapper
-    NullWriter().append("x", 1.0, 0)  # any method, no effect
+    # ranks other than 0 get a NullWriter: every public RunWriter method exists there and does nothing
+    from gradlab.runfile.writer import RunWriter
+
+    methods = [n for n in dir(RunWriter) if not n.startswith("_") and callable(getattr(RunWriter, n))]
+    assert {"append", "commit", "write_pending", "close", "write_grads"} <= set(methods)
+    for name in methods:
+        assert getattr(NullWriter(), name)("x", 1.0, 0) is None
 
 
 def test_sync_batchnorm_without_sync_is_plain_batchnorm():

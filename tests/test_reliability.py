@@ -112,13 +112,21 @@ def _kill_after(proc: subprocess.Popen, out: Path, min_done: int, rng: random.Ra
     raise AssertionError("run did not reach the kill point")
 
 
+def _kill_rng() -> random.Random:
+    """The kill moments' RNG; its seed is printed (pytest shows it with a failure) so that
+    ``GRADLAB_KILL_SEED=<seed>`` replays the same moments."""
+    seed = int(os.environ.get("GRADLAB_KILL_SEED", time.time_ns() % 1000))
+    print(f"kill moments drawn with GRADLAB_KILL_SEED={seed}; set it to replay this run")
+    return random.Random(seed)
+
+
 def test_sigkill_resume_is_bit_identical(tmp_path):
     """Kill -9 twice at random moments, resume each time: the final run file equals an
     uninterrupted run's, dataset by dataset, bit for bit (timings excepted)."""
     study = tmp_path / "s.toml"
     study.write_text(STUDY)
     ref, out = tmp_path / "ref.h5", tmp_path / "run.h5"
-    rng = random.Random(int(os.environ.get("GRADLAB_KILL_SEED", time.time_ns() % 1000)))
+    rng = _kill_rng()
     p_ref = _cli(study, ref)  # in parallel with the interrupted run
     p = _cli(study, out)
     _kill_after(p, out, 1, rng)
@@ -404,7 +412,7 @@ def test_sigkill_many_random_moments(tmp_path):
     study = tmp_path / "s.toml"
     study.write_text(STUDY)
     ref, out = tmp_path / "ref.h5", tmp_path / "run.h5"
-    rng = random.Random(int(os.environ.get("GRADLAB_KILL_SEED", time.time_ns() % 1000)))
+    rng = _kill_rng()
     assert _cli(study, ref).wait(timeout=600) == 0
     done, extra = 0, []
     for _ in range(6):

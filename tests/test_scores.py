@@ -94,5 +94,5 @@ def test_unwritable_cache_still_scores(tmp_path, data):
     path.mkdir()  # a folder where the file should be: cannot be opened
     with pytest.warns(UserWarning, match="score"):
         s = ScoreCache(path)("intensity", data)
-    assert len(s) == len(data) and isinstance(s, np.ndarray)
-    assert torch.is_tensor(data.images)
+    # the scores are still right: the intensity reference computed here by hand
+    np.testing.assert_allclose(s, data.images.double().sum((1, 2, 3)).numpy())
