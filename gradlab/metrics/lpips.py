@@ -1,11 +1,12 @@
 """Perceptual similarity with the average image (paper section 3.2.4): LPIPS-alex distance.
 
-Our own torch implementation of LPIPS v0.1 with the AlexNet trunk (Zhang et al. 2018), so
-it runs offline: inputs in [-1, 1] -> ScalingLayer -> torchvision ``alexnet().features``
-with taps after relu1..relu5 -> unit-normalise each feature vector over channels ->
-squared difference -> the lpips package's 1x1 linear head per layer -> spatial mean ->
-sum over layers. Weights: see ``lpips_weights``. Tested equal to ``lpips.LPIPS(net='alex')``
-with the same backbone to 1e-6.
+The forward pass is the ``lpips`` package's own ``LPIPS(net="alex")`` module (Zhang et al.
+2018, v0.1: ScalingLayer -> AlexNet relu1..relu5 -> unit-normalised features -> squared
+difference -> linear heads -> spatial mean -> sum), built without any download: its linear
+heads ship in the lpips wheel, and its AlexNet trunk gets the ImageNet weights converted
+offline by ``lpips_weights`` (restricted unpickler). We call the module's parts rather than
+``LPIPS.forward`` only so that the average image's features are computed once, not once per
+image; a test checks the result against ``LPIPS.forward`` itself to 1e-6.
 
 The metric scores each image by its distance to the dataset's average image (the mean of
 all images, pixelwise), at the native resolution (32x32 for CIFAR: relu1 is 7x7,
@@ -13,6 +14,7 @@ relu3..5 are 1x1).
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -20,58 +22,45 @@ import torch
 from torch import nn
 
 from gradlab.metrics.base import Metric
-from gradlab.metrics.lpips_weights import Backbone, load_backbone, load_heads
+from gradlab.metrics.lpips_weights import Backbone, load_backbone, lpips_heads_path
 
-SHIFT = (-0.030, -0.088, -0.188)  # lpips ScalingLayer: ImageNet mean/std expressed on [-1, 1]
-SCALE = (0.458, 0.448, 0.450)
-CHANNELS = (64, 192, 384, 256, 256)
-TAPS = (1, 4, 7, 9, 11)  # features indices of relu1..relu5
-EPS = 1e-10  # as lpips.normalize_tensor
+# torchvision alexnet().features index -> lpips.pretrained_networks.alexnet slice holding it
+SLICE_OF = {0: 1, 3: 2, 6: 3, 8: 4, 10: 5}
 
 
-def alexnet_features() -> nn.Sequential:
-    """torchvision's ``alexnet().features`` up to relu5 (the final max-pool is not used by LPIPS)."""
-    return nn.Sequential(
-        nn.Conv2d(3, 64, 11, stride=4, padding=2), nn.ReLU(inplace=False), nn.MaxPool2d(3, 2),
-        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(inplace=False), nn.MaxPool2d(3, 2),
-        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(inplace=False),
-        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=False),
-        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(inplace=False),
-    )
+def lpips_module(backbone: Backbone) -> nn.Module:
+    """``lpips.LPIPS(net="alex")`` with ``backbone``'s AlexNet weights; downloads nothing
+    (``pnet_rand=True`` skips torchvision's download; the heads come from the wheel)."""
+    lpips_heads_path()  # a missing or broken lpips install is one line naming the fix
+    import lpips
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torchvision's "pretrained is deprecated" notes
+        lp = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
+    state = {f"slice{SLICE_OF[int(k.split('.')[1])]}.{k.split('.', 1)[1]}": v for k, v in backbone.state.items()
+             if int(k.split(".")[1]) in SLICE_OF}
+    lp.net.load_state_dict(state)
+    return lp.eval().requires_grad_(False)
 
 
 class LPIPSAlex(nn.Module):
     """LPIPS v0.1, AlexNet trunk, linear heads; ``forward(x0, x1)`` on [-1, 1] images -> ``[N]``."""
 
-    def __init__(self, backbone: Backbone | None = None, heads: dict[str, torch.Tensor] | None = None):
+    def __init__(self, backbone: Backbone | None = None):
         super().__init__()
-        self.register_buffer("shift", torch.tensor(SHIFT).view(1, 3, 1, 1))
-        self.register_buffer("scale", torch.tensor(SCALE).view(1, 3, 1, 1))
-        self.features = alexnet_features()
-        self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in CHANNELS)
         backbone = backbone or load_backbone()
         self.source = backbone.source
-        self.features.load_state_dict({k.removeprefix("features."): v for k, v in backbone.state.items()
-                                       if int(k.split(".")[1]) < len(self.features)})
-        heads = heads or load_heads()
-        for i, lin in enumerate(self.lins):
-            lin.weight.data.copy_(heads[f"lin{i}.weight"])
-        self.requires_grad_(False)
-        self.eval()
+        self.lp = lpips_module(backbone)
 
     def taps(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Channel-normalised relu1..relu5 features of [-1, 1] images."""
-        h = (x - self.shift) / self.scale
-        out = []
-        for i, layer in enumerate(self.features):
-            h = layer(h)
-            if i in TAPS:
-                out.append(h / (h.pow(2).sum(1, keepdim=True).sqrt() + EPS))
-        return out
+        import lpips
+
+        return [lpips.normalize_tensor(h) for h in self.lp.net(self.lp.scaling_layer(x))]
 
     def distance_feats(self, f0: list[torch.Tensor], f1: list[torch.Tensor]) -> torch.Tensor:
         total = 0
-        for lin, a, b in zip(self.lins, f0, f1):
+        for lin, a, b in zip(self.lp.lins, f0, f1):
             total = total + lin((a - b).pow(2)).mean((2, 3))
         return total[:, 0]
 

@@ -175,9 +175,3 @@ def load_backbone(hub: Path | None = None, cache: Path | None = None, jax_ckpt: 
     except OSError:
         pass  # read-only cache dir: convert again next time
     return Backbone(state, source, Path(ckpt))
-
-
-def load_heads() -> dict[str, torch.Tensor]:
-    """The lpips package's linear heads as ``{"lin<i>.weight": [1, C, 1, 1]}``."""
-    raw = torch.load(lpips_heads_path(), map_location="cpu", weights_only=True)
-    return {f"lin{i}.weight": raw[f"lin{i}.model.1.weight"].float() for i in range(5)}
