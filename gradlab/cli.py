@@ -8,6 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from gradlab.data import DATASET_NAMES
 from gradlab.errors import GradlabError
 
 
@@ -56,6 +57,9 @@ def _cmd_scores(args: argparse.Namespace) -> int:
     from gradlab.data.scores import compute_all
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    if "random" in metrics:
+        raise GradlabError('"random" is a seeded shuffle, not a metric: it has no per-image score to cache; '
+                           "list only intensity, hsv, edges or lpips in --metrics")
     for m in metrics:
         get_metric(m)  # unknown names fail before any loading
     data = load_split(DataConfig(dataset=args.dataset, root=args.root, subset=args.subset), train=True)
@@ -73,6 +77,11 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    if args.bins < 2:
+        raise GradlabError(f"--bins must be at least 2 (4 = quartiles, 10 = deciles), got {args.bins}")
+    if args.perm < 1:
+        raise GradlabError(f"--perm must be at least 1 (permutations for the chance level; default 2000), "
+                           f"got {args.perm}")
     from gradlab.report.page import write_report
 
     out = Path(args.out) if args.out else Path(args.runs[0]).with_suffix(".report.html")
@@ -99,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-score-cache", action="store_true", help="compute metric scores without reading/writing a cache")
     r.set_defaults(func=_cmd_run)
     s = sub.add_parser("scores", help="compute and cache per-image metric scores of a training set")
-    s.add_argument("--dataset", default="cifar10", help="cifar10 | synthetic | cifar10-sample (default cifar10)")
+    s.add_argument("--dataset", default="cifar10",
+                   help=f"{' | '.join(DATASET_NAMES)} | package.module:load (default cifar10)")
     s.add_argument("--metrics", default="intensity,hsv,edges,lpips", help="comma-separated metric names")
     s.add_argument("--root", default="data", help="dataset folder (as data.root; default data)")
     s.add_argument("--subset", type=int, default=0, help="first N training images only (0 = all)")
@@ -131,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # `gradlab inspect run.h5 | head`: the reader left; end quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 1
     except GradlabError as exc:
         print(f"gradlab: error{_rank_tag()}: " + " ".join(str(exc).splitlines()), file=sys.stderr)  # always one line
         return 2

@@ -5,3 +5,8 @@
 ``orders``       fixed batch orders from a metric or random; ``batches(dataset, metric, ...)``
 ``scores``       the HDF5 score cache behind ``gradlab scores``
 """
+
+# Every built-in name of ``data.dataset`` (import paths "package.module:load" besides). Kept here,
+# free of torch, so that ``gradlab --help`` can list them without importing the loaders;
+# ``gradlab.data.datasets`` checks that its loaders match this list.
+DATASET_NAMES = ("synthetic", "cifar10", "cifar10-sample", "buildings", "segfolder", "imagefolder")

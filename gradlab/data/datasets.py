@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from gradlab.config import DataConfig
+from gradlab.data import DATASET_NAMES
 from gradlab.errors import DatasetError, did_you_mean
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -58,9 +59,15 @@ def _cifar10(cfg: DataConfig, train: bool) -> ImageSet:
     try:
         ds = CIFAR10(str(root), train=train, download=cfg.download and not folder.is_dir())
     except Exception as exc:  # offline download, truncated archive, permissions ...
+        if folder.is_dir():  # torchvision's own text suggests download=True: not the fix here
+            how = "is incomplete or damaged (torchvision's integrity check failed)"
+        elif cfg.download:
+            detail = str(exc).splitlines()[0] if str(exc) else "no detail"
+            how = f"is missing and could not be downloaded ({type(exc).__name__}: {detail})"
+        else:
+            how = "is missing (data.download = false, so no download was tried)"
         raise DatasetError(
-            f"CIFAR-10 not found in {folder} and it could not be downloaded ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}). Put cifar-10-python.tar.gz from "
+            f"CIFAR-10 in {folder} {how}. Put cifar-10-python.tar.gz from "
             f"https://www.cs.toronto.edu/~kriz/cifar-10.html into {root}/ and extract it there, "
             f"or set data.root to the folder that holds cifar-10-batches-py"
         ) from None
@@ -142,7 +149,8 @@ SOURCES = {"cifar10": _cifar10, "synthetic": _synthetic, "cifar10-sample": _cifa
 from gradlab.data.segmentation import SEG_SOURCES, is_segmentation, joint_flip  # noqa: E402  (segmentation builds on ImageSet above)
 
 SOURCES.update(SEG_SOURCES)
-DATASETS = (*SOURCES, "imagefolder")  # every built-in name of data.dataset (import paths besides)
+DATASETS = DATASET_NAMES
+assert set(DATASETS) == {*SOURCES, "imagefolder"}, "gradlab.data.DATASET_NAMES and the loaders disagree"
 
 
 def load_split(cfg: DataConfig, train: bool) -> ImageSet:

@@ -456,7 +456,10 @@ class _Page:
         ms = [m for m in ("l2", "cosine") if any(m in r.measures(p) for r in runs for p in r.probes)]
         ms += sorted({m for r in runs for p in r.probes for m in r.measures(p)} - set(ms))
         self.measures = ms
-        self.measure = measure if measure in ms else (ms[0] if ms else measure)
+        if ms and measure not in ms:
+            raise GradlabError(f'measure "{measure}" is not stored in {"these runs" if len(runs) > 1 else "this run"}; '
+                               f"choose --measure {' or '.join(ms)}")
+        self.measure = measure
 
     def add(self, fig: go.Figure | None, *slug: object) -> str:
         """A full-width figure card ("" when there is no figure)."""
