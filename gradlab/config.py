@@ -11,6 +11,7 @@ import re
 import json
 import math
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,9 @@ class TrainConfig:
     weight_decay: float = 5e-4
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # torch CPU threads: "auto" (the cores free at start: 1 on a busy 2-core machine, where 2
+    # threads collapse beside another process) or a number (gradlab.train.accel.resolve_threads)
+    threads: str | int = "auto"
     # NaN/Inf loss or gradient: "stop" ends the run (status failed, earlier epochs kept, the
     # message names epoch and batch); "continue" trains on and logs the count of bad batches
     on_nonfinite: Literal["stop", "continue"] = "stop"
@@ -125,6 +129,8 @@ class StudyConfig:
         if len(set(self.track.probes)) != len(self.track.probes):
             raise ConfigError(f"track.probes lists an order twice: {self.track.probes}")
         Schedule.parse(self.track.param_stats)
+        if t.threads != "auto" and (isinstance(t.threads, str) or t.threads < 1):
+            raise ConfigError(f'train.threads must be "auto" or a number >= 1, got {t.threads!r}')
         if self.track.sketch_dim < 1:
             raise ConfigError(f"track.sketch_dim must be >= 1, got {self.track.sketch_dim}")
         if self.track.grads == "sketch" and self.track.per_layer and self.track.enabled:
@@ -201,6 +207,13 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against annotation ``tp``; ints are accepted where floats are."""
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):  # e.g. threads: str | int
+        for arm in typing.get_args(tp):
+            try:
+                return _coerce(value, arm, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key} must be a {_type_name(tp)}, got {type(value).__name__} {value!r}")
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:

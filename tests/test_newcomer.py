@@ -91,3 +91,44 @@ def test_help_and_argument_errors_import_no_heavy_library():
             "print(sorted(m for m in ('torch', 'h5py', 'plotly', 'pandas', 'numpy') if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.stdout.strip().splitlines()[-1] == "[]", res.stdout + res.stderr
+
+
+def test_log_file_gets_one_line_per_epoch_and_the_next_command(tmp_path):
+    """stderr redirected to a file: no progress bars, one plain line per epoch, final numbers."""
+    out = tmp_path / "q.h5"
+    with open(tmp_path / "err.txt", "w") as err:
+        res = subprocess.run([sys.executable, "-m", "gradlab", "run", "studies/quickstart.toml", "--out", str(out),
+                              "--no-score-cache", "--set", "data.subset=256", "--set", "data.test_subset=64",
+                              "--set", "train.epochs=3", "--set", "train.batch_size=64", "--set", "output.heatmaps=false"],
+                             stdout=subprocess.PIPE, stderr=err, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0
+    assert (tmp_path / "err.txt").read_text() == ""  # no bars
+    lines = res.stdout.splitlines()
+    assert [ln.split(":")[0] for ln in lines if ln.startswith("epoch ")] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert any(ln.startswith("done: ") and "test acc" in ln for ln in lines)
+    assert f"next: gradlab report {out} --out {out.with_suffix('.report.html')}" in lines
+
+
+@pytest.mark.parametrize("spec, want", [("auto", None), (1, 1), (3, 3)])
+def test_threads_setting(spec, want, monkeypatch):
+    from gradlab.train.accel import resolve_threads
+
+    if spec == "auto":
+        monkeypatch.setattr(os, "cpu_count", lambda: 2)
+        monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 0.0, 0.0))
+        assert resolve_threads("auto") == 1  # one core busy: one thread
+        monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.0, 0.0))
+        assert resolve_threads("auto") == 2
+        monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 0.0, 0.0))
+        assert resolve_threads("auto") == 1
+    else:
+        assert resolve_threads(spec) == want
+
+
+def test_threads_config_errors():
+    from gradlab.config import config_from_dict
+    from gradlab.errors import ConfigError
+
+    for bad in ("fast", 0, 2.5):
+        with pytest.raises(ConfigError, match="train.threads"):
+            config_from_dict({"train": {"threads": bad}})

@@ -57,3 +57,29 @@ def accelerate(model: nn.Module, amp: str = "none", channels_last: bool = False)
                {"forward": forward, "__module__": base.__module__, "__doc__": base.__doc__})
     model.__class__ = cls
     return model
+
+
+def resolve_threads(spec: str | int) -> int:
+    """CPU threads for torch's intra-op pool (``train.threads``): a number, or ``"auto"``.
+
+    ``auto`` takes the cores that are free now: ``cores - round(1-minute load average)``, at
+    least 1. On a shared 2-core machine, torch's 2 threads beside another busy process run
+    several times slower than 1 thread (they spin-wait for each other while the other
+    process holds a core; see benchmarks/threads_under_load.py), so a busy machine gets 1.
+    """
+    import os
+
+    cores = os.cpu_count() or 1
+    if spec == "auto":
+        try:
+            busy = os.getloadavg()[0]
+        except OSError:  # not on every platform
+            busy = 0.0
+        return max(1, min(cores, cores - round(busy)))
+    try:
+        n = int(spec)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1:
+        raise ConfigError(f'train.threads must be "auto" or a number >= 1, got {spec!r}')
+    return n

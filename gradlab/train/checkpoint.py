@@ -35,6 +35,7 @@ RESUMABLE_CHANGES = frozenset({
     "train.lr",            # recover from a divergence; /train/lr records the lr each epoch really used
     "train.device",        # continue on another device (numbers then match only to float tolerance)
     "train.on_nonfinite",  # policy, not part of the computation until it trips
+    "train.threads",       # CPU threads: results match to float tolerance (reduction order may change)
     "data.root",           # where the same dataset lives
     "data.download",
     "output.path",         # --out names the file being resumed

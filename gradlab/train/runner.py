@@ -6,6 +6,7 @@ rows, checkpoint, commit ``epochs_done``. The tracking itself lives in ``gradlab
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from gradlab.track.distances import check_measures
 from gradlab.track.layout import ParamLayout
 from gradlab.track.stores import make_store
 from gradlab.track.tracker import Tracker
-from gradlab.train.accel import accelerate, resolve_device  # resolve_device: also gradlab.train.runner's API
+from gradlab.train.accel import accelerate, resolve_device, resolve_threads  # resolve_device: also gradlab.train.runner's API
 from gradlab.train.checkpoint import (check_resume_config, checkpoint_path, load_checkpoint, rng_state,
                                      save_checkpoint, set_rng_state)
 from gradlab.train.distributed import NullWriter, check_batch_size
@@ -64,6 +65,7 @@ def build_study(cfg: StudyConfig, scores: ScoreFn = compute_scores, device: torc
     check_measures(t.measures)
     make_store(t.grads, t.grad_dtype)  # validates the name before any work
     device = device or resolve_device(cfg.train.device)
+    torch.set_num_threads(resolve_threads(cfg.train.threads))  # before any work; recorded as cpu_threads
     if is_import_path(cfg.model.name):
         load_object(cfg.model.name, "model.name")  # an unresolvable import path fails before the data loads
     train = load_split(cfg.data, train=True)
@@ -111,7 +113,11 @@ class Runner:
         self.dist, rank_device = distributed.setup(cfg.train.device)  # torchrun: join the job, else SINGLE
         if not self.dist.is_main:
             progress, log = False, (lambda s: None)  # rank 0 speaks and writes for the job
-        self.cfg, self.overwrite, self.progress, self.log = cfg, overwrite, progress, log
+        self.cfg, self.overwrite, self.log = cfg, overwrite, log
+        # bars only on a terminal; redirected to a file, one plain line per epoch instead
+        # (tqdm would write hundreds of carriage-return lines there)
+        self.progress = progress and sys.stderr.isatty()
+        self.lines = progress and not self.progress
         self.out = Path(cfg.output.path)
         self.ckpt_path = checkpoint_path(self.out)
         self.resume_from: dict | None = None  # checkpoint to continue from
@@ -201,9 +207,15 @@ class Runner:
             bar = tqdm(range(start, tc.epochs), desc="epochs", disable=not self.progress, initial=start,
                        total=tc.epochs)
             for e in bar:
+                t0 = time.perf_counter()
                 row = self._epoch(e, tracker, model, train_model, opt, loader, data_gen)
-                bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k in ("train_loss", "train_acc", "test_acc",
-                                                                                   "test_miou")})
+                shown = {k: v for k, v in row.items() if k in ("train_loss", "train_acc", "test_acc", "test_miou")}
+                bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items()})
+                if self.lines:
+                    self.log(f"epoch {e + 1}/{tc.epochs}: " + ", ".join(f"{k.replace('_', ' ')} {v:.4f}"
+                                                                           for k, v in shown.items())
+                             + f" ({time.perf_counter() - t0:.1f} s)")
+                self._last = shown
         except BaseException as exc:
             self._fail(tracker, exc, e)
             if is_disk_full(exc):
@@ -281,13 +293,21 @@ class Runner:
                              f"space, then continue with gradlab run --resume: epochs before {e} are kept")
 
     def _finish(self) -> None:
-        if self.cfg.output.heatmaps and self.study.probes and self.dist.is_main:
+        """Heatmaps, the final numbers and the command to run next."""
+        if not self.dist.is_main:
+            return
+        if self.cfg.output.heatmaps and self.study.probes:
             from gradlab.report import plots
             from gradlab.runfile.reader import open_run
 
             with open_run(self.out) as run:
                 html_path = plots.write_heatmaps(run, self.out.with_suffix(".html"))
             self.log(f"heatmaps: {html_path}")
+        last = getattr(self, "_last", {})
+        if last:
+            self.log(f"done: {self.out} ({self.cfg.train.epochs} epochs): "
+                     + ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in last.items()))
+        self.log(f"next: gradlab report {self.out} --out {self.out.with_suffix('.report.html')}")
 
 
 def run_study(cfg: StudyConfig, overwrite: bool = False, progress: bool = True,
