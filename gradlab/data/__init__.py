@@ -9,4 +9,5 @@
 # Every built-in name of ``data.dataset`` (import paths "package.module:load" besides). Kept here,
 # free of torch, so that ``gradlab --help`` can list them without importing the loaders;
 # ``gradlab.data.datasets`` checks that its loaders match this list.
-DATASET_NAMES = ("synthetic", "cifar10", "cifar10-sample", "buildings", "segfolder", "imagefolder")
+DATASET_NAMES = ("synthetic", "cifar10", "cifar10-sample", "mnist", "animal-mnist", "buildings", "segfolder",
+                 "imagefolder")

