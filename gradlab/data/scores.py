@@ -17,6 +17,8 @@ The library default (``orders.compute_scores``) does not cache; ``gradlab run`` 
 """
 from __future__ import annotations
 
+import sys
+
 import datetime
 import hashlib
 import time
@@ -59,7 +61,7 @@ class ScoreCache:
 
     def __init__(self, path: str | Path = DEFAULT_PATH, progress: bool = False):
         self.path = Path(path)
-        self.progress = progress
+        self.progress = progress and sys.stderr.isatty()  # no bars in a log file
         self.hits = 0
         self.misses = 0
         self._fp: dict[int, tuple[torch.Tensor, str]] = {}  # id(images) -> (images, fingerprint)
