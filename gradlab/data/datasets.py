@@ -154,9 +154,18 @@ SOURCES = {"cifar10": _cifar10, "synthetic": _synthetic, "cifar10-sample": _cifa
 from gradlab.data.segmentation import SEG_SOURCES, is_segmentation, joint_flip  # noqa: E402  (segmentation builds on ImageSet above)
 
 SOURCES.update(SEG_SOURCES)
-from gradlab.data.real import animal_mnist, mnist  # noqa: E402  (real wheels' data, built on ImageSet)
 
-SOURCES.update({"mnist": mnist, "animal-mnist": animal_mnist})
+
+def _real(name: str):
+    """A loader of ``gradlab.data.real`` (imported on use: that module builds on ImageSet above)."""
+    def load(cfg: DataConfig, train: bool) -> ImageSet:
+        from gradlab.data import real
+
+        return getattr(real, name)(cfg, train)
+    return load
+
+
+SOURCES.update({"mnist": _real("mnist"), "animal-mnist": _real("animal_mnist")})
 DATASETS = DATASET_NAMES
 assert set(DATASETS) == {*SOURCES, "imagefolder"}, "gradlab.data.DATASET_NAMES and the loaders disagree"
 
