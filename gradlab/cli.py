@@ -69,10 +69,22 @@ def _cmd_scores(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hdf5_guard(paths: list[str], fn):
+    """Run ``fn()``; an HDF5 error from a damaged object in a run file becomes one line naming the file."""
+    try:
+        return fn()
+    except (OSError, KeyError, RuntimeError) as exc:
+        text = " ".join(str(exc).split())
+        if not any(s in text for s in ("Unable to", "object header", "filter", "checksum", "HDF5")):
+            raise
+        raise GradlabError(f"{', '.join(paths)}: damaged run file ({text}); restore it from a copy or rerun it "
+                           f"(gradlab run --overwrite)") from None
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from gradlab.report.inspect import describe
 
-    print(describe(args.run))
+    print(_hdf5_guard([args.run], lambda: describe(args.run)))
     return 0
 
 
@@ -85,7 +97,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from gradlab.report.page import write_report
 
     out = Path(args.out) if args.out else Path(args.runs[0]).with_suffix(".report.html")
-    rep = write_report(args.runs, out, png_dir=args.png, measure=args.measure, bins=args.bins, n_perm=args.perm)
+    rep = _hdf5_guard(args.runs, lambda: write_report(args.runs, out, png_dir=args.png, measure=args.measure,
+                                                      bins=args.bins, n_perm=args.perm))
     print(f"report: {rep.html} ({rep.figures} figures)" + (f", {len(rep.pngs)} PNGs in {args.png}" if rep.pngs else ""))
     return 0
 
@@ -146,6 +159,14 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
         return 1
+    except OSError as exc:
+        from gradlab.errors import is_disk_full
+
+        if not is_disk_full(exc):
+            raise
+        print(f"gradlab: error{_rank_tag()}: disk full ({exc}); free space and run the command again "
+              f"(gradlab run: add --resume; committed epochs are kept)", file=sys.stderr)
+        return 2
     except GradlabError as exc:
         print(f"gradlab: error{_rank_tag()}: " + " ".join(str(exc).splitlines()), file=sys.stderr)  # always one line
         return 2

@@ -95,7 +95,7 @@ class ScoreCache:
             with h5py.File(self.path, "a") as f:
                 if key in f:
                     del f[key]
-                ds = f.create_dataset(key, data=scores)
+                ds = f.create_dataset(key, data=scores, fletcher32=True)  # damaged scores fail on read
                 ds.attrs.update(dict(
                     metric=metric.name, version=metric.version, variant=metric.variant, dataset=data.name,
                     fingerprint=self.fingerprint(data), n=len(data), seconds=seconds, gradlab_version=__version__,

@@ -15,6 +15,7 @@ import pandas as pd
 
 from gradlab.config import phase_of
 from gradlab.runfile import names
+from gradlab.errors import RunFileError
 from gradlab.runfile.writer import open_h5
 
 PROVENANCE_KEYS = ("gradlab_version", "torch_version", "cuda_version", "numpy_version", "h5py_version",
@@ -32,6 +33,13 @@ class Run:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.f = open_h5(self.path)
+        try:
+            self._read_attrs()
+        except (OSError, KeyError, RuntimeError) as exc:
+            self.f.close()
+            raise damaged(self.path, "", exc) from None
+
+    def _read_attrs(self) -> None:
         a = self.f.attrs
         self.config: dict[str, Any] = json.loads(_str(a[names.CONFIG]))
         self.status: str = _str(a[names.STATUS])
@@ -55,7 +63,7 @@ class Run:
     # ------------------------------------------------------------------ structure
     @property
     def probes(self) -> list[str]:
-        return sorted(self.f[names.PROBES]) if names.PROBES in self.f else []
+        return self._keys(names.PROBES)
 
     @property
     def milestones(self) -> list[int]:
@@ -81,24 +89,38 @@ class Run:
         epochs = self.phase_epochs(phase)
         if not len(epochs) or names.TRAIN_LR not in self.f:
             return float("nan")
-        return float(self.f[names.TRAIN_LR][int(epochs[0])])
+        return float(self._read(names.TRAIN_LR, int(epochs[0])))
 
     def layers(self) -> pd.DataFrame:
-        g = self.f[names.LAYERS]
         return pd.DataFrame({
-            "layer": [_str(n) for n in g["name"][()]],
-            "kind": [_str(k) for k in g["kind"][()]],
-            "numel": g["numel"][()],
+            "layer": [_str(n) for n in self._read(names.LAYER_NAME)],
+            "kind": [_str(k) for k in self._read(names.LAYER_KIND)],
+            "numel": self._read(names.LAYER_NUMEL),
         })
 
     def measures(self, probe: str) -> list[str]:
-        return sorted(self.f[names.distance_group(probe)]) if names.distance_group(probe) in self.f else []
+        return self._keys(names.distance_group(probe))
 
     def _rows(self, name: str) -> np.ndarray:
-        return self.f[name][: self.epochs_done]
+        return self._read(name, slice(0, self.epochs_done))
+
+    def _keys(self, group: str) -> list[str]:
+        """Sorted member names of ``group`` (none when absent); a damaged group is one line."""
+        try:
+            return sorted(self.f[group]) if group in self.f else []
+        except (OSError, KeyError, RuntimeError) as exc:
+            raise damaged(self.path, group, exc) from None
+
+    def _read(self, name: str, sel: Any = ()) -> np.ndarray:
+        """``f[name][sel]``; a damaged chunk (Fletcher-32 mismatch) or object is one ``RunFileError``
+        naming the dataset and the file, not an HDF5 traceback or numbers read from bad bytes."""
+        try:
+            return self.f[name][sel]
+        except (OSError, KeyError, RuntimeError) as exc:
+            raise damaged(self.path, name, exc) from None
 
     def batch_scores(self, probe: str) -> np.ndarray:
-        return self.f[names.batch_score(probe)][()]
+        return self._read(names.batch_score(probe))
 
     def score_label(self, probe: str) -> str:
         return _str(self.f[names.probe(probe)].attrs.get("score_label", "batch score"))
@@ -116,7 +138,7 @@ class Run:
     def _phases(self, n: int) -> np.ndarray:
         """Phase of epochs 0..n-1: the stored ``/train/phase`` rows, else from the config's milestones."""
         if names.TRAIN_PHASE in self.f and self.f[names.TRAIN_PHASE].shape[0] >= n:
-            return self.f[names.TRAIN_PHASE][:n].astype(np.int64)
+            return self._read(names.TRAIN_PHASE, slice(0, n)).astype(np.int64)
         stones = list(self.config.get("train", {}).get("milestones", []))
         return np.array([phase_of(int(i), stones) for i in range(n)], dtype=np.int64)
 
@@ -240,17 +262,16 @@ class Run:
             raise KeyError(f"unknown parameter statistic(s) {bad}; choose from {list(self.PARAM_STATS)}")
         if not self.has_param_stats:
             return pd.DataFrame({c: [] for c in cols})
-        g = self.f[names.PARAMS]
-        epoch = g["epoch"][()]
+        epoch = self._read(names.PARAM_EPOCH)
         keep = np.flatnonzero(epoch <= self.epochs_done + 1e-9)
-        step = g["step"][()][keep]
+        step = self._read(names.PARAM_STEP)[keep]
         layers = self.layers()
         n_s, n_l = len(keep), len(layers)
         frames = []
         for s in stats:
-            if s not in g:
+            if f"{names.PARAMS}/{s}" not in self.f:
                 continue
-            values = g[s][()][keep] if n_s else np.zeros((0, n_l))
+            values = self._read(f"{names.PARAMS}/{s}")[keep] if n_s else np.zeros((0, n_l))
             frames.append(pd.DataFrame({
                 "step": np.repeat(step, n_l),
                 "epoch": np.repeat(epoch[keep], n_l),
@@ -261,6 +282,16 @@ class Run:
                 "value": values.reshape(-1).astype(np.float64),
             }))
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({c: [] for c in cols})
+
+
+def damaged(path: Path, name: str, exc: BaseException) -> RunFileError:
+    """The one-line error for a dataset that HDF5 cannot read back."""
+    text = " ".join(str(exc).split())
+    why = ("its Fletcher-32 checksum does not match: the bytes on disk changed after they were written"
+           if "filter" in text.lower() or "checksum" in text.lower() else f"HDF5 says: {text}")
+    what = f"dataset /{name}" if name else "its root attributes"
+    return RunFileError(f"{path}: {what} is damaged ({why}); restore the file from a copy, or rerun it "
+                        f"(gradlab run --overwrite)")
 
 
 def open_run(path: str | Path) -> Run:

@@ -22,6 +22,9 @@ from gradlab.track.layout import ParamLayout
 
 SCHEMA = "gradlab.run/1"
 STR = h5py.string_dtype()
+# Fletcher-32 checksum on every numeric dataset (HDF5 allows no filters on variable-length
+# strings): a chunk damaged on disk fails on read instead of reading back as numbers.
+CHECKSUM = {"fletcher32": True}
 
 
 def h5_array(t: torch.Tensor) -> tuple[np.ndarray, str]:
@@ -60,7 +63,7 @@ class RunWriter:
         g = self.f.create_group(names.LAYERS)
         g.create_dataset("name", data=np.array(layout.names, dtype=object), dtype=STR)
         g.create_dataset("kind", data=np.array(layout.kinds, dtype=object), dtype=STR)
-        g.create_dataset("numel", data=layout.numels)
+        g.create_dataset("numel", data=layout.numels, **CHECKSUM)
         g.create_dataset("shape", data=np.array([json.dumps(s) for s in layout.shapes], dtype=object), dtype=STR)
         self.f.flush()
 
@@ -86,7 +89,13 @@ class RunWriter:
             self.f.close()
             raise RunFileError(f"the checkpoint next to {self.path} belongs to another run (run_id differs); "
                                f"start again with --overwrite")
-        for name, ds in _datasets(self.f).items():
+        try:
+            existing = _datasets(self.f)
+        except (OSError, KeyError, RuntimeError) as exc:
+            self.f.close()
+            raise RunFileError(f"{self.path} is damaged and cannot be resumed ({' '.join(str(exc).split())}); "
+                               f"restore it from a copy and resume again, or start again with --overwrite") from None
+        for name, ds in existing.items():
             if name not in rows:
                 del self.f[name]  # written during the interrupted epoch
             elif ds.shape[0] != rows[name]:
@@ -130,8 +139,8 @@ class RunWriter:
         was = self.swmr
         self._plain()
         g = self.f.require_group(names.probe(name))
-        g.create_dataset("index", data=index.astype(np.int64))
-        g.create_dataset("batch_score", data=batch_score.astype(np.float64))
+        g.create_dataset("index", data=index.astype(np.int64), **CHECKSUM)
+        g.create_dataset("batch_score", data=batch_score.astype(np.float64), **CHECKSUM)
         g.attrs["score_label"] = score_label
         g.attrs["batch_size"] = batch_size
         if was:
@@ -150,7 +159,7 @@ class RunWriter:
 
     def _create(self, name: str, row: np.ndarray) -> None:
         self.f.create_dataset(name, shape=(0, *row.shape), maxshape=(None, *row.shape), dtype=row.dtype,
-                              chunks=(1, *row.shape) if row.size > 1 else (256,))
+                              chunks=(1, *row.shape) if row.size > 1 else (256,), **CHECKSUM)
 
     def write_pending(self) -> None:
         """Write every appended row to the file and flush (the marker does not move)."""
@@ -179,7 +188,7 @@ class RunWriter:
         self._plain()
         if name in self.f:
             del self.f[name]
-        ds = self.f.create_dataset(name, shape=arr.shape, dtype=arr.dtype, chunks=(1, arr.shape[1]))
+        ds = self.f.create_dataset(name, shape=arr.shape, dtype=arr.dtype, chunks=(1, arr.shape[1]), **CHECKSUM)
         ds.attrs["dtype"] = dtype
         self.start()  # the bulk write happens in SWMR mode
         self.f[name][...] = arr
@@ -233,8 +242,18 @@ def open_h5(path: str | Path) -> h5py.File:
         if "already open for write" in str(exc) or "SWMR" in str(exc):
             raise RunFileError(f"{path} was left open by a gradlab run that was killed while creating datasets; "
                                f"continue it with gradlab run --resume (or clear it with h5clear -s)") from None
-        raise RunFileError(f"{path} is not an HDF5 file ({exc}); pass a run file written by gradlab run") from None
-    schema = text_attr(f.attrs.get(names.SCHEMA, ""))
+        text = " ".join(str(exc).split())
+        if "truncated" in text:
+            raise RunFileError(f"{path} is truncated ({text}): part of the file is missing; restore it from a copy "
+                               f"or rerun it (gradlab run --overwrite)") from None
+        raise RunFileError(f"{path} is not a readable HDF5 file ({text}); pass a run file written by gradlab run, "
+                           f"or restore a damaged one from a copy") from None
+    try:
+        schema = text_attr(f.attrs.get(names.SCHEMA, ""))
+    except (OSError, KeyError, RuntimeError) as exc:
+        f.close()
+        raise RunFileError(f"{path}: its root object is damaged ({' '.join(str(exc).split())}); restore it from a copy "
+                           f"or rerun it (gradlab run --overwrite)") from None
     if not schema.startswith("gradlab.run/"):
         f.close()
         raise RunFileError(f"{path} is HDF5 but not a gradlab run (no schema attribute); pass a file written by gradlab run")

@@ -115,7 +115,7 @@ class Tracker:
                  sketch_dim: int = 8192, scratch_dir: str | Path | None = None, keep_grads: str = "none",
                  seed: int = 0, steps_per_epoch: int | None = None, overwrite: bool = False,
                  epochs: int | None = None, attrs: Mapping[str, Any] | None = None,
-                 _writer: Any = None, _dist: Any = None, _start_epoch: int = 0,
+                 _writer: Any = None, _dist: Any = None, _start_epoch: int = 0, _lock: Any = None,
                  _progress: Callable[[Iterator[Batch], int, str], Iterator[Batch]] | None = None):
         from gradlab.train.distributed import SINGLE
 
@@ -134,11 +134,16 @@ class Tracker:
         self._frozen: FrozenModel | None = None
         self._last_lr: float | None = None
         self._phase = 0
-        self.writer = _writer if _writer is not None else self._create(config, seed, overwrite, attrs)
-        self.stats = ParamStatsRecorder(model, self.layout, param_stats, steps_per_epoch, self.writer.append)
-        if _writer is None:
-            self.stats.record_init()
         self._closed = False
+        self.lock = _lock if _lock is not None or not self.dist.is_main else self._take_lock()
+        try:
+            self.writer = _writer if _writer is not None else self._create(config, seed, overwrite, attrs)
+            self.stats = ParamStatsRecorder(model, self.layout, param_stats, steps_per_epoch, self.writer.append)
+            if _writer is None:
+                self.stats.record_init()
+        except BaseException:
+            self._release()
+            raise
 
     # ------------------------------------------------------------------ set-up
     def _check(self, store: str, grad_dtype: str, sketch_dim: int, config: Mapping[str, Any] | None) -> None:
@@ -152,6 +157,22 @@ class Tracker:
             json.dumps(dict(config or {}))
         except TypeError as exc:
             raise ConfigError(f"config must be JSON-able (numbers, strings, lists, dicts): {exc}") from None
+
+    def _take_lock(self) -> Any:
+        """One writer per run file (``gradlab.runfile.lock``), before the file is touched."""
+        import warnings
+
+        from gradlab.runfile.lock import RunLock
+
+        lock = RunLock(self.out).acquire()
+        if lock.taken_over:
+            warnings.warn(f"{self.out}: took over the lock of {lock.taken_over}, a writer that is no longer running",
+                          stacklevel=3)
+        return lock
+
+    def _release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
 
     def _create(self, config: Mapping[str, Any] | None, seed: int, overwrite: bool,
                 attrs: Mapping[str, Any] | None) -> Any:
@@ -274,7 +295,10 @@ class Tracker:
         """Drop uncommitted rows and record ``status`` ("complete" | "failed") in the file."""
         if not self._closed:
             self._closed = True
-            self.writer.close(status, reason)
+            try:
+                self.writer.close(status, reason)
+            finally:
+                self._release()
 
     def __enter__(self) -> "Tracker":
         return self

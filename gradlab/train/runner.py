@@ -24,6 +24,7 @@ from gradlab.data.segmentation import evaluate_segmentation, is_segmentation
 from gradlab.errors import ConfigError, DiskFullError, GradlabError, RunFileError, is_disk_full
 from gradlab.models import build_model
 from gradlab.runfile import names
+from gradlab.runfile.lock import RunLock
 from gradlab.runfile.writer import RunWriter
 from gradlab.track.distances import check_measures
 from gradlab.track.layout import ParamLayout
@@ -121,11 +122,19 @@ class Runner:
         self.out = Path(cfg.output.path)
         self.ckpt_path = checkpoint_path(self.out)
         self.resume_from: dict | None = None  # checkpoint to continue from
+        self.lock: RunLock | None = None
         try:
+            if self.dist.is_main:  # one writer per run file, before the file or checkpoint is touched
+                self.lock = RunLock(self.out).acquire()
+                if self.lock.taken_over:
+                    self.log(f"gradlab run: took over the lock of {self.out} from {self.lock.taken_over}, "
+                             f"which is no longer running")
             self._check_output(resume)
             self.resume_from = self._plan_resume() if resume else None
             self.study = build_study(cfg, scores, rank_device)
         except BaseException:
+            if self.lock is not None:
+                self.lock.release()
             self.dist.close()
             raise
 
@@ -159,7 +168,7 @@ class Runner:
                   per_layer=tr.per_layer, store=tr.grads, param_stats=tr.param_stats, config=cfg.to_dict(),
                   grad_dtype=tr.grad_dtype, sketch_dim=tr.sketch_dim, scratch_dir=tr.scratch_dir or None,
                   keep_grads=tr.keep_grads, seed=cfg.train.seed, steps_per_epoch=steps, epochs=cfg.train.epochs,
-                  _dist=self.dist, _progress=bar)
+                  _dist=self.dist, _progress=bar, _lock=self.lock)
         ck = self.resume_from
         if ck is None:
             if self.overwrite and self.dist.is_main:
@@ -199,8 +208,13 @@ class Runner:
         self.test_loader = BatchLoader(s.test, s.device, tc.batch_size)
         opt = torch.optim.SGD(model.parameters(), lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
         data_gen = torch.Generator().manual_seed(tc.seed)  # shuffles and augmentation only
-        self._restore(model, opt, data_gen)
-        tracker, start = self._tracker(model, len(loader))
+        try:
+            self._restore(model, opt, data_gen)
+            tracker, start = self._tracker(model, len(loader))  # from here the tracker owns the lock
+        except BaseException:
+            if self.lock is not None:
+                self.lock.release()
+            raise
         self._announce(loader)
         e = start
         try:
@@ -326,17 +340,23 @@ def plan_resume(out: Path, ckpt_path: Path, cfg: StudyConfig, log: Callable[[str
         with open_h5(out) as f:
             done = int(f.attrs[names.EPOCHS_DONE])
             status = text_attr(f.attrs[names.STATUS])
-    except RunFileError:
-        if not ckpt_path.exists():
-            done, status = 0, "running"  # killed while being created: nothing was committed
+    except RunFileError as exc:
+        if not ckpt_path.exists() and cfg.output.checkpoint:
+            # every commit is preceded by a checkpoint: no checkpoint, no committed epoch to lose
+            done, status = 0, "running"  # killed while being created
+        elif not ckpt_path.exists():
+            raise RunFileError(f"cannot resume {out}: {exc}; it has no checkpoint (output.checkpoint = false), so "
+                               f"start again with --overwrite or restore the run file from a copy") from None
         else:  # killed in the instant it was out of SWMR: clear the flags (like h5clear -s) and look
             from gradlab.runfile.swmr import open_clearing_flags
 
             try:
                 with open_clearing_flags(out) as f:
                     done, status = int(f.attrs[names.EPOCHS_DONE]), "running"
-            except (OSError, KeyError):
-                raise RunFileError(f"{out} is damaged and cannot be resumed; start again with --overwrite") from None
+            except (OSError, KeyError, RuntimeError):
+                raise RunFileError(f"{out} is damaged and cannot be resumed ({exc}); restore the run file from a "
+                                   f"copy and resume again (its checkpoint {ckpt_path} is intact), or start again "
+                                   f"with --overwrite") from None
     if not ckpt_path.exists():
         if done == 0:
             log(f"gradlab run: {out} has no committed epoch and no checkpoint; starting it afresh")
