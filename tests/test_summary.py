@@ -26,9 +26,12 @@ def test_known_best_quantile_per_phase(tmp_path, fake_run):
     p0, p1 = s.iloc[0], s.iloc[1]
     assert p0.best_bin == 4 and p0.best_label == "Q4 (highest 25%)"
     assert p1.best_bin == 2 and p1.best_label == "Q2 (25–50th percentile)"
-    # relative D of the best bin: 0.7 / mean(profile) with mean = (15 + 5 * 0.7) / 20
-    assert p0.best_rel == pytest.approx(0.7 / 0.925, rel=0.02)
-    assert p1.best_rel == pytest.approx(0.75 / 0.9375, rel=0.02)
+    # in random units (the flat control's mean D): the planted multiplier itself
+    assert (p0.unit, p1.unit) == ("random", "random")
+    assert p0.best_rel == pytest.approx(0.7, rel=0.02) and p1.best_rel == pytest.approx(0.75, rel=0.02)
+    # the within-order view: 0.7 / mean(profile) with mean = (15 + 5 * 0.7) / 20
+    assert p0.own_best_rel == pytest.approx(0.7 / 0.925, rel=0.02)
+    assert p1.own_best_rel == pytest.approx(0.75 / 0.9375, rel=0.02)
     assert p0.gain == pytest.approx(1 - p0.best_rel)
     assert p0.verdict == p1.verdict == "beats chance" and p0.p_value < 0.01 and p1.p_value < 0.01
     assert p0.chance_best_rel > p0.best_rel + 0.1  # random binning does not find the planted effect
@@ -48,7 +51,8 @@ def test_bin_means_match_a_pandas_reference(tmp_path, fake_run):
     with open_run(path) as run:
         s = phase_summary(run, bins=10, n_perm=0)
         d = run.distances("intensity")
-    d["rel"] = d.distance / d.groupby("epoch").distance.transform("mean")
+        ctrl = run.distances("random")
+    d["rel"] = d.distance / d.epoch.map(ctrl.groupby("epoch").distance.mean())  # the random control's epoch mean
     d["bin"] = d.groupby("epoch").batch_score.rank(method="first").sub(1).mul(10).floordiv(K).astype(int)
     ref = d.groupby(["phase", "batch"]).agg(rel=("rel", "mean"), bin=("bin", "first")).reset_index()
     ref = ref.groupby(["phase", "bin"]).rel.mean().unstack()
@@ -76,8 +80,33 @@ def test_control_only_run_and_bins():
     assert b.tolist() == [2, 0, 1, 0, 1, 0, 2] and np.bincount(b).tolist() == [3, 2, 2]
 
 
+def test_run_without_control_warns_and_uses_the_own_unit(tmp_path, fake_run):
+    path = fake_run(tmp_path / "nc.h5", epochs=2, milestones=(1,), probes=("intensity",))
+    with open_run(path) as run, pytest.warns(UserWarning, match="no 'random' probe"):
+        s = phase_summary(run, n_perm=10)
+    assert set(s.unit) == {"own"} and np.allclose(s[[f"bin_{i}" for i in range(1, 5)]].mean(axis=1), 1, atol=0.02)
+
+
 def test_random_only_run_summarises_the_control(tmp_path, fake_run):
     path = fake_run(tmp_path / "r.h5", epochs=2, milestones=(1,), probes=("random",))
     with open_run(path) as run:
         s = phase_summary(run, n_perm=50)
     assert s.probe.tolist() == ["random", "random"] and isinstance(s, pd.DataFrame)
+
+
+@pytest.mark.parametrize("spread", [0.0, 0.3, 0.6])
+def test_twice_as_far_as_random_reads_two(tmp_path, fake_run, spread):
+    """Batches all twice as far as random ones read ~2 in the common unit, whatever their
+    spread, while the within-order unit would put the best bin below 1."""
+    rng = np.random.default_rng(int(spread * 10))
+    prof = 2.0 * (1 + spread * rng.uniform(-1, 1, K))
+    prof *= 2.0 / prof.mean()
+    path = fake_run(tmp_path / "far.h5", epochs=4, milestones=(2,), batches=K,
+                    profiles={"intensity": {0: prof, 1: prof}})
+    with open_run(path) as run:
+        s = phase_summary(run, n_perm=0)
+    bins = s[[f"bin_{i}" for i in range(1, 5)]].to_numpy()
+    np.testing.assert_allclose(bins.mean(axis=1), 2.0, rtol=0.02)
+    assert (bins > 2 * (1 - spread) - 0.05).all() and (s.best_rel > 1.2).all()
+    if spread:
+        assert (s.own_best_rel < 1).all()

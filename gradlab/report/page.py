@@ -152,7 +152,7 @@ def summary_profile_figure(summaries: dict[str, pd.DataFrame], bins: int, all_pr
     for j in range(len(phases)):
         fig.add_hline(y=1.0, line=dict(color="#bbbbbb", width=1, dash="dot"), row=1, col=j + 1)
         fig.update_xaxes(title_text=f"quantile bin of batch score ({labels[0]} = lowest)", row=1, col=j + 1)
-    fig.update_yaxes(title_text=f"mean relative D ({measure}); 1 = phase mean", row=1, col=1)
+    fig.update_yaxes(title_text=f"D ({measure}) / random control's mean; 1 = random batch", row=1, col=1)
     fig.update_layout(template="plotly_white", height=360, margin=dict(t=50, b=60, l=70, r=20),
                       title=dict(text=f"Relative distance per score quantile ({measure}); lower = closer to ∇<sub>e</sub>"),
                       legend=dict(orientation="h", y=-0.25))
@@ -330,7 +330,7 @@ def _summary_table(summaries: dict[str, pd.DataFrame], runs_colour: dict[str, st
     lo, hi = np.nanmin(vals), np.nanmax(vals)
     multi = len(summaries) > 1
     head = ["probe", "phase"] + (["run"] if multi else []) + [bin_label(b, bins) for b in range(bins)] + [
-        "closest quantile (scores)", "vs phase mean", "extremes / middle", "chance best", "p",
+        "closest quantile (scores)", "gain (unit)", "extremes / middle", "chance best", "p",
         f"<span class='swatch' style='background:{CONTROL_COLOUR}'></span>{CONTROL} control: best / spread",
         "gain ÷ control spread", "verdict"]
     out = ["<div class='tablewrap'><table class='summary'><thead><tr>",
@@ -348,7 +348,8 @@ def _summary_table(summaries: dict[str, pd.DataFrame], runs_colour: dict[str, st
             cells.append(f"<td class='{cls}' style='background:{bg};color:{fg}'>{v:.3f}</td>")
         s_lo, s_hi = r.best_scores
         cells.append(f"<td><b>{_e(r.best_label)}</b><br><span class='note'>scores {_fmt(s_lo)}–{_fmt(s_hi)}</span></td>")
-        cells.append(f"<td class='num'>{-100 * r.gain:+.1f}%</td>")
+        unit = "vs random" if getattr(r, "unit", "random") == "random" else "vs own epoch mean (no control)"
+        cells.append(f"<td class='num'>{-100 * r.gain:+.1f}%<br><span class='note'>{unit}</span></td>")
         cells.append(f"<td class='num'>{r.outer_rel:.3f} / {r.middle_rel:.3f}</td>")
         cells.append(f"<td class='num'>{r.chance_best_rel:.3f}</td>")
         cells.append(f"<td class='num'>{r.p_value:.3f}</td>" if np.isfinite(r.p_value) else "<td>–</td>")
@@ -499,16 +500,18 @@ def _summary_intro(bins: int, n_perm: int) -> str:
     return (
         f"<p class='note'>The paper's question, per training phase (a span of constant learning rate): "
         f"<b>which quantile of batches, by metric score, is closest to the full gradient ∇<sub>e</sub>?</b> "
-        f"Each epoch's distances are divided by that epoch's mean over batches (so late epochs, whose D is "
-        f"smaller, weigh the same), averaged over the phase, and grouped into score {qname} "
-        f"({bin_label(0, bins)} = lowest scores). Cells show each bin's mean relative D: 1.00 is an average batch, "
-        f"lower and lighter is closer; the closest bin is outlined. <i>vs phase mean</i> is how much closer the best "
-        f"bin is than an average batch. <i>extremes / middle</i> compares the two outer bins with the rest. "
+        f"<b>Unit:</b> each epoch's distances are divided by the <code>{CONTROL}</code> control's mean D at the same "
+        f"epoch (same θ<sub>e</sub>, same ∇<sub>e</sub>), so every probe is in one common unit and late epochs, whose D "
+        f"is smaller, weigh the same; then averaged over the phase and grouped into score {qname} "
+        f"({bin_label(0, bins)} = lowest scores). Cells show each bin's mean D in that unit: <b>1.00 is a typical "
+        f"random batch, below 1 is closer</b>, lighter is closer; the closest bin is outlined. A run without the "
+        f"control falls back to each probe's own epoch mean (the table says so in its unit column). "
+        f"<i>gain</i> is 1 − the best bin's value. <i>extremes / middle</i> compares the two outer bins with the rest. "
         f"<i>chance best</i> is the best-bin value expected when batches are put into bins at random "
         f"(permutation test, {n_perm} shuffles; <i>p</i> is the share of shuffles whose best bin is as close). "
         f"The <code>{CONTROL}</code> probe, binned the same way by batch number, shows what no signal looks like: "
         f"its best bin and the spread between its bins; <i>gain ÷ control spread</i> above 1 means the metric's best bin "
-        f"is further below the phase mean than the random control's bins spread. A metric beats chance when "
+        f"is further below 1 than the random control's bins spread. A metric beats chance when "
         f"p &lt; 0.05; with many probes and phases about one row in twenty does so by luck alone, so look for "
         f"effects that repeat across phases, measures or runs.</p>")
 

@@ -2,9 +2,12 @@
 
 For one probe (a batch order sorted by a metric) and one phase:
 
-1. relative distance ``r[e, k] = D[e, k] / mean_k D[e, k]`` for each epoch ``e`` of the phase,
-   so every epoch weighs the same even though D shrinks as training converges; then the
-   phase profile ``r̄[k]`` = mean of ``r[e, k]`` over the phase's epochs (1.0 = average batch);
+1. relative distance ``r[e, k] = D[e, k] / u_e`` for each epoch ``e`` of the phase, where the
+   unit ``u_e`` is the random control's mean D at the same epoch (``gradlab.report.units``:
+   every probe in one common unit, < 1 = closer than a typical random batch; every epoch
+   weighs the same even though D shrinks as training converges); then the phase profile
+   ``r̄[k]`` = mean of ``r[e, k]`` over the phase's epochs. The within-order view divides by
+   the probe's own epoch mean instead (``own_*`` columns; the unit of runs without the control);
 2. the batches are split by their metric score into ``bins`` equal quantile bins (quartiles
    by default: Q1 = lowest 25 % of scores, Q4 = highest; deciles with ``bins=10``), and the
    mean of ``r̄`` within each bin is the bin's relative D;
@@ -18,9 +21,12 @@ Everything here is a pure function of stored data (a ``Run``).
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
+from gradlab.report.units import in_own_units, in_random_units
 from gradlab.runfile.reader import Run
 
 CONTROL = "random"
@@ -49,16 +55,20 @@ def score_bins(scores: np.ndarray, bins: int) -> np.ndarray:
     return (rank * bins) // k
 
 
-def phase_profile(run: Run, probe: str, phase: int, measure: str = "l2", matrix: np.ndarray | None = None
-                  ) -> np.ndarray:
-    """``r̄[k]``: per-epoch relative D (D / batch mean of that epoch), averaged over the phase.
-    ``matrix``: the probe's ``distance_matrix`` when the caller has read it already."""
+def phase_profile(run: Run, probe: str, phase: int, measure: str = "l2", matrix: np.ndarray | None = None,
+                  unit: str = "random") -> np.ndarray:
+    """``r̄[k]``: per-epoch D in ``unit``, averaged over the phase's epochs.
+
+    ``unit = "random"``: D divided by the random control's mean D at the same epoch (the
+    common unit: < 1 is closer than a typical random batch); ``"own"``: divided by this
+    probe's own mean over batches of that epoch (the within-order view). ``matrix``: the
+    probe's ``distance_matrix`` when the caller has read it already."""
     epochs = run.phase_epochs(phase)
-    d = (run.distance_matrix(probe, measure) if matrix is None else matrix)[epochs].astype(np.float64)
-    if d.size == 0:
-        return np.full(len(run.batch_scores(probe)), np.nan)
-    mean = d.mean(axis=1, keepdims=True)
-    return (d / np.where(mean > 0, mean, np.nan)).mean(axis=0)
+    d = run.distance_matrix(probe, measure) if matrix is None else matrix
+    if len(epochs) == 0:
+        return np.full(d.shape[1], np.nan)
+    rel = in_random_units(run, probe, measure, matrix=d) if unit == "random" else in_own_units(d)
+    return rel[epochs].mean(axis=0)
 
 
 def _bin_means(values: np.ndarray, bin_of: np.ndarray, bins: int) -> np.ndarray:
@@ -68,9 +78,11 @@ def _bin_means(values: np.ndarray, bin_of: np.ndarray, bins: int) -> np.ndarray:
     return sums / np.where(counts > 0, counts, np.nan)
 
 
-def _bin_stats(run: Run, probe: str, phase: int, measure: str, bins: int, n_perm: int,
-               rng: np.random.Generator, scores: np.ndarray, matrix: np.ndarray) -> dict[str, object]:
-    prof = phase_profile(run, probe, phase, measure, matrix)
+def _bin_stats(prof: np.ndarray, scores: np.ndarray, bins: int, n_perm: int, rng: np.random.Generator
+               ) -> dict[str, object]:
+    """Bin means of a phase profile, its best bin, and the permutation test of that best bin:
+    shuffling which batch sits in which score bin keeps the profile's values (and its unit)
+    and destroys only their relation to the score."""
     b = score_bins(scores, bins)
     means = _bin_means(prof, b, bins)
     best = int(np.nanargmin(means))
@@ -89,63 +101,74 @@ def _bin_stats(run: Run, probe: str, phase: int, measure: str, bins: int, n_perm
     }
 
 
+def _verdict(p: float, alpha: float) -> str:
+    if np.isnan(p):
+        return "no test"
+    return "beats chance" if p < alpha else "within chance"
+
+
+def _summary_row(run: Run, probe: str, phase: int, epochs: np.ndarray, st: dict, own: dict, ctrl: dict | None,
+                 bins: int, unit: str, alpha: float) -> dict[str, object]:
+    best = int(st["best_bin"])
+    row: dict[str, object] = {
+        "probe": probe, "score_label": run.score_label(probe), "phase": phase, "unit": unit,
+        "epochs": f"{epochs[0]}–{epochs[-1]}", "n_epochs": len(epochs), "lr": run.phase_lr(phase),
+        "n_batches": len(run.batch_scores(probe)),
+    }
+    row.update({f"bin_{i + 1}": float(v) for i, v in enumerate(st["bin_means"])})
+    row.update({
+        "best_bin": best + 1, "best_label": f"{bin_label(best, bins)} ({bin_description(best, bins)})",
+        "best_scores": st["best_scores"], "best_rel": st["best_rel"], "gain": 1.0 - st["best_rel"],
+        "worst_bin": int(st["worst_bin"]) + 1, "spread": st["spread"],
+        "outer_rel": st["outer_rel"], "middle_rel": st["middle_rel"],
+        "chance_best_rel": st["chance_best_rel"], "p_value": st["p_value"],
+        "control_best_rel": ctrl["best_rel"] if ctrl else np.nan,
+        "control_spread": ctrl["spread"] if ctrl else np.nan,
+        "verdict": _verdict(st["p_value"], alpha),
+        "own_best_rel": own["best_rel"],
+    })
+    row.update({f"own_bin_{i + 1}": float(v) for i, v in enumerate(own["bin_means"])})
+    if ctrl:
+        row.update({f"control_bin_{i + 1}": float(v) for i, v in enumerate(ctrl["bin_means"])})
+    return row
+
+
 def phase_summary(run: Run, measure: str = "l2", bins: int = 4, control: str = CONTROL, n_perm: int = 2000,
                   alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
     """One row per (metric probe, phase) answering "which quantile of batches is closest to ∇_e?".
 
-    Columns: probe, phase, epochs, lr, ``bin_1..bin_<bins>`` (mean relative D per quantile
-    bin, 1.0 = phase mean), best_bin (1-based), best_label (``Q4 (highest 25%)``),
-    best_scores (score range of the best bin), best_rel, gain (1 − best_rel), outer_rel /
-    middle_rel (extreme bins vs the rest, the paper's "extremes" reading), chance_best_rel
-    (expected best-bin relative D when bins are random), p_value, control_best_rel and
-    control_spread (the ``random`` probe binned the same way), verdict, and
-    ``control_bin_1..`` (the control's bin means) when the run has the control.
+    Unit (column ``unit``): the random control's mean D at the same epoch ("random"; < 1 =
+    closer than a typical random batch), or, for a run without the control, each probe's own
+    epoch mean ("own", with a warning). Columns: probe, phase, epochs, lr (stored /train/lr),
+    ``bin_1..bin_<bins>`` (mean D per quantile bin in the unit), best_bin (1-based),
+    best_label, best_scores, best_rel, gain (1 − best_rel), outer_rel / middle_rel (the
+    paper's "extremes"), chance_best_rel and p_value (permutation test: batches shuffled
+    between bins), control_best_rel / control_spread / ``control_bin_*`` (the ``random``
+    probe binned the same way by batch number), verdict, and the within-order view
+    ``own_bin_*`` / ``own_best_rel``.
     """
     if bins < 2:
         raise ValueError("bins must be at least 2")
     probes = [p for p in run.probes if measure in run.measures(p)]
     metric_probes = [p for p in probes if p != control] or [p for p in probes if p == control]
-    has_control = control in probes
+    unit = "random" if control in probes else "own"
+    if unit == "own" and probes:
+        warnings.warn(f"{run.path} has no {control!r} probe: the phase summary falls back to each probe's own "
+                      f"epoch mean as the unit, so probes cannot be compared with each other", stacklevel=2)
     rng = np.random.default_rng(seed)
-    read = {p: (run.batch_scores(p), run.distance_matrix(p, measure))  # once per probe, not per phase
-            for p in set(metric_probes) | ({control} if has_control else set())}
+    read = {p: (run.batch_scores(p), run.distance_matrix(p, measure)) for p in set(metric_probes) | set(probes)}
     rows = []
     for phase in range(run.num_phases):
         epochs = run.phase_epochs(phase)
         if len(epochs) == 0:
             continue
-        ctrl = _bin_stats(run, control, phase, measure, bins, 0, rng, *read[control]) if has_control else None
+        ctrl = (_bin_stats(phase_profile(run, control, phase, measure, read[control][1], unit), read[control][0],
+                           bins, 0, rng) if unit == "random" else None)
         for probe in metric_probes:
-            st = _bin_stats(run, probe, phase, measure, bins, n_perm, rng, *read[probe])
-            best = int(st["best_bin"])
-            p = st["p_value"]
-            if np.isnan(p):
-                verdict = "no test"
-            elif p < alpha:
-                verdict = "beats chance"
-            else:
-                verdict = "within chance"
-            row = {
-                "probe": probe, "score_label": run.score_label(probe), "phase": phase,
-                "epochs": f"{epochs[0]}–{epochs[-1]}", "n_epochs": len(epochs), "lr": run.phase_lr(phase),
-                "n_batches": len(read[probe][0]),
-            }
-            for i, v in enumerate(st["bin_means"]):
-                row[f"bin_{i + 1}"] = float(v)
-            row.update({
-                "best_bin": best + 1, "best_label": f"{bin_label(best, bins)} ({bin_description(best, bins)})",
-                "best_scores": st["best_scores"], "best_rel": st["best_rel"], "gain": 1.0 - st["best_rel"],
-                "worst_bin": int(st["worst_bin"]) + 1, "spread": st["spread"],
-                "outer_rel": st["outer_rel"], "middle_rel": st["middle_rel"],
-                "chance_best_rel": st["chance_best_rel"], "p_value": p,
-                "control_best_rel": ctrl["best_rel"] if ctrl else np.nan,
-                "control_spread": ctrl["spread"] if ctrl else np.nan,
-                "verdict": verdict,
-            })
-            if ctrl:
-                for i, v in enumerate(ctrl["bin_means"]):
-                    row[f"control_bin_{i + 1}"] = float(v)
-            rows.append(row)
+            scores, d = read[probe]
+            st = _bin_stats(phase_profile(run, probe, phase, measure, d, unit), scores, bins, n_perm, rng)
+            own = _bin_stats(phase_profile(run, probe, phase, measure, d, "own"), scores, bins, 0, rng)
+            rows.append(_summary_row(run, probe, phase, epochs, st, own, ctrl, bins, unit, alpha))
     return pd.DataFrame(rows)
 
 
