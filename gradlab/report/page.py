@@ -32,6 +32,7 @@ from gradlab.report import plots
 from gradlab.runfile.reader import Run, open_run
 from gradlab.config import flatten
 from gradlab.errors import GradlabError
+from gradlab.report.units import has_control, random_unit
 from gradlab.report.summary import CONTROL, bin_label, phase_summary, pooled_noise_scale
 
 RUN_COLOURS = qualitative.D3
@@ -290,8 +291,10 @@ def _tidy(fig: go.Figure, narrow: bool) -> go.Figure:
     return fig
 
 
-def with_relative_toggle(fig: go.Figure) -> go.Figure:
-    """Add a button switching a D heatmap between D and D / (that epoch's mean over batches).
+def with_relative_toggle(fig: go.Figure, random_unit: np.ndarray | None = None) -> go.Figure:
+    """Buttons switching a D heatmap between D, D / the random control's mean D of the same
+    epoch (``random_unit``, one value per heatmap row; the common unit of the phase summary)
+    and D / that epoch's own mean over batches.
 
     Per-epoch scaling removes the shrinking of D over training, so the pattern across
     batches within each epoch (the paper's question) is visible in every row.
@@ -300,17 +303,22 @@ def with_relative_toggle(fig: go.Figure) -> go.Figure:
     z = np.asarray(tr.z, dtype=float)
     if z.ndim != 2 or z.size == 0:
         return fig
-    rel = (z / z.mean(axis=1, keepdims=True)).astype(np.float32)
     custom = None if tr.customdata is None else np.asarray(tr.customdata, dtype=np.float32)
     tr.update(z=z.astype(np.float32), customdata=custom)  # float32 halves the page size
-    fig.add_trace(go.Heatmap(z=rel, x=tr.x, y=tr.y, customdata=custom, colorscale=tr.colorscale,
-                             visible=False, colorbar=dict(title=dict(text="D / epoch mean", side="right")),
-                             hovertemplate=tr.hovertemplate.replace("D %{z:.4g}", "D / epoch mean %{z:.3f}")))
+    views = [("D / epoch mean", z / z.mean(axis=1, keepdims=True))]
+    if random_unit is not None and len(random_unit) == len(z):
+        views.insert(0, ("D / random mean", z / np.asarray(random_unit, dtype=float)[:, None]))
+    for label, rel in views:
+        fig.add_trace(go.Heatmap(z=rel.astype(np.float32), x=tr.x, y=tr.y, customdata=custom,
+                                 colorscale=tr.colorscale, visible=False,
+                                 colorbar=dict(title=dict(text=label, side="right")),
+                                 hovertemplate=tr.hovertemplate.replace("D %{z:.4g}", f"{label} %{{z:.3f}}")))
+    n = len(views) + 1
+    buttons = [dict(label=label, method="restyle", args=[{"visible": [i == j for j in range(n)]}])
+               for i, label in enumerate(["D"] + [v[0] for v in views])]
     fig.update_layout(updatemenus=[dict(
         type="buttons", direction="right", x=1, xanchor="right", y=1, yanchor="bottom",
-        pad=dict(b=4), showactive=True, font=dict(size=11), bgcolor="#eef3f8",
-        buttons=[dict(label="D", method="restyle", args=[{"visible": [True, False]}]),
-                 dict(label="D / epoch mean", method="restyle", args=[{"visible": [False, True]}])])])
+        pad=dict(b=4), showactive=True, font=dict(size=11), bgcolor="#eef3f8", buttons=buttons)])
     return fig
 
 
@@ -543,7 +551,8 @@ def _heatmap_cell(pg: _Page, i: int, run: Run, name: str, probe: str, ph: int,
         fig.update_traces(zmin=ranges[i][0], zmax=ranges[i][1])
     if pg.multi:
         fig.update_xaxes(title_text=f"batch, by {run.score_label(probe)}", title_font_size=11)
-    with_relative_toggle(fig)
+    unit = random_unit(run, pg.measure)[run.phase_epochs(ph)] if has_control(run, pg.measure) else None
+    with_relative_toggle(fig, unit)
     return pg.fig_inner(fig, "heatmap", name, probe, f"phase{ph}")
 
 
