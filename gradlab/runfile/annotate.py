@@ -70,28 +70,30 @@ def _table() -> tuple[Meta, ...]:
         Meta(names.scalar(KEY), ep, "A user scalar given to Tracker.epoch_end.", when="user"),
         Meta(names.probe_batch(O), ("batch",), "Dimension scale: batch number k of the probe order.", "1"),
         Meta(names.probe_image(O), ("image",), "Dimension scale: position of an image in the probe order.", "1"),
-        Meta(names.sketch_bin(O), ("sketch_bin",), "Dimension without values: CountSketch bins.", when="sketch"),
+        Meta(names.sketch_bin(O), ("sketch_bin",), "Dimension without values: CountSketch bins.", when="grads = sketch, keep_grads"),
         Meta(names.probe_index(O), ("image",), "Training-set index of each image, in probe order (empty for user "
              "batches)."),
         Meta(names.batch_score(O), ("batch",), "Mean metric score of the images of batch k (random and user "
              "batches: the batch number); the probe group's score_label attribute names it."),
-        Meta(names.distance(O, "l2"), bt, "Euclidean distance |g_k - G_e| between batch k's gradient and the "
-             "full gradient at the start of epoch e.", GRAD),
+        Meta(names.distance(O, "l2"), bt, "Euclidean distance: L2 norm of g_k - G_e, batch k's gradient minus the "
+             "full gradient, at the start of epoch e.", GRAD),
         Meta(names.distance(O, "cosine"), bt, "Cosine distance 1 - cos(g_k, G_e) between batch k's gradient and "
              "the full gradient at the start of epoch e.", "1"),
         Meta(names.distance(O, M), bt, "Distance of another measure between g_k and G_e.", when="measures"),
         Meta(names.layer_distance(O, "l2"), ("epoch", "batch", "layer"), "Euclidean distance between batch k's "
              "and the full gradient, restricted to one parameter tensor.", GRAD, when="per_layer"),
-        Meta(names.batch_norm(O), bt, "Norm |g_k| of batch k's gradient at the start of epoch e.", GRAD),
+        Meta(names.batch_norm(O), bt, "L2 norm of g_k, batch k's gradient, at the start of epoch e.", GRAD),
         Meta(names.batch_loss(O), bt, "Loss of batch k at the parameters of the start of epoch e.", "loss units"),
-        Meta(names.full_norm(O), ep, "Norm |G_e| of the full gradient at the start of epoch e.", GRAD),
-        Meta(names.noise_g2(O), ep, "Unbiased estimate of |G_true|^2 (noise-scale numerator's partner).", GRAD2),
-        Meta(names.noise_trace(O), ep, "Unbiased estimate of tr(Sigma), the per-example gradient noise.", GRAD2),
+        Meta(names.full_norm(O), ep, "L2 norm of G_e, the full gradient, at the start of epoch e.", GRAD),
+        Meta(names.noise_g2(O), ep, "Unbiased estimate of the squared norm of the true gradient (the noise scale's "
+             "denominator).", GRAD2),
+        Meta(names.noise_trace(O), ep, "Unbiased estimate of tr(Sigma), the trace of the per-example gradient "
+             "covariance (the noise scale's numerator).", GRAD2),
         Meta(names.noise_scale(O), ep, "Simple noise scale noise_trace / noise_g2 (NaN where noise_g2 <= 0); "
              "average both over epochs before dividing.", "examples"),
         Meta(names.sketch(O), ("epoch", "batch", "sketch_bin"), "CountSketch of batch k's gradient at the "
-             "start of epoch e.", GRAD, when="sketch"),
-        Meta(names.grads(O, E), ("batch", "parameter"), "Raw gradient of batch k at the start of epoch <e>.",
+             "start of epoch e.", GRAD, when="grads = sketch, keep_grads"),
+        Meta(names.grads(O, E), ("batch", "parameter"), "Raw gradient of batch k at the start of the epoch in the name.",
              GRAD, when="keep_grads"),
         Meta(names.PARAM_STEP, ("step",), "Dimension scale: optimizer steps taken (0 = initialisation).", "steps",
              when="param_stats"),
@@ -195,6 +197,10 @@ def markdown_table() -> str:
     """The run-file table of docs/design.md, generated from ``TABLE``."""
     rows = ["| dataset | dimensions | units | description | present |", "|---|---|---|---|---|"]
     for m in TABLE:
-        rows.append(f"| `/{m.pattern}` | ({', '.join(m.dims)}) | {m.units or ''} | {m.description} | "
-                    f"{m.when or 'always'} |")
+        cells = (f"`/{m.pattern}`", f"({', '.join(m.dims)})", m.units or "", m.description, m.when or "always")
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(rows)
+
+
+if __name__ == "__main__":  # regenerate docs/design.md's table: python -m gradlab.runfile.annotate
+    print(markdown_table())
