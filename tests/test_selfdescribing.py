@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import h5py
@@ -68,6 +70,22 @@ def test_every_dataset_has_description_units_and_named_dimensions(quickstart):
         assert d.dims[0][0].name == "/epoch" and d.dims[1][0].name == "/probes/intensity/batch"
         assert f[names.layer_distance("intensity")].dims[2][0].name == "/layer"
         assert f[names.PARAM_MEAN].dims[0][0].name == "/params/step"
+
+
+def test_file_reads_in_hdf5_1_10_tools(quickstart):
+    """Scale references use the pre-1.12 encoding (HDF5 1.10 tools cannot read the new one), and,
+    where Debian's h5dump is installed, ``h5dump -A`` prints every attribute and exits 0."""
+    with h5py.File(quickstart, "r") as f:
+        scales = [n for n, (_, attrs, _, _) in _datasets(quickstart).items() if "REFERENCE_LIST" in attrs]
+        assert {"epoch", "layer", "params/step", "probes/random/batch"} <= set(scales)
+        for n in scales:
+            ref = f[n].attrs.get_id("REFERENCE_LIST").get_type().get_member_type(0)
+            assert ref.equal(h5py.h5t.STD_REF_OBJ), n
+    if shutil.which("h5dump") is None:
+        pytest.skip("h5dump not installed (apt-get install hdf5-tools)")
+    out = subprocess.run(["h5dump", "-A", str(quickstart)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-500:]
+    assert '"DIMENSION_SCALE"' in out.stdout and "Euclidean distance: L2 norm of g_k - G_e" in out.stdout
 
 
 def _doc_patterns() -> dict[str, str]:

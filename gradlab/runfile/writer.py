@@ -18,7 +18,7 @@ import torch
 from gradlab.runfile import names
 from gradlab.runfile.annotate import annotate, detach
 from gradlab.errors import RunFileError
-from gradlab.runfile.swmr import open_clearing_flags, open_read
+from gradlab.runfile.swmr import WRITE_LIBVER, open_clearing_flags, open_read
 from gradlab.track.layout import ParamLayout
 
 SCHEMA = "gradlab.run/2"  # gradlab/runfile/schema.py: what changed since /1
@@ -48,7 +48,7 @@ class RunWriter:
     def __init__(self, path: str | Path, config: dict[str, Any], provenance: dict[str, Any], layout: ParamLayout):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.f = h5py.File(self.path, "w", libver="latest", locking=False)
+        self.f = h5py.File(self.path, "w", libver=WRITE_LIBVER, locking=False)
         self._pending: dict[str, dict[int, np.ndarray]] = {}
         a = self.f.attrs
         a[names.SCHEMA] = SCHEMA
@@ -129,7 +129,7 @@ class RunWriter:
         if self.swmr:
             self.f.flush()
             self.f.close()
-            self.f = h5py.File(self.path, "r+", libver="latest", locking=False)
+            self.f = h5py.File(self.path, "r+", libver=WRITE_LIBVER, locking=False)
     
     # ------------------------------------------------------------------ writing
     def add_probe(self, name: str, index: np.ndarray, batch_score: np.ndarray, score_label: str,
