@@ -103,6 +103,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from gradlab.report.export import export
+
+    files = export(args.run, args.out, args.format)
+    print(f"export: {len(files)} {args.format} tables in {args.out} ({', '.join(f.name for f in files)})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gradlab", description="Gradient-distance studies during training.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -140,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--bins", type=int, default=4, help="score quantile bins in the phase summary (4 = quartiles)")
     rp.add_argument("--perm", type=int, default=2000, help="permutations for the chance level (default 2000)")
     rp.set_defaults(func=_cmd_report)
+    ex = sub.add_parser("export", help="write a run's tidy tables (distances, norms, curves, ...) as CSV or Parquet")
+    ex.add_argument("run", help="run file (.h5)")
+    ex.add_argument("--format", choices=("csv", "parquet"), default="csv", help="file format (default csv)")
+    ex.add_argument("--out", required=True, metavar="DIR", help="folder for <table>.<format> files")
+    ex.set_defaults(func=_cmd_export)
     return p
 
 

@@ -126,7 +126,7 @@ def _chunk_of(path: Path, name: str) -> tuple[int, int]:
 def test_flipped_bytes_in_a_chunk_are_detected(tmp_path):
     out = tmp_path / "f.h5"
     assert _cli(out, epochs=2).wait(timeout=300) == 0
-    name = "probes/random/distance/l2"
+    name = "probes/random/distance_l2"
     offset, size = _chunk_of(out, name)
     with open(out, "r+b") as fh:
         fh.seek(offset)

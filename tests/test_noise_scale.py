@@ -32,7 +32,7 @@ def test_run_stores_components_and_nan_for_undefined(tiny):
     out = Runner(cfg, progress=False, log=lambda s: None).run()
     with h5py.File(out) as f:
         g2, tr, ns = (f[f"probes/random/{n}"][()] for n in ("noise_g2", "noise_trace", "noise_scale"))
-        d, full = f["probes/random/distance/l2"][()], f["probes/random/full_norm"][()]
+        d, full = f["probes/random/distance_l2"][()], f["probes/random/full_norm"][()]
     m, n = 32, 32 * d.shape[1]
     want_tr = m * n / (n - m) * (d ** 2).mean(1)
     np.testing.assert_allclose(tr, want_tr, rtol=1e-9)

@@ -52,7 +52,7 @@ def check_committed(path: Path) -> int:
     """The file opens; every per-epoch dataset has finite rows for every committed epoch."""
     with open_run(path) as run:
         done = run.epochs_done
-        for name in ("train/loss", "test/acc", "probes/random/distance/l2", "probes/intensity/layer_distance/l2"):
+        for name in ("train/loss", "test/acc", "probes/random/distance_l2", "probes/intensity/layer_distance_l2"):
             if done:
                 rows = run.f[name][:done]
                 assert rows.shape[0] == done and np.all(np.isfinite(rows)), name

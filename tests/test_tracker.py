@@ -83,9 +83,9 @@ def test_distances_match_numpy_from_stored_grads(tiny, tmp_path):
                 l2 = np.sqrt((diff ** 2).sum(1))
                 cos = 1 - G @ full / (np.linalg.norm(G, axis=1) * np.linalg.norm(full))
                 layer = np.stack([np.sqrt((diff[:, off[i]:off[i + 1]] ** 2).sum(1)) for i in range(len(sizes))], 1)
-                np.testing.assert_allclose(g["distance/l2"][e], l2, rtol=1e-5)
-                np.testing.assert_allclose(g["distance/cosine"][e], cos, rtol=1e-4, atol=1e-6)
-                np.testing.assert_allclose(g["layer_distance/l2"][e], layer, rtol=1e-5, atol=1e-9)
+                np.testing.assert_allclose(g["distance_l2"][e], l2, rtol=1e-5)
+                np.testing.assert_allclose(g["distance_cosine"][e], cos, rtol=1e-4, atol=1e-6)
+                np.testing.assert_allclose(g["layer_distance_l2"][e], layer, rtol=1e-5, atol=1e-9)
                 np.testing.assert_allclose(g["batch_norm"][e], np.linalg.norm(G, axis=1), rtol=1e-5)
                 np.testing.assert_allclose(g["full_norm"][e], np.linalg.norm(full), rtol=1e-5)
 

@@ -149,7 +149,7 @@ def test_failure_inside_with_marks_the_file_failed(tmp_path):
     with gradlab.open_run(out) as run:
         assert run.status == "failed" and "boom" in run.failure and run.epochs_done == 1
     with h5py.File(out) as f:
-        assert f["probes/p/distance/l2"].shape[0] == 1
+        assert f["probes/p/distance_l2"].shape[0] == 1
 
 
 def test_orders_batches_on_a_user_image_set(tmp_path):

@@ -99,7 +99,7 @@ def test_runner_and_user_loop_write_the_same_file(tiny, tmp_path, monkeypatch):
             continue
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
         compared += 1
-    assert compared > 20 and "probes/intensity/distance/l2" in a and "params/mean" in a
+    assert compared > 20 and "probes/intensity/distance_l2" in a and "params/mean" in a
     with h5py.File(cfg.output.path) as fa, h5py.File(mine) as fb:
         assert fa.attrs["epochs_done"] == fb.attrs["epochs_done"] == 3
         assert fa.attrs["config"] == fb.attrs["config"]

@@ -28,11 +28,11 @@ def test_twice_as_far_reads_two_whatever_the_spread(tmp_path):
     import h5py
 
     with h5py.File(path, "r+") as f:
-        ctrl = f["probes/random/distance/l2"][()]
+        ctrl = f["probes/random/distance_l2"][()]
         rng = np.random.default_rng(1)
         spread = rng.uniform(0.5, 1.5, size=ctrl.shape[1])  # mean 1: shape of the probe's own profile
         spread /= spread.mean()
-        f["probes/intensity/distance/l2"][...] = 2.0 * ctrl.mean(1, keepdims=True) * spread
+        f["probes/intensity/distance_l2"][...] = 2.0 * ctrl.mean(1, keepdims=True) * spread
     with open_run(path) as run:
         r = in_random_units(run, "intensity")
         np.testing.assert_allclose(r.mean(1), 2.0, rtol=1e-12)

@@ -97,7 +97,7 @@ def test_imagefolder_study_runs(tiny, tmp_path):
                model={"num_classes": 2}, train={"epochs": 1, "batch_size": 8, "milestones": []})
     out = Runner(cfg, progress=False, log=lambda s: None).run()
     with h5py.File(out) as f:
-        assert f.attrs["epochs_done"] == 1 and f["probes/random/distance/l2"].shape == (1, 3)
+        assert f.attrs["epochs_done"] == 1 and f["probes/random/distance_l2"].shape == (1, 3)
 
 
 def test_imagefolder_errors(tmp_path):

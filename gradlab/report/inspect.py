@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gradlab.runfile import names
 from gradlab.runfile.reader import Run, open_run
 
 
@@ -42,7 +43,7 @@ def _describe(run: Run) -> str:
     out.append("")
     out.append(f"probes ({len(run.probes)}):")
     for p in run.probes:
-        g = run.f[f"probes/{p}"]
+        g = run.f[names.probe(p)]
         k = len(g["batch_score"]) if "batch_score" in g else 0
         scores = run.batch_scores(p) if k else np.array([])
         rng = f", scores {scores.min():.4g}–{scores.max():.4g}" if k else ""

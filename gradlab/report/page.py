@@ -29,6 +29,7 @@ from plotly.subplots import make_subplots
 
 from gradlab import __version__
 from gradlab.report import plots
+from gradlab.runfile import names as runnames  # (`names` is a parameter below)
 from gradlab.runfile.reader import Run, open_run
 from gradlab.config import flatten
 from gradlab.errors import GradlabError
@@ -162,9 +163,9 @@ def summary_profile_figure(summaries: dict[str, pd.DataFrame], bins: int, all_pr
 
 def layer_figure(run: Run, probe: str, measure: str = "l2") -> go.Figure | None:
     """log10 of the batch-mean per-layer D: layers (network order) x epochs."""
-    if f"probes/{probe}/layer_distance/{measure}" not in run.f or run.epochs_done == 0:
+    if runnames.layer_distance(probe, measure) not in run.f or run.epochs_done == 0:
         return None
-    d = run._rows(f"probes/{probe}/layer_distance/{measure}").mean(axis=1)  # [E, L]
+    d = run._rows(runnames.layer_distance(probe, measure)).mean(axis=1)  # [E, L]
     lay = run.layers()
     z = np.log10(np.where(d > 0, d, np.nan)).T.astype(np.float32)  # [L, E]; float32 halves the page
     labels = [f"{i}: {n}" for i, n in enumerate(lay.layer)]
@@ -194,11 +195,11 @@ def norms_figure(runs: Sequence[Run], names: list[str], all_probes: list[str]) -
     n = 0
     for ri, (run, name) in enumerate(zip(runs, names)):
         for probe in run.probes:
-            if f"probes/{probe}/full_norm" not in run.f or run.epochs_done == 0:
+            if runnames.full_norm(probe) not in run.f or run.epochs_done == 0:
                 continue
             nm = run.norms(probe).groupby("epoch", as_index=False).agg(full=("full_norm", "first"),
                                                                       batch=("batch_norm", "mean"))
-            ns = run.noise_scale(probe) if f"probes/{probe}/noise_scale" in run.f else None
+            ns = run.noise_scale(probe) if runnames.noise_scale(probe) in run.f else None
             label = f"{name} · {probe}" if multi else probe
             line = dict(color=RUN_COLOURS[ri % len(RUN_COLOURS)] if multi else _probe_colour(probe, all_probes),
                         dash=dashes[all_probes.index(probe) % len(dashes)] if multi else "solid")

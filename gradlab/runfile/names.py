@@ -1,5 +1,7 @@
 """Every dataset, group and attribute name of the run file, in one place.
 
+(``gradlab.runfile.annotate`` holds each dataset's dimensions, units and description.)
+
 Writers and readers build names through this module only, so the layout documented in
 docs/design.md ("The run file") has one source. Per-epoch datasets grow along axis 0 and
 only rows ``< epochs_done`` are committed.
@@ -25,6 +27,11 @@ LAYER_NUMEL = "layers/numel"
 LAYER_SHAPE = "layers/shape"
 PROBES = "probes"
 PARAMS = "params"
+
+# ---------------------------------------------------------------- dimension scales (gradlab.runfile.annotate)
+EPOCH = "epoch"  # [E] epoch numbers; grows with the per-epoch datasets (may run ahead of epochs_done)
+LAYER = "layer"  # [L] parameter tensor names (a copy of /layers/name at the root, where every group sees it)
+PARAMETER = "parameter"  # [P] a dimension without values (netCDF convention): the flat gradient's elements
 
 # ---------------------------------------------------------------- per-epoch scalars [E]
 TRAIN_LR = "train/lr"
@@ -75,16 +82,34 @@ def batch_score(name: str) -> str:  # [K] mean metric score of each batch
     return f"{probe(name)}/batch_score"
 
 
+def probe_batch(name: str) -> str:  # [K] dimension scale: batch number in probe order
+    return f"{probe(name)}/batch"
+
+
+def probe_image(name: str) -> str:  # [N] dimension scale: image position in probe order
+    return f"{probe(name)}/image"
+
+
+def sketch_bin(name: str) -> str:  # [d] dimension without values: CountSketch bins
+    return f"{probe(name)}/sketch_bin"
+
+
+# Schema 2 keeps every per-probe array directly in the probe's group (``distance_l2``, not
+# ``distance/l2``), because netCDF readers (xarray) see only a group's own variables.
+DISTANCE_PREFIX = "distance_"
+
+
 def distance(name: str, measure: str) -> str:  # [E, K]
-    return f"{probe(name)}/distance/{measure}"
+    return f"{probe(name)}/{DISTANCE_PREFIX}{measure}"
 
 
-def distance_group(name: str) -> str:
-    return f"{probe(name)}/distance"
+def measure_of(key: str) -> str | None:
+    """The measure of a probe-group member named by ``distance``, else None (``distance_l2`` -> ``l2``)."""
+    return key[len(DISTANCE_PREFIX):] if key.startswith(DISTANCE_PREFIX) and len(key) > len(DISTANCE_PREFIX) else None
 
 
 def layer_distance(name: str, measure: str = "l2") -> str:  # [E, K, L]
-    return f"{probe(name)}/layer_distance/{measure}"
+    return f"{probe(name)}/layer_{DISTANCE_PREFIX}{measure}"
 
 
 def batch_norm(name: str) -> str:  # [E, K] |g_k|
@@ -115,5 +140,5 @@ def sketch(name: str) -> str:  # [E, K, d] CountSketch of each batch gradient (g
     return f"{probe(name)}/sketch"
 
 
-def grads(name: str, epoch: int) -> str:  # [K, P] raw batch gradients (keep_grads)
+def grads(name: str, epoch: int | str) -> str:  # [K, P] raw batch gradients (keep_grads)
     return f"{probe(name)}/grads/epoch_{epoch}"

@@ -99,7 +99,11 @@ class Run:
         })
 
     def measures(self, probe: str) -> list[str]:
-        return self._keys(names.distance_group(probe))
+        try:
+            g = self.f[names.probe(probe)] if names.probe(probe) in self.f else {}
+            return sorted(m for m in map(names.measure_of, g) if m is not None)
+        except (OSError, KeyError, RuntimeError) as exc:
+            raise damaged(self.path, names.probe(probe), exc) from None
 
     def _rows(self, name: str) -> np.ndarray:
         return self._read(name, slice(0, self.epochs_done))
@@ -223,6 +227,35 @@ class Run:
             }))
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
             columns=["probe", "epoch", "phase", "noise_scale", "g2", "trace", "full_norm"])
+
+    def to_xarray(self, probe: str) -> Any:
+        """One probe as an ``xarray.Dataset`` of committed epochs only: ``distance_l2(epoch, batch)``,
+        ``layer_distance_l2(epoch, batch, layer)``, ``full_norm(epoch)``, ... with coordinates
+        epoch, batch, batch_score, layer (names) and image, and each variable's ``units`` and
+        ``description`` (from ``gradlab.runfile.annotate``; so files of older schemas get them too).
+        Raw gradients (``grads/``) are left out."""
+        import xarray as xr
+
+        from gradlab.runfile import annotate
+
+        self._check_probe(probe)
+        coord_names = {f(probe) for f in (names.probe_batch, names.probe_image, names.sketch_bin, names.batch_score)}
+        data: dict[str, Any] = {}
+        for key, ds in self.f[names.probe(probe)].items():
+            meta = annotate.lookup(ds.name)
+            if not isinstance(ds, h5py.Dataset) or meta is None or ds.name.lstrip("/") in coord_names:
+                continue  # grads/ and the scales (coordinates below)
+            values = ds[: self.epochs_done] if meta.dims[0] == "epoch" else ds[()]
+            attrs = {"description": meta.description, **({"units": meta.units} if meta.units else {})}
+            data[key] = xr.Variable(meta.dims[: values.ndim], values, attrs)
+        scores = self.batch_scores(probe)
+        coords = {"epoch": np.arange(self.epochs_done), "batch": np.arange(len(scores)), "batch_score": ("batch", scores),
+                  "image": np.arange(self.f[names.probe_index(probe)].shape[0])}
+        if any("layer" in v.dims for v in data.values()):
+            coords["layer"] = self.layers().layer.to_numpy()
+        attrs = {"probe": probe, "score_label": self.score_label(probe), "epochs_done": self.epochs_done,
+                 "run": str(self.path), "status": self.status}
+        return xr.Dataset(data, coords=coords, attrs=attrs)
 
     def datasets(self) -> pd.DataFrame:
         """Every dataset in the file: name, shape, dtype (for ``gradlab inspect``)."""

@@ -19,6 +19,7 @@ from typing import Callable
 import h5py
 
 from gradlab.errors import RunFileError
+from gradlab.runfile import names
 from gradlab.runfile.writer import SCHEMA
 
 PREFIX = "gradlab.run/"
@@ -26,6 +27,34 @@ CURRENT = int(SCHEMA.removeprefix(PREFIX))
 
 # version N -> function(old file, new in-memory file) writing the layout of version N + 1.
 MIGRATIONS: dict[int, Callable[[h5py.File, h5py.File], None]] = {}
+# version N -> what changed from N - 1 (also written as the migrated file's ``migration`` attribute).
+CHANGES: dict[int, str] = {
+    2: "per-probe distance/<m> and layer_distance/<m> became distance_<m> and layer_distance_<m> (netCDF "
+       "readers see only a group's own variables); dimension scales (/epoch, /layer, probes/<o>/batch, "
+       "probes/<o>/image, params/step) and description/units attributes were added",
+}
+
+
+def _v1_to_v2(src: h5py.File, dst: h5py.File) -> None:
+    """Schema 1 -> 2: copy everything, then flatten each probe's ``distance/<m>`` and
+    ``layer_distance/<m>`` into ``distance_<m>`` and ``layer_distance_<m>``. (The scales and
+    attributes of /2 are not added: readers do not need them, and ``Run.to_xarray`` builds
+    its labels from ``gradlab.runfile.annotate``.)"""
+    for key, value in src.attrs.items():
+        dst.attrs[key] = value
+    for key in src:
+        src.copy(src[key], dst, name=key)
+    for probe in dst.get(names.PROBES, {}):
+        g = dst[names.probe(probe)]
+        for old, new in (("distance", names.distance), ("layer_distance", names.layer_distance)):
+            if old not in g:
+                continue
+            for measure in list(g[old]):
+                dst.move(f"{g.name}/{old}/{measure}", new(probe, measure))
+            del g[old]
+
+
+MIGRATIONS[1] = _v1_to_v2
 
 _memory_files = 0
 
@@ -71,6 +100,7 @@ def resolve(path: Path, f: h5py.File, schema: str) -> h5py.File:
             MIGRATIONS[v](src, dst)
             dst.attrs["schema"] = f"{PREFIX}{v + 1}"
             dst.attrs["migrated_from"] = schema
+            dst.attrs["migration"] = CHANGES.get(v + 1, "")
             src.close()
             src = dst
     except Exception as exc:

@@ -26,9 +26,16 @@ from pathlib import Path
 import h5py
 
 
+# Format bounds of a run file opened for writing. SWMR needs at least the 1.10 format. The low
+# bound stays at 1.10, not "latest": from 1.12 on, HDF5 writes dimension-scale references
+# (REFERENCE_LIST) in a new encoding that HDF5 1.10 tools (Debian's h5dump, h5ls; MATLAB,
+# older netCDF) cannot read, and h5dump 1.10 even crashes on them.
+WRITE_LIBVER = ("v110", "latest")
+
+
 def _fapl() -> h5py.h5p.PropFAID:
     fapl = h5py.h5p.create(h5py.h5p.FILE_ACCESS)
-    fapl.set_libver_bounds(h5py.h5f.LIBVER_LATEST, h5py.h5f.LIBVER_LATEST)
+    fapl.set_libver_bounds(h5py.h5f.LIBVER_V110, h5py.h5f.LIBVER_LATEST)  # WRITE_LIBVER
     try:
         fapl.set_file_locking(False, True)
     except (AttributeError, TypeError):  # old h5py/HDF5: no locking control
@@ -83,7 +90,7 @@ def open_clearing_flags(path: str | Path) -> h5py.File:
     """Open read/write (not SWMR), clearing the superblock's "open for write" flags left by
     a killed writer, like ``h5clear -s``. Raises ``OSError`` when the file cannot be opened."""
     try:
-        return h5py.File(path, "r+", libver="latest", locking=False)
+        return h5py.File(path, "r+", libver=WRITE_LIBVER, locking=False)
     except OSError as exc:
         if "already open for write" not in str(exc):
             raise

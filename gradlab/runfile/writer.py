@@ -16,11 +16,12 @@ import numpy as np
 import torch
 
 from gradlab.runfile import names
+from gradlab.runfile.annotate import annotate, detach
 from gradlab.errors import RunFileError
-from gradlab.runfile.swmr import open_clearing_flags, open_read
+from gradlab.runfile.swmr import WRITE_LIBVER, open_clearing_flags, open_read
 from gradlab.track.layout import ParamLayout
 
-SCHEMA = "gradlab.run/1"
+SCHEMA = "gradlab.run/2"  # gradlab/runfile/schema.py: what changed since /1
 STR = h5py.string_dtype()
 # Fletcher-32 checksum on every numeric dataset (HDF5 allows no filters on variable-length
 # strings): a chunk damaged on disk fails on read instead of reading back as numbers.
@@ -50,7 +51,7 @@ class RunWriter:
     def __init__(self, path: str | Path, config: dict[str, Any], provenance: dict[str, Any], layout: ParamLayout):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.f = h5py.File(self.path, "w", libver="latest", locking=False)
+        self.f = h5py.File(self.path, "w", libver=WRITE_LIBVER, locking=False)
         self._pending: dict[str, dict[int, np.ndarray]] = {}
         a = self.f.attrs
         a[names.SCHEMA] = SCHEMA
@@ -65,6 +66,10 @@ class RunWriter:
         g.create_dataset("kind", data=np.array(layout.kinds, dtype=object), dtype=STR)
         g.create_dataset("numel", data=layout.numels, **CHECKSUM)
         g.create_dataset("shape", data=np.array([json.dumps(s) for s in layout.shapes], dtype=object), dtype=STR)
+        self.f.create_dataset(names.LAYER, data=np.array(layout.names, dtype=object), dtype=STR)
+        self._create(names.EPOCH, np.int64(0))  # grows with the per-epoch rows (write_pending)
+        for name in (names.LAYER, names.LAYER_NAME, names.LAYER_KIND, names.LAYER_NUMEL, names.LAYER_SHAPE):
+            annotate(self.f, name)
         self.f.flush()
 
     @classmethod
@@ -95,8 +100,10 @@ class RunWriter:
             self.f.close()
             raise RunFileError(f"{self.path} is damaged and cannot be resumed ({' '.join(str(exc).split())}); "
                                f"restore it from a copy and resume again, or start again with --overwrite") from None
-        for name, ds in existing.items():
+        # Scales last: a dataset is detached from its scales before either is deleted.
+        for name, ds in sorted(existing.items(), key=lambda item: _is_scale(item[1])):
             if name not in rows:
+                detach(ds)
                 del self.f[name]  # written during the interrupted epoch
             elif ds.shape[0] != rows[name]:
                 if ds.maxshape[0] is not None or ds.shape[0] < rows[name]:
@@ -131,7 +138,7 @@ class RunWriter:
         if self.swmr:
             self.f.flush()
             self.f.close()
-            self.f = h5py.File(self.path, "r+", libver="latest", locking=False)
+            self.f = h5py.File(self.path, "r+", libver=WRITE_LIBVER, locking=False)
     
     # ------------------------------------------------------------------ writing
     def add_probe(self, name: str, index: np.ndarray, batch_score: np.ndarray, score_label: str,
@@ -143,6 +150,8 @@ class RunWriter:
         g.create_dataset("batch_score", data=batch_score.astype(np.float64), **CHECKSUM)
         g.attrs["score_label"] = score_label
         g.attrs["batch_size"] = batch_size
+        for ds in (names.probe_index(name), names.batch_score(name)):
+            annotate(self.f, ds)  # also creates the probe's batch and image scales
         if was:
             self.start()
 
@@ -160,6 +169,7 @@ class RunWriter:
     def _create(self, name: str, row: np.ndarray) -> None:
         self.f.create_dataset(name, shape=(0, *row.shape), maxshape=(None, *row.shape), dtype=row.dtype,
                               chunks=(1, *row.shape) if row.size > 1 else (256,), **CHECKSUM)
+        annotate(self.f, name)
 
     def write_pending(self) -> None:
         """Write every appended row to the file and flush (the marker does not move)."""
@@ -169,7 +179,7 @@ class RunWriter:
         new = [n for n in self._pending if n not in self.f]
         if new:
             self._plain()
-            for name in new:
+            for name in sorted(new, key=lambda n: n != names.PARAM_STEP):  # the step scale before its users
                 self._create(name, next(iter(self._pending[name].values())))
             self.start()
         for name, rows in self._pending.items():
@@ -179,17 +189,28 @@ class RunWriter:
                 ds.resize(end, axis=0)
             for i, row in sorted(rows.items()):
                 ds[i] = row
+        self._grow_epochs(max((self.f[n].shape[0] for n in self._pending if _per_epoch(self.f[n])), default=0))
         self._pending = {}
         self.start()  # flushes; a writer whose owner never called start() is crash-safe from here on
+
+    def _grow_epochs(self, rows: int) -> None:
+        """Extend the ``/epoch`` scale to ``rows`` epoch numbers (it follows the longest per-epoch dataset)."""
+        ep = self.f[names.EPOCH]
+        n = ep.shape[0]
+        if rows > n:
+            ep.resize(rows, axis=0)
+            ep[n:rows] = np.arange(n, rows)
 
     def write_grads(self, name: str, grads: torch.Tensor) -> None:
         """Store raw batch gradients ``[K, P]`` (optional ``/probes/<o>/grads/epoch_<e>``)."""
         arr, dtype = h5_array(grads)
         self._plain()
         if name in self.f:
+            detach(self.f[name])
             del self.f[name]
         ds = self.f.create_dataset(name, shape=arr.shape, dtype=arr.dtype, chunks=(1, arr.shape[1]), **CHECKSUM)
         ds.attrs["dtype"] = dtype
+        annotate(self.f, name)
         self.start()  # the bulk write happens in SWMR mode
         self.f[name][...] = arr
         self.f.flush()
@@ -223,6 +244,15 @@ class RunWriter:
 def text_attr(v: Any) -> str:
     """An HDF5 string attribute as str (h5py may hand back bytes)."""
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _is_scale(ds: h5py.Dataset) -> bool:
+    return text_attr(ds.attrs.get("CLASS", b"")) == "DIMENSION_SCALE"
+
+
+def _per_epoch(ds: h5py.Dataset) -> bool:
+    """Whether axis 0 of ``ds`` is the epoch (its attached scale is ``/epoch``)."""
+    return ds.ndim > 0 and ds.dims[0].label == names.EPOCH and ds.name != "/" + names.EPOCH
 
 
 def _datasets(f: h5py.File) -> dict[str, h5py.Dataset]:
