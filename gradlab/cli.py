@@ -15,29 +15,28 @@ from gradlab.errors import GradlabError
 def _cmd_run(args: argparse.Namespace) -> int:
     from gradlab.config import load_config
     from gradlab.train.runner import run_study
+    from gradlab.train.variants import parse_seeds, variant_configs, with_seeds
 
     overrides = list(args.set or [])
     if args.out:
         overrides.append(f"output.path={Path(args.out).as_posix()!r}".replace("'", '"'))
-    if args.variant:
-        return _run_variants(args, overrides)
-    cfg = load_config(args.study, overrides)
-    run_study(cfg, overwrite=args.overwrite, progress=not args.quiet, resume=args.resume, **_score_kwargs(args, cfg))
-    return 0
-
-
-def _run_variants(args: argparse.Namespace, overrides: list[str]) -> int:
-    from gradlab.errors import GradlabError
-    from gradlab.train.runner import run_study
-    from gradlab.train.variants import variant_configs
-
-    configs = variant_configs(args.study, args.variant, overrides)
+    configs = variant_configs(args.study, args.variant, overrides) if args.variant else \
+        [("", load_config(args.study, overrides))]
+    seeds = parse_seeds(args.seeds) if args.seeds else list(configs[0][1].train.seeds)
+    configs = with_seeds(configs, seeds)
+    if len(configs) == 1:
+        cfg = configs[0][1]
+        run_study(cfg, overwrite=args.overwrite, progress=not args.quiet, resume=args.resume,
+                  **_score_kwargs(args, cfg))
+        return 0
     for name, cfg in configs:  # check every output before the first run
-        if Path(cfg.output.path).exists() and not args.overwrite:
-            raise GradlabError(f"{cfg.output.path} (variant {name}) already exists; pass --overwrite to replace it")
+        if Path(cfg.output.path).exists() and not (args.overwrite or args.resume):
+            raise GradlabError(f"{cfg.output.path} ({name}) already exists; pass --overwrite to replace it or "
+                               f"--resume to continue it")
     for i, (name, cfg) in enumerate(configs, 1):
-        print(f"variant {name} ({i}/{len(configs)}) -> {cfg.output.path}")
-        run_study(cfg, overwrite=args.overwrite, progress=not args.quiet, **_score_kwargs(args, cfg))
+        print(f"{name} ({i}/{len(configs)}) -> {cfg.output.path}")
+        run_study(cfg, overwrite=args.overwrite, progress=not args.quiet,
+                  resume=args.resume and Path(cfg.output.path).exists(), **_score_kwargs(args, cfg))
     return 0
 
 
@@ -125,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--variant", action="append", metavar="NAME",
                    help="run variant NAME of the study's [variants] table (repeatable; 'all' = every variant); "
                         "output goes to <output stem>-NAME.h5")
+    r.add_argument("--seeds", metavar="LIST",
+                   help="run once per seed, e.g. 0,1,2 or 0-4 (overrides train.seed/train.seeds); output goes to "
+                        "<output stem>-s<seed>.h5, after -NAME with --variant")
     r.add_argument("--scores", metavar="PATH", help="score cache file (default: <data.root>/scores.h5)")
     r.add_argument("--no-score-cache", action="store_true", help="compute metric scores without reading/writing a cache")
     r.set_defaults(func=_cmd_run)

@@ -55,6 +55,8 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     seed: int = 0
+    # several seeds: one run file per seed, <stem>-s<seed>.h5 (also --seeds 0,1,2); [] = just train.seed
+    seeds: list[int] = field(default_factory=list)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # torch CPU threads: "auto" (the cores free at start: 1 on a busy 2-core machine, where 2
     # threads collapse beside another process) or a number (gradlab.train.accel.resolve_threads)

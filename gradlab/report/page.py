@@ -644,7 +644,62 @@ def _provenance_section(pg: _Page) -> Section:
             "(rows where runs differ are highlighted).</p>" + _runs_table(pg.runs, pg.names, pg.colours, keys))
 
 
-SECTIONS = (_glance_section, _summary_section, _heatmaps_section, _layers_section, _norms_section,
+def seed_groups(runs: Sequence[Run]) -> list[list[int]]:
+    """Indices of runs that are seeds of one study (configs equal but for the seed and the
+    output path), for groups of two or more."""
+    def key(r: Run) -> str:
+        flat = {k: v for k, v in flatten(r.config).items() if k not in ("train.seed", "train.seeds", "output.path")}
+        return repr(sorted(flat.items()))
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(runs):
+        groups.setdefault(key(r), []).append(i)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def seed_figure(s: pd.DataFrame, bins: int, title: str) -> go.Figure:
+    """Seed-mean D per score bin with 95% t-interval error bars, one panel per phase."""
+    phases = sorted(s.phase.unique())
+    fig = make_subplots(rows=1, cols=len(phases), shared_yaxes=True, subplot_titles=[f"phase {p}" for p in phases])
+    labels = [bin_label(b, bins) for b in range(bins)]
+    for j, ph in enumerate(phases):
+        for _, r in s[s.phase == ph].iterrows():
+            y = np.array([r[f"bin_{b + 1}"] for b in range(bins)])
+            lo = np.array([r[f"bin_{b + 1}_ci_low"] for b in range(bins)])
+            hi = np.array([r[f"bin_{b + 1}_ci_high"] for b in range(bins)])
+            fig.add_trace(go.Scatter(x=labels, y=y, mode="lines+markers", name=r.probe, legendgroup=r.probe,
+                                     showlegend=j == 0, error_y=dict(type="data", array=hi - y, arrayminus=y - lo)),
+                          row=1, col=j + 1)
+        fig.add_hline(y=1.0, line=dict(color="#bbbbbb", width=1, dash="dot"), row=1, col=j + 1)
+    fig.update_yaxes(title_text="D / random control's mean (seed mean, 95% CI)", row=1, col=1)
+    fig.update_layout(template="plotly_white", height=360, title=title, legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def _seeds_section(pg: _Page) -> Section | None:
+    groups = seed_groups(pg.runs)
+    body = ("<p class='note'>Runs that differ only in <code>train.seed</code> are summarised together: each score "
+            "bin's mean D across seeds, in the random control's unit, with a 95% Student-t interval over seeds "
+            "(n − 1 degrees of freedom), the control's interval in the same bin, and one p-value from a permutation "
+            "test pooled over seeds (batches shuffled between bins within every seed independently).</p>")
+    if not groups:
+        return None  # the section appears only when seeds of one study are given together
+    for g in groups:
+        runs = [pg.runs[i] for i in g]
+        s = phase_summary(runs, measure=pg.measure, bins=pg.bins, n_perm=pg.n_perm)
+        title = f"{len(runs)} seeds: " + ", ".join(pg.names[i] for i in g)
+        rows = "".join(
+            f"<tr><td>{_e(r.probe)}</td><td>{r.phase}</td><td>{_e(r.best_label)}</td>"
+            f"<td class='num'>{r.best_rel:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]</td>"
+            f"<td class='num'>{r.get('control_rel', np.nan):.3f} [{r.get('control_ci_low', np.nan):.3f}, "
+            f"{r.get('control_ci_high', np.nan):.3f}]</td><td class='num'>{r.p_value:.3f}</td>"
+            f"<td>{_e(r.verdict)}</td></tr>" for _, r in s.iterrows())
+        body += (f"<h3>{_e(title)}</h3><table class='summary'><tr><th>probe</th><th>phase</th><th>closest bin</th>"
+                 f"<th>D (95% CI)</th><th>{CONTROL} control, same bin</th><th>p (pooled)</th><th>verdict</th></tr>"
+                 f"{rows}</table>" + pg.add(seed_figure(s, pg.bins, title), "seeds", *g))
+    return ("seeds", "Across seeds", body)
+
+
+SECTIONS = (_glance_section, _summary_section, _seeds_section, _heatmaps_section, _layers_section, _norms_section,
             _curves_section, lambda pg: ("params", "Parameter statistics", _params_section(pg.runs, pg.names, pg.add)),
             _provenance_section)
 
@@ -668,7 +723,7 @@ def build_report(runs: Sequence[Run], measure: str = "l2", bins: int = 4, n_perm
     if not runs:
         raise GradlabError("gradlab report needs at least one run file")
     pg = _Page(runs, measure, bins, n_perm)
-    sections = [make(pg) for make in SECTIONS]
+    sections = [s for s in (make(pg) for make in SECTIONS) if s is not None]
     return _html_page(title or ("gradlab report — " + ", ".join(pg.names)), len(runs), sections), pg.figs
 
 

@@ -22,6 +22,7 @@ Everything here is a pure function of stored data (a ``Run``).
 from __future__ import annotations
 
 import warnings
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -133,9 +134,12 @@ def _summary_row(run: Run, probe: str, phase: int, epochs: np.ndarray, st: dict,
     return row
 
 
-def phase_summary(run: Run, measure: str = "l2", bins: int = 4, control: str = CONTROL, n_perm: int = 2000,
-                  alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
+def phase_summary(run: Run | Sequence[Run], measure: str = "l2", bins: int = 4, control: str = CONTROL,
+                  n_perm: int = 2000, alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
     """One row per (metric probe, phase) answering "which quantile of batches is closest to ∇_e?".
+
+    Given a list of runs (seeds of one study) it returns the seed-group summary instead
+    (``seed_summary``: means across seeds with 95% intervals and a pooled permutation test).
 
     Unit (column ``unit``): the random control's mean D at the same epoch ("random"; < 1 =
     closer than a typical random batch), or, for a run without the control, each probe's own
@@ -147,6 +151,10 @@ def phase_summary(run: Run, measure: str = "l2", bins: int = 4, control: str = C
     probe binned the same way by batch number), verdict, and the within-order view
     ``own_bin_*`` / ``own_best_rel``.
     """
+    if isinstance(run, (list, tuple)):
+        if len(run) > 1:
+            return seed_summary(run, measure, bins, control, n_perm, alpha, seed)
+        run = run[0]
     if bins < 2:
         raise ValueError("bins must be at least 2")
     probes = [p for p in run.probes if measure in run.measures(p)]
@@ -186,3 +194,78 @@ def pooled_noise_scale(noise: pd.DataFrame) -> pd.DataFrame:
                      "median_epoch": float(defined.median()) if len(defined) else np.nan,
                      "pooled": tr / g2 if g2 > 0 else np.nan})
     return pd.DataFrame(rows, columns=["probe", "phase", "epochs", "undefined", "median_epoch", "pooled"])
+
+
+# --------------------------------------------------------------------------- several seeds
+
+def _seed_profiles(runs: Sequence[Run], probe: str, phase: int, measure: str, unit: str) -> np.ndarray:
+    """``[S, K]``: each seed's phase profile of ``probe`` in ``unit``."""
+    return np.stack([phase_profile(r, probe, phase, measure, unit=unit) for r in runs])
+
+
+def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over axis 0 and its two-sided Student-t interval (``n - 1`` degrees of freedom):
+    with a handful of seeds the t quantile (4.30 for 3 seeds) is the honest width."""
+    from scipy import stats
+
+    n = values.shape[0]
+    mean = values.mean(axis=0)
+    if n < 2:
+        return mean, np.full_like(mean, np.nan), np.full_like(mean, np.nan)
+    half = stats.t.ppf(0.5 + level / 2, n - 1) * values.std(axis=0, ddof=1) / np.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def pooled_permutation_p(profiles: np.ndarray, bin_of: np.ndarray, bins: int, n_perm: int,
+                         rng: np.random.Generator) -> tuple[float, float]:
+    """The best bin of the seed-mean profile against chance, accounting for the seeds.
+
+    Statistic: min over bins of (mean over seeds of each seed's bin mean). Null: in every seed
+    independently, which batch sits in which score bin is random (batches are exchangeable
+    within a seed; seeds are independent). ``p`` = share of joint permutations whose statistic
+    is at least as small. Returns (observed statistic, p)."""
+    obs = float(np.nanmin(_bin_means(profiles, bin_of, bins).mean(axis=0)))
+    if n_perm == 0:
+        return obs, np.nan
+    s, k = profiles.shape
+    perm = np.stack([np.stack([rng.permutation(profiles[i]) for i in range(s)]) for _ in range(n_perm)])
+    stat = np.nanmin(_bin_means(perm.reshape(-1, k), bin_of, bins).reshape(n_perm, s, bins).mean(axis=1), axis=1)
+    return obs, float((1 + np.sum(stat <= obs + 1e-12)) / (1 + n_perm))
+
+
+def seed_summary(runs: Sequence[Run], measure: str = "l2", bins: int = 4, control: str = CONTROL,
+                 n_perm: int = 2000, alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
+    """Per (probe, phase) over several seeds of one study: each score bin's mean D across seeds
+    (in the random control's unit) with a 95% t-interval (``bin_k``, ``bin_k_ci_low/high``),
+    the best bin of the seed mean with its interval (``best_rel``, ``ci_low``, ``ci_high``),
+    the random control's value and interval in the same bin (``control_rel``,
+    ``control_ci_low/high``), ``n_seeds``, and the pooled permutation p-value
+    (``pooled_permutation_p``). Batch scores come from the first run (the same data order in
+    every seed for metric orders)."""
+    first = runs[0]
+    probes = [p for p in first.probes if all(p in r.probes and measure in r.measures(p) for r in runs)]
+    unit = "random" if control in probes else "own"
+    metric_probes = [p for p in probes if p != control] or probes
+    rng = np.random.default_rng(seed)
+    rows = []
+    for phase in range(min(r.num_phases for r in runs)):
+        ctrl = _seed_profiles(runs, control, phase, measure, unit) if unit == "random" else None
+        for probe in metric_probes:
+            b = score_bins(first.batch_scores(probe), bins)
+            prof = _seed_profiles(runs, probe, phase, measure, unit)
+            mean, lo, hi = t_interval(_bin_means(prof, b, bins))
+            best = int(np.nanargmin(mean))
+            obs, p = pooled_permutation_p(prof, b, bins, n_perm, rng)
+            row = {"probe": probe, "phase": phase, "unit": unit, "n_seeds": len(runs), "lr": first.phase_lr(phase),
+                   "best_bin": best + 1, "best_label": f"{bin_label(best, bins)} ({bin_description(best, bins)})",
+                   "best_rel": float(mean[best]), "ci_low": float(lo[best]), "ci_high": float(hi[best]),
+                   "p_value": p, "verdict": _verdict(p, alpha)}
+            for i in range(bins):
+                row.update({f"bin_{i + 1}": float(mean[i]), f"bin_{i + 1}_ci_low": float(lo[i]),
+                            f"bin_{i + 1}_ci_high": float(hi[i])})
+            if ctrl is not None:
+                cm, clo, chi = t_interval(_bin_means(ctrl, score_bins(first.batch_scores(control), bins), bins))
+                row.update({"control_rel": float(cm[best]), "control_ci_low": float(clo[best]),
+                            "control_ci_high": float(chi[best])})
+            rows.append(row)
+    return pd.DataFrame(rows)

@@ -70,3 +70,37 @@ def variant_configs(study: str | Path, names: list[str], overrides: list[str] | 
         cfg.output.path = variant_path(cfg.output.path, name)
         out.append((name, cfg))
     return out
+
+
+def seed_path(path: str | Path, seed: int) -> str:
+    p = Path(path)
+    return str(p.with_name(f"{p.stem}-s{seed}{p.suffix}"))
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` or ``"0-4"`` -> a list of distinct seeds."""
+    seeds: list[int] = []
+    try:
+        for part in (s.strip() for s in text.split(",") if s.strip()):
+            lo, _, hi = part.partition("-")
+            seeds += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+    except ValueError:
+        raise ConfigError(f'--seeds takes integers like "0,1,2" or "0-4", got {text!r}') from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds needs distinct seeds, got {text!r}")
+    return seeds
+
+
+def with_seeds(configs: list[tuple[str, StudyConfig]], seeds: list[int]) -> list[tuple[str, StudyConfig]]:
+    """One config per (variant, seed): ``train.seed`` set and ``-s<seed>`` added to the output
+    path (``runs/wm-alpha0.1.h5`` -> ``runs/wm-alpha0.1-s2.h5``). No seeds: unchanged."""
+    if not seeds:
+        return configs
+    out = []
+    for name, cfg in configs:
+        for s in seeds:
+            c = copy.deepcopy(cfg)
+            c.train.seed, c.train.seeds = s, []
+            c.output.path = seed_path(cfg.output.path, s)
+            out.append((f"{name}-s{s}" if name else f"s{s}", c))
+    return out
