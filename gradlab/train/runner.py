@@ -177,12 +177,27 @@ class Runner:
             self._describe_params(tracker)
             return tracker, 0
         start = int(ck["epoch"]) + 1
+        if self.dist.is_main:
+            self._check_free_space()
         writer = (RunWriter.reopen(self.out, start, ck["rows"], cfg.to_dict(), ck["run_id"]) if self.dist.is_main
                   else NullWriter())
         tracker = Tracker(model, self.out, _writer=writer, _start_epoch=start, **kw)
         tracker.stats.resume_at(start, int(ck["rows"].get(names.PARAM_STEP, 0)))
         self.log(f"gradlab run: resuming {self.out} at epoch {start} of {cfg.train.epochs}")
         return tracker, start
+
+    def _check_free_space(self) -> None:
+        """Before a resume writes anything: HDF5 cannot even close a file cleanly on a full disk,
+        so refuse up front, while every file is intact, when less than a checkpoint's size plus
+        a margin is free (the next epoch writes a new checkpoint beside the old one)."""
+        import shutil
+
+        need = (self.ckpt_path.stat().st_size if self.ckpt_path.exists() else 0) + (4 << 20)
+        free = shutil.disk_usage(self.out.parent).free
+        if free < need:
+            raise DiskFullError(f"disk full: {free / 2**20:.1f} MiB free beside {self.out}, the next epoch needs about "
+                                f"{need / 2**20:.1f} MiB; free space, then continue with gradlab run --resume "
+                                f"(committed epochs are kept)")
 
     def _describe_params(self, tracker: Tracker) -> None:
         if tracker.stats.enabled and self.dist.is_main:
