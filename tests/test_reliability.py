@@ -402,7 +402,7 @@ def test_cli_non_gradlab_file(tmp_path, capsys):
             p.write_bytes(content)
         assert main(["inspect", str(p)]) == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and ("not a gradlab run" in err or "not an HDF5 file" in err)
+        assert err.count("\n") == 1 and ("not a gradlab run" in err or "not a readable HDF5 file" in err)
 
 
 @pytest.mark.slow
