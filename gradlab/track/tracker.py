@@ -257,7 +257,6 @@ class Tracker:
         last = self.epochs is not None and e == self.epochs - 1
         keep = store.keeps(self.keep_grads, last)
         mine = self.dist.owned(probe.num_batches) if self.dist.active else None  # torchrun: whole batches
-        n = probe.num_batches if mine is None else len(mine)
 
         def save(st: Any) -> None:
             what, rows = st.kept()
@@ -273,7 +272,6 @@ class Tracker:
                          self.measures, self.per_layer, save if keep else None,
                          shard=self.dist if self.dist.active else None,
                          replay=lambda: self._batches(probe, mine, f"probe {name} (recompute)"))
-        del n
         self._append_stats(name, res, e)
         return float(np.mean(res.stats.distance["l2"])) if "l2" in res.stats.distance else float("nan")
 
