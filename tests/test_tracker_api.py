@@ -48,7 +48,7 @@ def _reference(snapshot: nn.Module, batches) -> dict[str, np.ndarray]:
         loss = F.cross_entropy(m(x), y)
         g = torch.autograd.grad(loss, [p for p in m.parameters()])
         grads.append(torch.cat([t.reshape(-1) for t in g]).double())
-        losses.append(float(loss))
+        losses.append(loss.item())
         sizes.append(len(y))
     G = torch.stack(grads)
     w = torch.tensor(sizes, dtype=torch.float64)
