@@ -277,10 +277,3 @@ def random_crop_flip(x: torch.Tensor, gen: torch.Generator, pad: int = 4,
     bi = torch.arange(b, device=x.device)[:, None, None]
     out = xp[bi, :, rows[:, :, None], cols[:, None, :]]  # [B, H, W, C]
     return out.permute(0, 3, 1, 2).contiguous()
-
-
-def to_imageset(dataset, name: str) -> ImageSet:
-    """A torchvision-style dataset as an ``ImageSet`` (see ``gradlab.data.userdata.to_imageset``)."""
-    from gradlab.data.userdata import to_imageset as convert
-
-    return convert(dataset, name)

@@ -96,7 +96,7 @@ def batches(dataset: Any, order: str = RANDOM, batch_size: int = 256, *, seed: i
     if isinstance(dataset, ImageSet):
         data = dataset
     else:
-        from gradlab.data.datasets import to_imageset
+        from gradlab.data.userdata import to_imageset
 
         data = to_imageset(dataset, name or type(dataset).__name__)
     score_fn: ScoreFn = compute_scores

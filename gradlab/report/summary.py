@@ -109,12 +109,12 @@ def _verdict(p: float, alpha: float) -> str:
 
 
 def _summary_row(run: Run, probe: str, phase: int, epochs: np.ndarray, st: dict, own: dict, ctrl: dict | None,
-                 bins: int, unit: str, alpha: float) -> dict[str, object]:
+                 bins: int, unit: str, alpha: float, n_batches: int) -> dict[str, object]:
     best = int(st["best_bin"])
     row: dict[str, object] = {
         "probe": probe, "score_label": run.score_label(probe), "phase": phase, "unit": unit,
         "epochs": f"{epochs[0]}–{epochs[-1]}", "n_epochs": len(epochs), "lr": run.phase_lr(phase),
-        "n_batches": len(run.batch_scores(probe)),
+        "n_batches": n_batches,
     }
     row.update({f"bin_{i + 1}": float(v) for i, v in enumerate(st["bin_means"])})
     row.update({
@@ -164,7 +164,7 @@ def phase_summary(run: Run | Sequence[Run], measure: str = "l2", bins: int = 4, 
         warnings.warn(f"{run.path} has no {control!r} probe: the phase summary falls back to each probe's own "
                       f"epoch mean as the unit, so probes cannot be compared with each other", stacklevel=2)
     rng = np.random.default_rng(seed)
-    read = {p: (run.batch_scores(p), run.distance_matrix(p, measure)) for p in set(metric_probes) | set(probes)}
+    read = {p: (run.batch_scores(p), run.distance_matrix(p, measure)) for p in probes}  # once per probe
     rows = []
     for phase in range(run.num_phases):
         epochs = run.phase_epochs(phase)
@@ -176,7 +176,7 @@ def phase_summary(run: Run | Sequence[Run], measure: str = "l2", bins: int = 4, 
             scores, d = read[probe]
             st = _bin_stats(phase_profile(run, probe, phase, measure, d, unit), scores, bins, n_perm, rng)
             own = _bin_stats(phase_profile(run, probe, phase, measure, d, "own"), scores, bins, 0, rng)
-            rows.append(_summary_row(run, probe, phase, epochs, st, own, ctrl, bins, unit, alpha))
+            rows.append(_summary_row(run, probe, phase, epochs, st, own, ctrl, bins, unit, alpha, len(scores)))
     return pd.DataFrame(rows)
 
 
@@ -249,7 +249,11 @@ def seed_summary(runs: Sequence[Run], measure: str = "l2", bins: int = 4, contro
     rng = np.random.default_rng(seed)
     rows = []
     for phase in range(min(r.num_phases for r in runs)):
-        ctrl = _seed_profiles(runs, control, phase, measure, unit) if unit == "random" else None
+        ctrl = None  # the control's per-bin seed mean and interval, one per phase
+        if unit == "random":
+            cb = _bin_means(_seed_profiles(runs, control, phase, measure, unit),
+                            score_bins(first.batch_scores(control), bins), bins)
+            ctrl = t_interval(cb)
         for probe in metric_probes:
             b = score_bins(first.batch_scores(probe), bins)
             prof = _seed_profiles(runs, probe, phase, measure, unit)
@@ -264,7 +268,7 @@ def seed_summary(runs: Sequence[Run], measure: str = "l2", bins: int = 4, contro
                 row.update({f"bin_{i + 1}": float(mean[i]), f"bin_{i + 1}_ci_low": float(lo[i]),
                             f"bin_{i + 1}_ci_high": float(hi[i])})
             if ctrl is not None:
-                cm, clo, chi = t_interval(_bin_means(ctrl, score_bins(first.batch_scores(control), bins), bins))
+                cm, clo, chi = ctrl
                 row.update({"control_rel": float(cm[best]), "control_ci_low": float(clo[best]),
                             "control_ci_high": float(chi[best])})
             rows.append(row)

@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from gradlab.config import StudyConfig, lr_at, phase_of
-from gradlab.data.datasets import MEAN, STD, BatchLoader, ImageSet, load_split
+from gradlab.data.datasets import BatchLoader, ImageSet, load_split
 from gradlab.data.orders import SHUFFLE, Order, OrderBatches, ScoreFn, build_order, compute_scores
 from gradlab.data.segmentation import evaluate_segmentation, is_segmentation
 from gradlab.errors import ConfigError, DiskFullError, GradlabError, RunFileError, is_disk_full
@@ -41,8 +41,8 @@ from gradlab.usercode import is_import_path, load_object
 
 def data_attrs(data: ImageSet) -> dict[str, np.ndarray]:
     """The per-channel normalisation the model saw (fraction of 255), for the run file."""
-    return {names.DATA_MEAN: np.asarray(getattr(data, "mean", MEAN), dtype=np.float64),
-            names.DATA_STD: np.asarray(getattr(data, "std", STD), dtype=np.float64)}
+    return {names.DATA_MEAN: np.asarray(data.mean, dtype=np.float64),
+            names.DATA_STD: np.asarray(data.std, dtype=np.float64)}
 
 
 @dataclass
