@@ -75,7 +75,16 @@ class TrainConfig:
 class TrackConfig:
     enabled: bool = True  # false: plain training, no probe passes (the baseline for benchmarks)
     order: str = "shuffle"  # training order: "shuffle", or a metric name (paper mode)
+    # probe orders: "random" (the control and the unit), metrics (intensity, hsv, edges, lpips), and
+    # gradient-informed orders rebuilt at every theta_e (loss, gradnorm, align, proj, match)
     probes: list[str] = field(default_factory=lambda: ["intensity", "random"])
+    # how each sorted order is cut into batches: "contiguous" (the paper's) and/or "stratified"
+    # (batch k = sorted positions k, k+K, ...; stored as /probes/<order>@strat); random has one cut
+    batching: list[str] = field(default_factory=lambda: ["contiguous"])
+    # gradient-informed orders: MB of per-sample gradients held at once by the scoring pass
+    # (sets its chunk size: MB * 2^20 / (12 bytes x parameters) images; activations come on top)
+    per_sample_mb: int = 256
+    match_dim: int = 256  # CountSketch buckets of each per-sample gradient for the "match" order
     grads: str = "memory"  # where batch gradients wait for the epoch end (gradlab.track.stores.STORES)
     grad_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     measures: list[str] = field(default_factory=lambda: ["l2", "cosine"])
@@ -128,8 +137,7 @@ class StudyConfig:
         if self.data.subset < 0 or self.data.test_subset < 0:
             raise ConfigError("data.subset and data.test_subset must be >= 0 (0 = all)")
         _check_dataset_name(self.data.dataset)
-        if len(set(self.track.probes)) != len(self.track.probes):
-            raise ConfigError(f"track.probes lists an order twice: {self.track.probes}")
+        _check_orders(self.track)
         Schedule.parse(self.track.param_stats)
         if t.threads != "auto" and (isinstance(t.threads, str) or t.threads < 1):
             raise ConfigError(f'train.threads must be "auto" or a number >= 1, got {t.threads!r}')
@@ -139,6 +147,35 @@ class StudyConfig:
             raise ConfigError('track.grads = "sketch" estimates whole-model distances only; set '
                               'track.per_layer = false, or use an exact store (memory | disk | recompute)')
         return self
+
+
+def _check_orders(t: TrackConfig) -> None:
+    """Probe and training orders, batchings and the gradient orders' needs; torch-free names only."""
+    from gradlab.data import BATCHINGS, GRADIENT_ORDER_NAMES
+
+    known = ("random", *METRIC_NAMES, *GRADIENT_ORDER_NAMES)
+    if len(set(t.probes)) != len(t.probes):
+        raise ConfigError(f"track.probes lists an order twice: {t.probes}")
+    for p in t.probes:
+        if p not in known:
+            raise ConfigError(f"track.probes: unknown order {p!r}{did_you_mean(p, known)}; choose from "
+                              f"{', '.join(known)}")
+    if t.order in GRADIENT_ORDER_NAMES:
+        raise ConfigError(f"track.order = {t.order!r} is rebuilt from the probe's gradients at every epoch and "
+                          f"cannot be a training order; list it in track.probes instead")
+    bad = [b for b in t.batching if b not in BATCHINGS]
+    if bad or not t.batching or len(set(t.batching)) != len(t.batching):
+        raise ConfigError(f"track.batching must list {' and/or '.join(BATCHINGS)} once each, got {t.batching}")
+    needy = [p for p in t.probes if p in ("align", "proj", "match")]
+    if needy and "random" not in t.probes and t.enabled:
+        raise ConfigError(f"track.probes {needy} need the full gradient of the 'random' probe's pass; "
+                          f"add \"random\" to track.probes")
+    if t.per_sample_mb < 1 or t.match_dim < 1:
+        raise ConfigError("track.per_sample_mb and track.match_dim must be >= 1")
+
+
+# The heuristic image metrics (gradlab.metrics.METRICS checks itself against this torch-free list).
+METRIC_NAMES = ("intensity", "hsv", "edges", "lpips")
 
 
 def _check_dataset_name(name: str) -> None:

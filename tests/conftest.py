@@ -29,13 +29,16 @@ def tiny(tmp_path):
 
 
 def write_fake_run(path, *, epochs=6, commit=None, milestones=(3,), batches=20, layers=3, seed=0,
-                   profiles=None, probes=("intensity", "random"), status="complete", schema=None, extra_rows=0):
+                   profiles=None, probes=("intensity", "random"), status="complete", schema=None, extra_rows=0,
+                   per_epoch=()):
     """A run file with known distances, written through RunWriter without training anything.
 
     ``profiles[probe][phase]`` is a length-``batches`` multiplier of D (batches in score
     order); D[e, k] = (2 / (e + 1)) * profile[k] * (1 + 1% noise), so each epoch has its
     own scale (as in real runs) and the best quantile per phase is known. ``commit``
     epochs are committed (default all); ``extra_rows`` more are written but never committed.
+    Probes named in ``per_epoch`` are orders rebuilt every epoch: a new permutation and
+    ascending batch scores (scaled by 1 / (e + 1)) are stored as each epoch's rows.
     """
     import numpy as np
 
@@ -58,9 +61,13 @@ def write_fake_run(path, *, epochs=6, commit=None, milestones=(3,), batches=20, 
     profiles = profiles or {}
     for p in probes:
         score = np.arange(batches, dtype=float) if p == "random" else np.sort(rng.uniform(0, 100, batches))
-        w.add_probe(p, rng.permutation(batches * 8), score, "batch number" if p == "random" else f"{p} score", 8)
+        w.add_probe(p, rng.permutation(batches * 8), score, "batch number" if p == "random" else f"{p} score", 8,
+                    per_epoch=p in per_epoch, attrs={"batching": "stratified" if p.endswith("@strat") else "contiguous"})
     for e in range(commit + extra_rows):
         ph = phase_of(e, list(milestones))
+        for p in per_epoch:
+            w.append(names.probe_index(p), rng.permutation(batches * 8), e)
+            w.append(names.batch_score(p), np.sort(rng.uniform(0, 1, batches)) / (e + 1), e)
         for p in probes:
             prof = np.asarray(profiles.get(p, {}).get(ph, np.ones(batches)), dtype=float)
             d = (2.0 / (e + 1)) * prof * (1 + 0.01 * rng.standard_normal(batches))

@@ -105,7 +105,8 @@ def test_older_schema_is_migrated_on_read(tmp_path, fake_run, monkeypatch):
 
     monkeypatch.setitem(schema_mod.MIGRATIONS, 0, v0_to_v1)
     with open_run(path) as run:
-        assert run.f.attrs["schema"] == "gradlab.run/2" and run.f.attrs["migrated_from"] == "gradlab.run/0"
+        assert run.f.attrs["schema"] == f"gradlab.run/{schema_mod.CURRENT}"
+        assert run.f.attrs["migrated_from"] == "gradlab.run/0"
         np.testing.assert_array_equal(run.distance_matrix("intensity", "l2"), expected)
         assert run.measures("intensity") == ["cosine", "l2"]
         assert run.noise_scale().noise_scale.isna().all()
@@ -115,7 +116,7 @@ def test_older_schema_is_migrated_on_read(tmp_path, fake_run, monkeypatch):
         raise KeyError("probes")
 
     monkeypatch.setitem(schema_mod.MIGRATIONS, 0, broken)
-    with pytest.raises(RunFileError, match="migrating schema gradlab.run/0 to gradlab.run/2 failed"):
+    with pytest.raises(RunFileError, match=f"migrating schema gradlab.run/0 to gradlab.run/{schema_mod.CURRENT} failed"):
         open_run(path)
 
 

@@ -58,7 +58,7 @@ def test_every_dataset_has_description_units_and_named_dimensions(quickstart):
         assert meta is not None, name
         assert attrs.get("description") == meta.description and len(meta.description) > 10, name
         assert attrs.get("units") == meta.units or (meta.units is None and "units" not in attrs), name
-        assert tuple(labels) == meta.dims[: len(shape)], (name, labels)
+        assert tuple(labels) == meta.dims_of(len(shape)), (name, labels)
         own_scale = attrs.get("CLASS") == b"DIMENSION_SCALE"
         assert own_scale or all(n == 1 for n in attached), (name, attached)  # each axis has its scale
     assert found["probes/intensity/distance_l2"][1]["units"] == "loss units per parameter"

@@ -6,6 +6,7 @@ mini-batch* section 3.2; the order ``random`` (see ``gradlab.data.orders``) is t
 from __future__ import annotations
 
 
+from gradlab.config import METRIC_NAMES
 from gradlab.errors import ConfigError, did_you_mean
 from gradlab.metrics.base import Metric
 from gradlab.metrics.edges import Edges
@@ -14,6 +15,7 @@ from gradlab.metrics.intensity import Intensity
 from gradlab.metrics.lpips import LPIPS
 
 METRICS: dict[str, type[Metric]] = {m.name: m for m in (Intensity, HSV, Edges, LPIPS)}
+assert tuple(METRICS) == METRIC_NAMES, "gradlab.config.METRIC_NAMES and the metric registry disagree"
 
 
 def get_metric(name: str) -> Metric:

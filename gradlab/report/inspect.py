@@ -44,10 +44,12 @@ def _describe(run: Run) -> str:
     out.append(f"probes ({len(run.probes)}):")
     for p in run.probes:
         g = run.f[names.probe(p)]
-        k = len(g["batch_score"]) if "batch_score" in g else 0
-        scores = run.batch_scores(p) if k else np.array([])
-        rng = f", scores {scores.min():.4g}–{scores.max():.4g}" if k else ""
-        out.append(f"  {p}: {k} batches of {g.attrs.get('batch_size', '?')}, {run.score_label(p)}{rng}; "
+        k = run.num_batches(p)
+        scores = (run.batch_score_matrix(p) if run.is_per_epoch(p) else run.batch_scores(p)) if k else np.array([])
+        rng = f", scores {scores.min():.4g}–{scores.max():.4g}" if scores.size else ""
+        how = ("" if run.batching(p) == "contiguous" else f" ({run.batching(p)} cut)") + (
+            " (order rebuilt at every epoch's parameters)" if run.is_per_epoch(p) else "")
+        out.append(f"  {p}: {k} batches of {g.attrs.get('batch_size', '?')}{how}, {run.score_label(p)}{rng}; "
                    f"measures {', '.join(run.measures(p)) or 'none'}")
     out.append("")
     out.append("datasets (rows beyond epochs_done are uncommitted and ignored by readers):")

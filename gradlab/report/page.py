@@ -29,6 +29,7 @@ from plotly.subplots import make_subplots
 
 from gradlab import __version__
 from gradlab.report import plots
+from gradlab.report.compare import has_references, reference_comparison
 from gradlab.runfile import names as runnames  # (`names` is a parameter below)
 from gradlab.runfile.reader import Run, open_run
 from gradlab.config import flatten
@@ -699,7 +700,54 @@ def _seeds_section(pg: _Page) -> Section | None:
     return ("seeds", "Across seeds", body)
 
 
-SECTIONS = (_glance_section, _summary_section, _seeds_section, _heatmaps_section, _layers_section, _norms_section,
+def _ci(v: float, lo: float, hi: float) -> str:
+    return f"{v:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else "")
+
+
+def _reference_table(t: pd.DataFrame) -> str:
+    rows = "".join(
+        f"<tr><td>{_e(r.probe)}</td><td>{_e(r.kind)}</td><td>{_e(r.batching)}</td>"
+        f"<td class='num'>{_ci(r.mean_rel, r.mean_ci_low, r.mean_ci_high)}</td>"
+        f"<td class='num'>{_ci(r.best_rel, r.best_ci_low, r.best_ci_high)}</td>"
+        f"<td class='num'>{_fmt(r.frac_mean, 2)}</td><td class='num'>{_fmt(r.frac_best, 2)}</td></tr>"
+        for r in t.itertuples())
+    ref = t.iloc[0]
+    return (f"<table class='summary'><tr><th>probe</th><th>kind</th><th>cut</th><th>mean D</th><th>best bin D</th>"
+            f"<th>gain ÷ {_e(ref.ref_mean or 'reference')}'s (mean)</th><th>gain ÷ {_e(ref.ref_best or 'reference')}'s "
+            f"(best bin)</th></tr>{rows}</table>")
+
+
+def _reference_groups(pg: _Page) -> list[list[int]]:
+    """Seeds of one study together, every other run alone; only runs with reference orders and the control."""
+    ok = [i for i, r in enumerate(pg.runs) if has_references(r) and has_control(r, pg.measure)]
+    groups = [[i for i in g if i in ok] for g in seed_groups(pg.runs)]
+    grouped = {i for g in groups for i in g}
+    return [g for g in groups if g] + [[i] for i in ok if i not in grouped]
+
+
+def _references_section(pg: _Page) -> Section | None:
+    groups = _reference_groups(pg)
+    if not groups:
+        return None  # only for runs that probed gradient-informed orders or stratified cuts
+    body = ("<p class='note'>Every order and cut in one unit, the <code>random</code> control's mean D at the same "
+            "epoch (1 = a typical random batch, below 1 = closer to ∇<sub>e</sub>). <i>mean D</i>: over the phase and "
+            "all batches; <i>best bin D</i>: the closest score quartile. Gradient-informed orders (<code>loss</code>, "
+            "<code>gradnorm</code>, <code>align</code>, <code>proj</code>, <code>match</code>) are rebuilt from "
+            "per-sample gradients at every θ<sub>e</sub> and mark how close a batch can get; each probe's gain "
+            "(1 − D) is given as a fraction of the phase's best reference's gain. <code>@strat</code>: the stratified "
+            "cut (batch k takes sorted positions k, k + K, ...). Intervals: 95% Student-t over seeds.</p>")
+    for g in groups:
+        runs = [pg.runs[i] for i in g]
+        t = reference_comparison(runs, measure=pg.measure, bins=pg.bins)
+        title = (f"{len(runs)} seeds: " if len(runs) > 1 else "") + ", ".join(pg.names[i] for i in g)
+        body += f"<h3>{_e(title)}</h3>"
+        for ph in sorted(t.phase.unique()):
+            body += (f"<h4>Phase {ph}</h4>" + _reference_table(t[t.phase == ph])
+                     + pg.add(plots.reference_figure(t, ph), "references", ph, *g))
+    return ("references", "Reference orders: between random and gradient-informed batches", body)
+
+
+SECTIONS = (_glance_section, _summary_section, _references_section, _seeds_section, _heatmaps_section, _layers_section, _norms_section,
             _curves_section, lambda pg: ("params", "Parameter statistics", _params_section(pg.runs, pg.names, pg.add)),
             _provenance_section)
 

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
 from gradlab.runfile.reader import Run
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COLORSCALE = "Blues"
 
@@ -49,10 +53,10 @@ def heatmap(run: Run, probe: str, phase: int = 0, measure: str = "l2", tick_step
     """D[e, k] for the epochs of one training phase; x = batches in order, labelled by score quantiles."""
     epochs = run.phase_epochs(phase)
     d = run.distance_matrix(probe, measure)[epochs] if len(epochs) else np.zeros((0, 0))
-    score = run.batch_scores(probe)
+    score = run.batch_scores(probe, epochs)  # a per-epoch order: each batch's mean score over the phase
     k = len(score)
     tickvals, ticktext = quantile_ticks(score, tick_step)
-    custom = np.broadcast_to(score, d.shape) if d.size else None
+    custom = run.batch_score_matrix(probe)[epochs] if d.size else None  # hover: the epoch's own score
     fig = go.Figure(go.Heatmap(
         z=d, x=np.arange(k), y=epochs, colorscale=COLORSCALE, customdata=custom,
         colorbar=dict(title=dict(text=f"D ({measure})", side="right")),
@@ -61,7 +65,8 @@ def heatmap(run: Run, probe: str, phase: int = 0, measure: str = "l2", tick_step
     span = f"epochs {epochs[0]}–{epochs[-1]}, lr {run.phase_lr(phase):g}" if len(epochs) else "no epochs yet"
     fig.update_layout(
         title=dict(text=f"<b>{html.escape(probe)}</b> — phase {phase} ({span})"),
-        xaxis=dict(title=f"batch score quantiles: {html.escape(run.score_label(probe))} (at % of batches)",
+        xaxis=dict(title=f"batch score quantiles: {html.escape(run.score_label(probe))} (at % of batches"
+                   + ("; order rebuilt each epoch, phase mean" if run.is_per_epoch(probe) else "") + ")",
                    tickvals=tickvals, ticktext=ticktext),
         # whole epochs only: about 10 ticks whatever the phase length (50 epochs -> every 5th)
         yaxis=dict(title="epoch", autorange="reversed", tickmode="linear",
@@ -98,3 +103,35 @@ def write_heatmaps(run: Run, path: str | Path, measure: str = "l2") -> Path:
 
 
 from gradlab.report.paramplots import agc_lambda, param_stats  # noqa: E402,F401  (issue #4: parameter statistics)
+
+
+KIND_COLOURS = {"control": "#7f7f7f", "metric": "#1f77b4", "gradient": "#d62728"}
+
+
+def reference_figure(table: "pd.DataFrame", phase: int) -> go.Figure:
+    """One phase of ``gradlab.report.compare.reference_comparison`` on one axis: every order x
+    cut's mean D (circle, 95% interval over seeds when given) and best score bin (diamond), in
+    units of the random control's mean D; the dotted line at 1 is a typical random batch."""
+    t = table[table.phase == phase].sort_values("mean_rel", ascending=False)
+    fig = go.Figure()
+    for kind, colour in KIND_COLOURS.items():
+        g = t[t.kind == kind]
+        if g.empty:
+            continue
+        err = dict(type="data", array=(g.mean_ci_high - g.mean_rel).to_numpy(),
+                   arrayminus=(g.mean_rel - g.mean_ci_low).to_numpy(), visible=bool(g.mean_ci_high.notna().any()))
+        fig.add_trace(go.Scatter(x=g.mean_rel, y=g.probe, mode="markers", name=f"{kind}: mean over batches",
+                                 marker=dict(color=colour, size=9), error_x=err,
+                                 hovertemplate="%{y}<br>mean D / random %{x:.3f}<extra></extra>"))
+        fig.add_trace(go.Scatter(x=g.best_rel, y=g.probe, mode="markers", name=f"{kind}: best score bin",
+                                 marker=dict(color=colour, size=9, symbol="diamond-open", line=dict(width=2)),
+                                 hovertemplate="%{y}<br>best bin D / random %{x:.3f}<extra></extra>"))
+    fig.add_vline(x=1.0, line=dict(color="#999999", dash="dot"))
+    n_seeds = int(t.n_seeds.max()) if len(t) else 0
+    fig.update_layout(
+        title=f"Phase {phase}: every order and cut in one unit" + (f" ({n_seeds} seeds, 95% CI)" if n_seeds > 1 else ""),
+        xaxis=dict(title="D / random control's mean D (1 = typical random batch; left = closer)", type="log"),
+        yaxis=dict(title="", categoryorder="array", categoryarray=list(t.probe)),
+        template="plotly_white", height=max(300, 110 + 26 * len(t)), legend=dict(orientation="h", y=-0.25),
+        margin=dict(l=130, r=20, t=60, b=110))
+    return fig

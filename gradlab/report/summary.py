@@ -72,7 +72,7 @@ def phase_profile(run: Run, probe: str, phase: int, measure: str = "l2", matrix:
     return rel[epochs].mean(axis=0)
 
 
-def _bin_means(values: np.ndarray, bin_of: np.ndarray, bins: int) -> np.ndarray:
+def bin_means(values: np.ndarray, bin_of: np.ndarray, bins: int) -> np.ndarray:
     """Mean of ``values`` per bin; ``values`` may be [k] or [n, k] (one row per permutation)."""
     sums = values @ np.eye(bins)[bin_of]  # one-hot [k, bins]
     counts = np.bincount(bin_of, minlength=bins).astype(np.float64)
@@ -85,11 +85,11 @@ def _bin_stats(prof: np.ndarray, scores: np.ndarray, bins: int, n_perm: int, rng
     shuffling which batch sits in which score bin keeps the profile's values (and its unit)
     and destroys only their relation to the score."""
     b = score_bins(scores, bins)
-    means = _bin_means(prof, b, bins)
+    means = bin_means(prof, b, bins)
     best = int(np.nanargmin(means))
     outer = np.isin(b, [0, bins - 1])
     perms = np.stack([rng.permutation(prof) for _ in range(n_perm)]) if n_perm else np.zeros((0, len(prof)))
-    perm_best = np.nanmin(_bin_means(perms, b, bins), axis=1) if n_perm else np.array([np.nan])
+    perm_best = np.nanmin(bin_means(perms, b, bins), axis=1) if n_perm else np.array([np.nan])
     lo, hi = scores[b == best].min(), scores[b == best].max()
     return {
         "bin_means": means, "best_bin": best, "best_rel": float(means[best]),
@@ -164,16 +164,17 @@ def phase_summary(run: Run | Sequence[Run], measure: str = "l2", bins: int = 4, 
         warnings.warn(f"{run.path} has no {control!r} probe: the phase summary falls back to each probe's own "
                       f"epoch mean as the unit, so probes cannot be compared with each other", stacklevel=2)
     rng = np.random.default_rng(seed)
-    read = {p: (run.batch_scores(p), run.distance_matrix(p, measure)) for p in probes}  # once per probe
+    read = {p: run.distance_matrix(p, measure) for p in probes}  # once per probe
     rows = []
     for phase in range(run.num_phases):
         epochs = run.phase_epochs(phase)
         if len(epochs) == 0:
             continue
-        ctrl = (_bin_stats(phase_profile(run, control, phase, measure, read[control][1], unit), read[control][0],
-                           bins, 0, rng) if unit == "random" else None)
+        ctrl = (_bin_stats(phase_profile(run, control, phase, measure, read[control], unit),
+                           run.batch_scores(control, epochs), bins, 0, rng) if unit == "random" else None)
         for probe in metric_probes:
-            scores, d = read[probe]
+            # a per-epoch order's batch k is its k-th batch by score at every epoch: binned by the phase's mean
+            scores, d = run.batch_scores(probe, epochs), read[probe]
             st = _bin_stats(phase_profile(run, probe, phase, measure, d, unit), scores, bins, n_perm, rng)
             own = _bin_stats(phase_profile(run, probe, phase, measure, d, "own"), scores, bins, 0, rng)
             rows.append(_summary_row(run, probe, phase, epochs, st, own, ctrl, bins, unit, alpha, len(scores)))
@@ -224,12 +225,12 @@ def pooled_permutation_p(profiles: np.ndarray, bin_of: np.ndarray, bins: int, n_
     independently, which batch sits in which score bin is random (batches are exchangeable
     within a seed; seeds are independent). ``p`` = share of joint permutations whose statistic
     is at least as small. Returns (observed statistic, p)."""
-    obs = float(np.nanmin(_bin_means(profiles, bin_of, bins).mean(axis=0)))
+    obs = float(np.nanmin(bin_means(profiles, bin_of, bins).mean(axis=0)))
     if n_perm == 0:
         return obs, np.nan
     s, k = profiles.shape
     perm = np.stack([np.stack([rng.permutation(profiles[i]) for i in range(s)]) for _ in range(n_perm)])
-    stat = np.nanmin(_bin_means(perm.reshape(-1, k), bin_of, bins).reshape(n_perm, s, bins).mean(axis=1), axis=1)
+    stat = np.nanmin(bin_means(perm.reshape(-1, k), bin_of, bins).reshape(n_perm, s, bins).mean(axis=1), axis=1)
     return obs, float((1 + np.sum(stat <= obs + 1e-12)) / (1 + n_perm))
 
 
@@ -251,13 +252,13 @@ def seed_summary(runs: Sequence[Run], measure: str = "l2", bins: int = 4, contro
     for phase in range(min(r.num_phases for r in runs)):
         ctrl = None  # the control's per-bin seed mean and interval, one per phase
         if unit == "random":
-            cb = _bin_means(_seed_profiles(runs, control, phase, measure, unit),
+            cb = bin_means(_seed_profiles(runs, control, phase, measure, unit),
                             score_bins(first.batch_scores(control), bins), bins)
             ctrl = t_interval(cb)
         for probe in metric_probes:
-            b = score_bins(first.batch_scores(probe), bins)
+            b = score_bins(first.batch_scores(probe, first.phase_epochs(phase)), bins)
             prof = _seed_profiles(runs, probe, phase, measure, unit)
-            mean, lo, hi = t_interval(_bin_means(prof, b, bins))
+            mean, lo, hi = t_interval(bin_means(prof, b, bins))
             best = int(np.nanargmin(mean))
             obs, p = pooled_permutation_p(prof, b, bins, n_perm, rng)
             row = {"probe": probe, "phase": phase, "unit": unit, "n_seeds": len(runs), "lr": first.phase_lr(phase),

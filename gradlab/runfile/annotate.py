@@ -37,6 +37,14 @@ class Meta:
     description: str
     units: str | None = None
     when: str = ""  # empty: every run has it; else the condition under which it exists
+    # per-epoch orders (gradient-informed, rebuilt at every theta_e) store it with a leading epoch axis
+    epoch_variant: bool = False
+
+    def dims_of(self, ndim: int) -> tuple[str, ...]:
+        """The dimensions of a stored dataset with ``ndim`` axes of this kind."""
+        if self.epoch_variant and ndim == len(self.dims) + 1:
+            return ("epoch", *self.dims)
+        return self.dims[:ndim]
 
 
 def _table() -> tuple[Meta, ...]:
@@ -64,6 +72,8 @@ def _table() -> tuple[Meta, ...]:
         Meta(names.TIMING_TRAIN, ep, "Wall time of the training steps of epoch e.", "s"),
         Meta(names.TIMING_PROBE, ep, "Wall time of the probe passes of epoch e.", "s"),
         Meta(names.TIMING_EVAL, ep, "Wall time of the test evaluation after epoch e.", "s"),
+        Meta(names.TIMING_SCORE, ep, "Wall time of the per-sample scoring passes that rebuild the gradient-informed "
+             "orders at theta_e (part of probe_s).", "s", when="gradient orders"),
         Meta(names.scalar("train_" + KEY), ep, "Another training scalar given to Tracker.epoch_end.", when="user"),
         Meta(names.scalar("test_" + KEY), ep, "Another test scalar given to Tracker.epoch_end.", when="user"),
         Meta(names.scalar("timing_" + KEY), ep, "Another wall time given to Tracker.epoch_end.", "s", when="user"),
@@ -72,9 +82,11 @@ def _table() -> tuple[Meta, ...]:
         Meta(names.probe_image(O), ("image",), "Dimension scale: position of an image in the probe order.", "1"),
         Meta(names.sketch_bin(O), ("sketch_bin",), "Dimension without values: CountSketch bins.", when="grads = sketch, keep_grads"),
         Meta(names.probe_index(O), ("image",), "Training-set index of each image, in probe order (empty for user "
-             "batches)."),
+             "batches); per epoch (epoch, image) for orders rebuilt at every theta_e (probe attribute "
+             "per_epoch_order).", epoch_variant=True),
         Meta(names.batch_score(O), ("batch",), "Mean metric score of the images of batch k (random and user "
-             "batches: the batch number); the probe group's score_label attribute names it."),
+             "batches: the batch number); the probe group's score_label attribute names it; per epoch "
+             "(epoch, batch) for orders rebuilt at every theta_e.", epoch_variant=True),
         Meta(names.distance(O, "l2"), bt, "Euclidean distance: L2 norm of g_k - G_e, batch k's gradient minus the "
              "full gradient, at the start of epoch e.", GRAD),
         Meta(names.distance(O, "cosine"), bt, "Cosine distance 1 - cos(g_k, G_e) between batch k's gradient and "
@@ -167,7 +179,7 @@ def annotate(f: h5py.File, name: str) -> None:
     ds.attrs["description"] = meta.description
     if meta.units is not None:
         ds.attrs["units"] = meta.units
-    for axis, dim in enumerate(meta.dims[: ds.ndim]):
+    for axis, dim in enumerate(meta.dims_of(ds.ndim)):
         path = scale_path(dim, name)
         if path == name.lstrip("/"):
             ds.make_scale(NETCDF_DIM_ONLY if dim in _VALUELESS else dim)
@@ -197,7 +209,8 @@ def markdown_table() -> str:
     """The run-file table of docs/design.md, generated from ``TABLE``."""
     rows = ["| dataset | dimensions | units | description | present |", "|---|---|---|---|---|"]
     for m in TABLE:
-        cells = (f"`/{m.pattern}`", f"({', '.join(m.dims)})", m.units or "", m.description, m.when or "always")
+        dims = f"({', '.join(m.dims)})" + (f" or ({', '.join(m.dims_of(len(m.dims) + 1))})" if m.epoch_variant else "")
+        cells = (f"`/{m.pattern}`", dims, m.units or "", m.description, m.when or "always")
         rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(rows)
 

@@ -45,6 +45,7 @@ TEST_MEAN_ACC = "test/mean_acc"
 TIMING_TRAIN = "timing/train_s"
 TIMING_PROBE = "timing/probe_s"
 TIMING_EVAL = "timing/eval_s"
+TIMING_SCORE = "timing/score_s"  # per-sample scoring of the gradient-informed orders (inside probe_s)
 CURVES = (TRAIN_LR, TRAIN_PHASE, TRAIN_LOSS, TRAIN_ACC, TEST_LOSS, TEST_ACC, TEST_MIOU, TEST_MEAN_ACC)
 
 # ---------------------------------------------------------------- parameter statistics [S, L]
@@ -70,15 +71,17 @@ def scalar(key: str) -> str:
 
 
 # ---------------------------------------------------------------- one probe order
+PER_EPOCH_ORDER = "per_epoch_order"  # probe-group attribute: index and batch_score are [E, N] and [E, K]
+BATCHING = "batching"  # probe-group attribute: "contiguous" or "stratified"
 def probe(name: str) -> str:
     return f"{PROBES}/{name}"
 
 
-def probe_index(name: str) -> str:  # [N] image indices in probe order
+def probe_index(name: str) -> str:  # [N] image indices in probe order ([E, N] for per-epoch orders)
     return f"{probe(name)}/index"
 
 
-def batch_score(name: str) -> str:  # [K] mean metric score of each batch
+def batch_score(name: str) -> str:  # [K] mean metric score of each batch ([E, K] for per-epoch orders)
     return f"{probe(name)}/batch_score"
 
 

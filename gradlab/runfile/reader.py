@@ -123,8 +123,46 @@ class Run:
         except (OSError, KeyError, RuntimeError) as exc:
             raise damaged(self.path, name, exc) from None
 
-    def batch_scores(self, probe: str) -> np.ndarray:
-        return self._read(names.batch_score(probe))
+    def is_per_epoch(self, probe: str) -> bool:
+        """Whether ``probe`` is rebuilt at every theta_e (gradient-informed order): its index and
+        batch scores are then stored per epoch."""
+        return bool(self.f[names.probe(probe)].attrs.get(names.PER_EPOCH_ORDER, False))
+
+    def batching(self, probe: str) -> str:
+        """``contiguous`` (sorted order cut into consecutive batches) or ``stratified``."""
+        return _str(self.f[names.probe(probe)].attrs.get(names.BATCHING, "contiguous"))
+
+    def batch_score_matrix(self, probe: str) -> np.ndarray:
+        """``[epochs_done, K]``: each batch's score at each committed epoch (a fixed order repeats its row)."""
+        k = self.num_batches(probe)
+        if self.is_per_epoch(probe):
+            return self._rows(names.batch_score(probe))[:, :k].astype(np.float64)
+        return np.broadcast_to(self._read(names.batch_score(probe)), (self.epochs_done, k)).astype(np.float64)
+
+    def batch_scores(self, probe: str, epochs: np.ndarray | None = None) -> np.ndarray:
+        """``[K]`` batch scores. A per-epoch order's batch k is the k-th of that epoch's order, so
+        its score here is the mean over ``epochs`` (default: every committed epoch) of its
+        per-epoch scores (``batch_score_matrix``); the batch number where there are none."""
+        if not self.is_per_epoch(probe):
+            return self._read(names.batch_score(probe))
+        m = self.batch_score_matrix(probe)
+        m = m if epochs is None else m[np.asarray(epochs, dtype=np.int64)]
+        return m.mean(axis=0) if len(m) else np.arange(m.shape[1], dtype=np.float64)
+
+    def num_batches(self, probe: str) -> int:
+        """K, the probe's batches per pass."""
+        ds = self.f[names.distance(probe, "l2")] if names.distance(probe, "l2") in self.f else None
+        if ds is not None and ds.ndim == 2:
+            return int(ds.shape[1])
+        return int(self.f[names.batch_score(probe)].shape[-1]) if names.batch_score(probe) in self.f else 0
+
+    def order_index(self, probe: str, epoch: int | None = None) -> np.ndarray:
+        """Training-set indices in probe order ``[N]`` (a per-epoch order: of ``epoch``, default the last committed)."""
+        if not self.is_per_epoch(probe):
+            return self._read(names.probe_index(probe))
+        if not self.epochs_done:
+            return np.zeros(0, dtype=np.int64)
+        return self._read(names.probe_index(probe), self.epochs_done - 1 if epoch is None else int(epoch))
 
     def score_label(self, probe: str) -> str:
         return _str(self.f[names.probe(probe)].attrs.get("score_label", "batch score"))
@@ -152,7 +190,7 @@ class Run:
             "epoch": np.repeat(np.arange(e), k),
             "phase": self._phases(e).repeat(k),
             "batch": np.tile(np.arange(k), e),
-            "batch_score": np.tile(self.batch_scores(probe), e),
+            "batch_score": self.batch_score_matrix(probe)[:e].reshape(-1),  # per-epoch orders: that epoch's
         }
 
     def distances(self, probe: str, measure: str | None = "l2") -> pd.DataFrame:
@@ -166,7 +204,7 @@ class Run:
         if measure is not None and measure not in self.measures(probe):
             raise KeyError(f"measure {measure!r} not stored for probe {probe!r}; it has {self.measures(probe)}")
         mats = {m: self.distance_matrix(probe, m) for m in measures}
-        e, k = next(iter(mats.values())).shape if mats else (self.epochs_done, len(self.batch_scores(probe)))
+        e, k = next(iter(mats.values())).shape if mats else (self.epochs_done, self.num_batches(probe))
         cols = self._batch_frame(probe, e, k)
         for m, d in mats.items():
             cols["distance" if measure is not None else m] = d.reshape(-1)
@@ -245,12 +283,16 @@ class Run:
             meta = annotate.lookup(ds.name)
             if not isinstance(ds, h5py.Dataset) or meta is None or ds.name.lstrip("/") in coord_names:
                 continue  # grads/ and the scales (coordinates below)
-            values = ds[: self.epochs_done] if meta.dims[0] == "epoch" else ds[()]
+            dims = meta.dims_of(ds.ndim)
+            values = ds[: self.epochs_done] if dims[0] == "epoch" else ds[()]
             attrs = {"description": meta.description, **({"units": meta.units} if meta.units else {})}
-            data[key] = xr.Variable(meta.dims[: values.ndim], values, attrs)
-        scores = self.batch_scores(probe)
-        coords = {"epoch": np.arange(self.epochs_done), "batch": np.arange(len(scores)), "batch_score": ("batch", scores),
-                  "image": np.arange(self.f[names.probe_index(probe)].shape[0])}
+            data[key] = xr.Variable(dims, values, attrs)
+        per_epoch = self.is_per_epoch(probe)
+        scores = self.batch_score_matrix(probe) if per_epoch else self.batch_scores(probe)
+        coords = {"epoch": np.arange(self.epochs_done), "batch": np.arange(self.num_batches(probe)),
+                  "batch_score": (("epoch", "batch") if per_epoch else "batch", scores),
+                  "image": np.arange(self.f[names.probe_index(probe)].shape[-1]) if names.probe_index(probe) in self.f
+                  else np.arange(0)}
         if any("layer" in v.dims for v in data.values()):
             coords["layer"] = self.layers().layer.to_numpy()
         attrs = {"probe": probe, "score_label": self.score_label(probe), "epochs_done": self.epochs_done,

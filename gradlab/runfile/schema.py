@@ -32,7 +32,12 @@ CHANGES: dict[int, str] = {
     2: "per-probe distance/<m> and layer_distance/<m> became distance_<m> and layer_distance_<m> (netCDF "
        "readers see only a group's own variables); dimension scales (/epoch, /layer, probes/<o>/batch, "
        "probes/<o>/image, params/step) and description/units attributes were added",
+    3: "probes may be per-epoch orders (group attribute per_epoch_order: index [E, N] and batch_score [E, K], "
+       "gradient-informed orders rebuilt at every theta_e) and carry a batching attribute (contiguous | "
+       "stratified, probe <order>@strat); /timing/score_s",
 }
+# Versions whose files read unchanged as the next version (the change only added things): no copy.
+READS_AS_NEXT = {2}
 
 
 def _v1_to_v2(src: h5py.File, dst: h5py.File) -> None:
@@ -86,7 +91,9 @@ def resolve(path: Path, f: h5py.File, schema: str) -> h5py.File:
         f.close()
         raise RunFileError(f"{path} was written with schema {schema}, newer than this gradlab reads "
                            f"({PREFIX}{CURRENT}): upgrade gradlab to open it")
-    chain = list(range(version, CURRENT))
+    chain = [v for v in range(version, CURRENT) if v not in READS_AS_NEXT]
+    if not chain:
+        return f
     missing = [v for v in chain if v not in MIGRATIONS]
     if missing:
         f.close()
@@ -103,6 +110,7 @@ def resolve(path: Path, f: h5py.File, schema: str) -> h5py.File:
             dst.attrs["migration"] = CHANGES.get(v + 1, "")
             src.close()
             src = dst
+        src.attrs["schema"] = f"{PREFIX}{CURRENT}"  # the steps read as their next version need no copy
     except Exception as exc:
         src.close()
         raise RunFileError(f"{path}: migrating schema {schema} to {PREFIX}{CURRENT} failed ({exc}); "

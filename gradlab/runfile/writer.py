@@ -21,7 +21,7 @@ from gradlab.errors import RunFileError
 from gradlab.runfile.swmr import WRITE_LIBVER, open_clearing_flags, open_read
 from gradlab.track.layout import ParamLayout
 
-SCHEMA = "gradlab.run/2"  # gradlab/runfile/schema.py: what changed since /1
+SCHEMA = "gradlab.run/3"  # gradlab/runfile/schema.py: what changed in each version
 STR = h5py.string_dtype()
 # Fletcher-32 checksum on every numeric dataset (HDF5 allows no filters on variable-length
 # strings): a chunk damaged on disk fails on read instead of reading back as numbers.
@@ -142,16 +142,22 @@ class RunWriter:
     
     # ------------------------------------------------------------------ writing
     def add_probe(self, name: str, index: np.ndarray, batch_score: np.ndarray, score_label: str,
-                  batch_size: int) -> None:
+                  batch_size: int, per_epoch: bool = False, attrs: dict[str, Any] | None = None) -> None:
+        """A probe group. A fixed order writes ``index [N]`` and ``batch_score [K]`` now; a
+        ``per_epoch`` order (rebuilt at every theta_e) appends them as rows ``[E, N]``, ``[E, K]``."""
         was = self.swmr
         self._plain()
         g = self.f.require_group(names.probe(name))
-        g.create_dataset("index", data=index.astype(np.int64), **CHECKSUM)
-        g.create_dataset("batch_score", data=batch_score.astype(np.float64), **CHECKSUM)
         g.attrs["score_label"] = score_label
         g.attrs["batch_size"] = batch_size
-        for ds in (names.probe_index(name), names.batch_score(name)):
-            annotate(self.f, ds)  # also creates the probe's batch and image scales
+        g.attrs[names.PER_EPOCH_ORDER] = bool(per_epoch)
+        for key, value in (attrs or {}).items():
+            g.attrs[key] = value
+        if not per_epoch:
+            g.create_dataset("index", data=index.astype(np.int64), **CHECKSUM)
+            g.create_dataset("batch_score", data=batch_score.astype(np.float64), **CHECKSUM)
+            for ds in (names.probe_index(name), names.batch_score(name)):
+                annotate(self.f, ds)  # also creates the probe's batch and image scales
         if was:
             self.start()
 

@@ -14,6 +14,7 @@ buffers never change.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
@@ -44,6 +45,21 @@ class FrozenModel:
         self.params = {n: named[n].detach().clone().requires_grad_(True) for n in layout.names}
         self.consts = {n: p.detach().clone() for n, p in named.items() if n not in trainable}
         self.buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+        # each module's train/eval flag now, at the epoch start, when the model is set up to train:
+        # probe passes use these flags even if the caller evaluated (model.eval()) before epoch_end
+        self.modes = [(m, m.training) for m in model.modules()]
+
+    @contextlib.contextmanager
+    def training_modes(self) -> Iterator[None]:
+        """The modules' train/eval flags of theta_e's moment for the block, then the current ones back."""
+        now = [(m, m.training) for m in self.model.modules()]
+        for m, flag in self.modes:
+            m.training = flag
+        try:
+            yield
+        finally:
+            for m, flag in now:
+                m.training = flag
 
     def loss_and_grads(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """Mean loss (``loss_fn``, cross-entropy by default) of the batch at theta_e and its
@@ -62,9 +78,10 @@ class FrozenModel:
 class ProbeResult:
     """One probe pass: per-batch losses at theta_e and the distance statistics."""
 
-    def __init__(self, batch_loss: np.ndarray, stats: EpochStats):
+    def __init__(self, batch_loss: np.ndarray, stats: EpochStats, full: torch.Tensor):
         self.batch_loss = batch_loss
         self.stats = stats
+        self.full = full  # float64 [P]: the full gradient G of this pass
 
 
 def probe_pass(frozen: FrozenModel, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_batches: int,
@@ -82,7 +99,18 @@ def probe_pass(frozen: FrozenModel, batches: Iterable[tuple[torch.Tensor, torch.
     ``shard`` (torchrun): ``batches`` are this rank's ``shard.owned(num_batches)`` only; the
     float64 sums are all-reduced into the full gradient and the per-batch rows gathered, so
     every rank returns the stats of all ``num_batches`` batches.
+
+    Modules run with the train/eval flags they had at theta_e's snapshot (``epoch_start``),
+    so a caller that evaluated the model before ``epoch_end`` still probes in training mode.
     """
+    with frozen.training_modes():
+        return _probe_pass(frozen, batches, num_batches, store, measures, per_layer, keep, shard, replay)
+
+
+def _probe_pass(frozen: FrozenModel, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_batches: int,
+                store: GradStore, measures: list[str], per_layer: bool, keep: Callable[[GradStore], None] | None,
+                shard: Dist | None, replay: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]] | None
+                ) -> ProbeResult:
     total = num_batches
     if shard is not None:
         num_batches = len(shard.owned(total))
@@ -111,7 +139,8 @@ def probe_pass(frozen: FrozenModel, batches: Iterable[tuple[torch.Tensor, torch.
             shard.all_reduce_(full.sum, weight)
             full.weight = int(weight.item())
             gather = lambda rows: shard.gather_rows(rows, total)  # noqa: E731
-        stats = epoch_stats(store, full.mean(), layout, sizes, measures, per_layer, gather=gather)
+        mean = full.mean()
+        stats = epoch_stats(store, mean, layout, sizes, measures, per_layer, gather=gather)
         if keep is not None:
             keep(store)
     finally:
@@ -119,7 +148,7 @@ def probe_pass(frozen: FrozenModel, batches: Iterable[tuple[torch.Tensor, torch.
     batch_loss = losses.cpu().numpy()
     if shard is not None:
         batch_loss = shard.gather_rows({"loss": batch_loss}, total)["loss"]
-    return ProbeResult(batch_loss, stats)
+    return ProbeResult(batch_loss, stats, mean)
 
 
 def _regrads(frozen: FrozenModel, batches: Iterable, replay: Callable[[], Iterable] | None

@@ -54,6 +54,11 @@ class CountSketch:
         out = torch.zeros(self.dim, dtype=torch.float32, device=g.device)
         return out.index_add_(0, self.bucket, self._signed).double()
 
+    def rows(self, g: torch.Tensor) -> torch.Tensor:
+        """S g_i for every row of ``g`` ``[c, P]``, as float32 ``[c, d]`` (per-sample gradients)."""
+        out = torch.zeros(g.shape[0], self.dim, dtype=torch.float32, device=g.device)
+        return out.index_add_(1, self.bucket, g.to(torch.float32) * self.sign)
+
 
 def sketch_reductions(sketches: torch.Tensor, sq_norms: np.ndarray, full_sketch: torch.Tensor,
                       full_sq_norm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

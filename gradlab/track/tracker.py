@@ -49,6 +49,14 @@ class ProbeBatches:
     index: np.ndarray  # int64 [N] dataset indices in order (empty when unknown)
     batch_score: np.ndarray  # float64 [K]
     score_label: str
+    # An order rebuilt at every theta_e (gradient-informed, ``gradlab.track.gradorders``): the
+    # tracker calls ``prepare`` before its pass and stores index and batch_score per epoch.
+    per_epoch = False
+    needs_full = False  # prepare() needs the full gradient of the reference probe's pass
+    attrs: Mapping[str, Any] = {}  # extra attributes of the probe's group in the run file (read only)
+
+    def prepare(self, frozen: FrozenModel, full: torch.Tensor | None) -> None:
+        """Rebuild the order at theta_e (``frozen``); ``full``: this epoch's full gradient."""
 
     def batches(self, ks: Sequence[int] | None = None) -> Iterator[Batch]:
         raise NotImplementedError
@@ -114,7 +122,7 @@ class Tracker:
                  config: Mapping[str, Any] | None = None, *, grad_dtype: str = "float32",
                  sketch_dim: int = 8192, scratch_dir: str | Path | None = None, keep_grads: str = "none",
                  seed: int = 0, steps_per_epoch: int | None = None, overwrite: bool = False,
-                 epochs: int | None = None, attrs: Mapping[str, Any] | None = None,
+                 epochs: int | None = None, attrs: Mapping[str, Any] | None = None, reference: str = "random",
                  _writer: Any = None, _dist: Any = None, _start_epoch: int = 0, _lock: Any = None,
                  _progress: Callable[[Iterator[Batch], int, str], Iterator[Batch]] | None = None):
         from gradlab.train.distributed import SINGLE
@@ -125,11 +133,15 @@ class Tracker:
         self.keep_grads, self.epochs = keep_grads, epochs
         self.dist = _dist or SINGLE
         self._progress = _progress
+        self.probes = {n: as_probe(n, b) for n, b in (probes or {}).items()}
+        # fixed orders first: the reference pass gives the full gradient the per-epoch orders need
+        self.probes = dict(sorted(self.probes.items(), key=lambda item: item[1].per_epoch))
+        self.reference = reference
         self._check(store, grad_dtype, sketch_dim, config)
         self._store_args = dict(name=store, dtype=grad_dtype, sketch_dim=sketch_dim, sketch_seed=seed,
                                 scratch_dir=str(scratch_dir or self.out.parent))
         self.layout = ParamLayout.of(model)
-        self.probes = {n: as_probe(n, b) for n, b in (probes or {}).items()}
+        self._full: torch.Tensor | None = None
         self.epoch = _start_epoch  # the next epoch to commit
         self._frozen: FrozenModel | None = None
         self._last_lr: float | None = None
@@ -153,6 +165,10 @@ class Tracker:
             raise ConfigError('store = "sketch" estimates whole-model distances only; pass per_layer=False')
         if self.keep_grads not in ("none", "last", "all"):
             raise ConfigError(f'keep_grads must be "none", "last" or "all", got {self.keep_grads!r}')
+        if any(p.needs_full for p in self.probes.values()) and self.reference not in self.probes:
+            needy = [n for n, p in self.probes.items() if p.needs_full]
+            raise ConfigError(f"probes {needy} need this epoch's full gradient, which gradlab takes from the "
+                              f"{self.reference!r} probe's pass; add a {self.reference!r} probe")
         try:
             json.dumps(dict(config or {}))
         except TypeError as exc:
@@ -188,7 +204,8 @@ class Tracker:
         prov = {**provenance.collect(device, seed), **self.dist.provenance(), **dict(attrs or {})}
         writer = RunWriter(self.out, dict(config or {}), prov, self.layout)
         for name, p in self.probes.items():
-            writer.add_probe(name, p.index, p.batch_score, p.score_label, p.batch_size)
+            writer.add_probe(name, p.index, p.batch_score, p.score_label, p.batch_size, per_epoch=p.per_epoch,
+                             attrs=p.attrs)
         return writer
 
     def _device(self) -> torch.device:
@@ -223,7 +240,9 @@ class Tracker:
         e = self.epoch
         self.stats.end_epoch()
         t0 = time.perf_counter()
+        self._score_s = 0.0  # time of the per-epoch orders' scoring passes (part of the probe time)
         means = {name: self._probe_epoch(name, p, e) for name, p in self.probes.items()}
+        self._full = None
         for key, value in self._scalars(scalars, time.perf_counter() - t0).items():
             self.writer.append(names.scalar(key), value, e)
         self.writer.write_pending()  # rows on disk, marker not moved yet
@@ -243,6 +262,8 @@ class Tracker:
             self._last_lr = lr
             out = {"lr": out.pop("lr"), "phase": self._phase, **out}
         out.setdefault("timing_probe_s", probe_s)
+        if any(p.per_epoch for p in self.probes.values()):
+            out.setdefault(names.TIMING_SCORE.replace("/", "_"), self._score_s)
         return out
 
     def _batches(self, probe: ProbeBatches, ks: Sequence[int] | None, desc: str) -> Iterator[Batch]:
@@ -252,6 +273,8 @@ class Tracker:
 
     def _probe_epoch(self, name: str, probe: ProbeBatches, e: int) -> float:
         """One probe pass of ``probe`` at theta_e; appends its rows for epoch ``e``."""
+        if probe.per_epoch:
+            self._prepare(name, probe, e)
         store = make_store(self._store_args["name"], self._store_args["dtype"],
                            **{k: v for k, v in self._store_args.items() if k not in ("name", "dtype")})
         last = self.epochs is not None and e == self.epochs - 1
@@ -273,7 +296,17 @@ class Tracker:
                          shard=self.dist if self.dist.active else None,
                          replay=lambda: self._batches(probe, mine, f"probe {name} (recompute)"))
         self._append_stats(name, res, e)
+        if name == self.reference:
+            self._full = res.full
         return float(np.mean(res.stats.distance["l2"])) if "l2" in res.stats.distance else float("nan")
+
+    def _prepare(self, name: str, probe: ProbeBatches, e: int) -> None:
+        """Rebuild a per-epoch order at theta_e and append its index and batch scores as epoch e's rows."""
+        t0 = time.perf_counter()
+        probe.prepare(self._frozen, self._full)
+        self.writer.append(names.probe_index(name), probe.index, e)
+        self.writer.append(names.batch_score(name), probe.batch_score, e)
+        self._score_s += time.perf_counter() - t0
 
     def _append_stats(self, name: str, res: Any, e: int) -> None:
         st, w = res.stats, self.writer

@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 
 from gradlab.config import StudyConfig, lr_at, phase_of
 from gradlab.data.datasets import BatchLoader, ImageSet, load_split
-from gradlab.data.orders import SHUFFLE, Order, OrderBatches, ScoreFn, build_order, compute_scores
+from gradlab.data import GRADIENT_ORDER_NAMES, probe_name
+from gradlab.data.orders import RANDOM, SHUFFLE, Order, OrderBatches, ScoreFn, build_order, compute_scores
 from gradlab.data.segmentation import evaluate_segmentation, is_segmentation
 from gradlab.errors import ConfigError, DiskFullError, GradlabError, RunFileError, is_disk_full
 from gradlab.models import build_model
@@ -56,7 +57,8 @@ class Study:
     model: nn.Module
     layout: ParamLayout
     train_order: Order | None  # None = reshuffle every epoch
-    probes: list[Order] = field(default_factory=list)
+    probes: list[Order] = field(default_factory=list)  # fixed orders, each cut of each
+    gradient_orders: list[str] = field(default_factory=list)  # rebuilt at every theta_e (gradlab.track.gradorders)
 
 
 def build_study(cfg: StudyConfig, scores: ScoreFn = compute_scores, device: torch.device | None = None) -> Study:
@@ -80,12 +82,25 @@ def build_study(cfg: StudyConfig, scores: ScoreFn = compute_scores, device: torc
     model = accelerate(build_model(cfg.model).to(device), cfg.train.amp, cfg.train.channels_last)
     layout = ParamLayout.of(model)
     train_order = None if t.order == SHUFFLE else build_order(t.order, train, bs, cfg.train.seed, scores)
-    probes: list[Order] = []
-    if t.enabled:
-        names = ([train_order.name] if train_order else []) + [p for p in t.probes if not train_order or p != train_order.name]
-        probes = [train_order if train_order and n == train_order.name else build_order(n, train, bs, cfg.train.seed, scores)
-                  for n in names]
-    return Study(cfg, device, train, test, model, layout, train_order, probes)
+    probes = _fixed_probes(cfg, train, train_order, scores) if t.enabled else []
+    gradient = [p for p in t.probes if p in GRADIENT_ORDER_NAMES] if t.enabled else []
+    return Study(cfg, device, train, test, model, layout, train_order, probes, gradient)
+
+
+def _fixed_probes(cfg: StudyConfig, train: ImageSet, train_order: Order | None, scores: ScoreFn) -> list[Order]:
+    """Every fixed probe order (the training order first in paper mode) in every cut of
+    ``track.batching``; ``random`` has one cut (any cut of a random order is random)."""
+    t, bs, seed = cfg.track, cfg.train.batch_size, cfg.train.seed
+    names = ([train_order.name] if train_order else []) + [
+        p for p in t.probes if p not in GRADIENT_ORDER_NAMES and (not train_order or p != train_order.name)]
+    out: dict[str, Order] = {}
+    for n in names:
+        for cut in (["contiguous"] if n == RANDOM else t.batching):
+            key = probe_name(n, cut)
+            if key not in out:
+                reuse = train_order is not None and n == train_order.name and cut == "contiguous"
+                out[key] = train_order if reuse else build_order(n, train, bs, seed, scores, cut)
+    return list(out.values())
 
 
 def _check_task(cfg: StudyConfig, train: ImageSet) -> None:
@@ -164,7 +179,13 @@ class Runner:
         """A fresh tracker (new run file) or one continuing the checkpoint's; returns the first epoch."""
         cfg, s, tr = self.cfg, self.study, self.cfg.track
         bar = (lambda it, n, desc: tqdm(it, total=n, desc=desc, leave=False)) if self.progress else None
-        kw = dict(probes={o.name: OrderBatches(o, self.loader) for o in s.probes}, measures=tr.measures,
+        probes: dict = {o.name: OrderBatches(o, self.loader) for o in s.probes}
+        if s.gradient_orders:
+            from gradlab.track.gradorders import gradient_probes
+
+            probes.update(gradient_probes(self.loader, s.gradient_orders, tr.batching, tr.per_sample_mb << 20,
+                                          tr.match_dim, cfg.train.seed))
+        kw = dict(probes=probes, measures=tr.measures,
                   per_layer=tr.per_layer, store=tr.grads, param_stats=tr.param_stats, config=cfg.to_dict(),
                   grad_dtype=tr.grad_dtype, sketch_dim=tr.sketch_dim, scratch_dir=tr.scratch_dir or None,
                   keep_grads=tr.keep_grads, seed=cfg.train.seed, steps_per_epoch=steps, epochs=cfg.train.epochs,
@@ -260,7 +281,7 @@ class Runner:
         cfg, s, dist, tc = self.cfg, self.study, self.dist, self.cfg.train
         self.log(f"gradlab run: {cfg.model.name} ({s.layout.size:,} params, {len(s.layout)} tensors) on {s.device}, "
                  f"{cfg.data.dataset} {len(s.train)} train / {len(s.test)} test, {len(loader)} batches of "
-                 f"{tc.batch_size}, probes {[o.name for o in s.probes] or 'off'} -> {self.out}"
+                 f"{tc.batch_size}, probes {[o.name for o in s.probes] + s.gradient_orders or 'off'} -> {self.out}"
                  + (f" [torchrun: {dist.world} ranks, {dist.backend}]" if dist.active else ""))
 
     def _epoch(self, e: int, tracker: Tracker, model: nn.Module, train_model: nn.Module,
@@ -325,7 +346,7 @@ class Runner:
         """Heatmaps, the final numbers and the command to run next."""
         if not self.dist.is_main:
             return
-        if self.cfg.output.heatmaps and self.study.probes:
+        if self.cfg.output.heatmaps and (self.study.probes or self.study.gradient_orders):
             from gradlab.report import plots
             from gradlab.runfile.reader import open_run
 

@@ -1,0 +1,194 @@
+"""Gradient-informed orders: the training set sorted by per-sample gradients at theta_e.
+
+They are the reference points between which the image metrics sit: how close to the full
+gradient can a batch get when its images are chosen by their gradients? Each order is
+recomputed at every epoch's theta_e (``GradientProbe.prepare``), so its ``index`` and
+``batch_score`` are stored per epoch (``[E, N]`` and ``[E, K]``).
+
+Per-image keys (ascending; ``gradlab.track.persample`` computes the gradients, in eval mode):
+
+- ``loss``: the image's loss;
+- ``gradnorm``: |g_i|;
+- ``align``: cos(g_i, G), the cosine to the full gradient G = nabla_e;
+- ``proj``: <g_i, G> / |G|, the length of g_i along G;
+- ``match``: not a sort: batches built greedily so that each batch's mean gradient is close
+  to G (``gradlab.track.match``).
+
+G for ``align``, ``proj`` and ``match`` is the full gradient of this epoch's ``random`` probe
+pass (train mode, batch-size-weighted mean of its batch gradients, exactly the G every D of
+the epoch is measured against), so it costs nothing extra; the tracker runs that pass first.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from gradlab.data import BATCHINGS, GRADIENT_ORDER_NAMES, probe_name
+from gradlab.data.datasets import BatchLoader
+from gradlab.data.orders import batch_means, stratify
+from gradlab.errors import ConfigError, did_you_mean
+from gradlab.track.match import greedy_match
+from gradlab.track.persample import SampleScores, chunk_size, score_samples
+from gradlab.track.probe import FrozenModel
+from gradlab.track.sketch import CountSketch
+from gradlab.track.tracker import ProbeBatches
+
+# Written to every gradient probe's group as the attribute ``score_mode``.
+SCORE_MODE = ("per-sample gradients at theta_e in eval mode (BatchNorm uses theta_e's running statistics; "
+              "exact per-sample gradients for models without batch statistics)")
+
+
+class GradientOrder:
+    """One order from per-sample scores. ``key`` gives each image's sort key (ascending)."""
+
+    name = ""
+    label = ""  # what batch_score is, for axes and the run file's score_label
+    needs_full = False  # needs G = nabla_e (<g_i, G>)
+    needs_sketch = False  # needs a CountSketch S g_i of every image
+    cuts = BATCHINGS  # how it may be cut into batches
+
+    def key(self, s: SampleScores, full_norm: float) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Loss(GradientOrder):
+    name, label = "loss", "loss at theta_e (eval mode)"
+
+    def key(self, s, full_norm):
+        return s.loss
+
+
+class GradNorm(GradientOrder):
+    name, label = "gradnorm", "per-sample gradient norm |g_i|"
+
+    def key(self, s, full_norm):
+        return s.gradnorm
+
+
+class Align(GradientOrder):
+    name, label, needs_full = "align", "cos(g_i, full gradient)", True
+
+    def key(self, s, full_norm):
+        return s.align(full_norm)
+
+
+class Proj(GradientOrder):
+    name, label, needs_full = "proj", "projection of g_i on the full gradient", True
+
+    def key(self, s, full_norm):
+        return s.proj(full_norm)
+
+
+class Match(GradientOrder):
+    """Batches are built, not cut: ``match`` has one batching, its own."""
+
+    name, label, needs_full, needs_sketch = "match", "sketched |mean g_i - G| of the batch (greedy match)", True, True
+    cuts = ("contiguous",)
+
+
+GRADIENT_ORDERS: dict[str, type[GradientOrder]] = {o.name: o for o in (Loss, GradNorm, Align, Proj, Match)}
+assert tuple(GRADIENT_ORDERS) == GRADIENT_ORDER_NAMES, "gradlab.data.GRADIENT_ORDER_NAMES and the registry disagree"
+
+
+def get_gradient_order(name: str) -> GradientOrder:
+    if name not in GRADIENT_ORDERS:
+        raise ConfigError(f"unknown gradient order {name!r}{did_you_mean(name, GRADIENT_ORDERS)}; choose one of "
+                          f"{', '.join(GRADIENT_ORDERS)}")
+    return GRADIENT_ORDERS[name]()
+
+
+class SampleScorer:
+    """One scoring pass per epoch over every image of a loader, shared by the gradient probes
+    that use it (the pass runs once at each theta_e, whatever the number of orders)."""
+
+    def __init__(self, loader: BatchLoader, max_bytes: int = 256 << 20, sketch_dim: int = 256, seed: int = 0):
+        self.loader, self.max_bytes, self.sketch_dim, self.seed = loader, int(max_bytes), int(sketch_dim), seed
+        self.needs_sketch = False  # set by the probes that use this scorer
+        self._sketch: CountSketch | None = None
+        self._memo: tuple[int, SampleScores] | None = None
+
+    def _chunks(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.loader.data)
+        for lo in range(0, n, size):
+            yield self.loader.get(torch.arange(lo, min(n, lo + size)))
+
+    def sketch(self, num_params: int, device: torch.device) -> CountSketch:
+        if self._sketch is None:
+            self._sketch = CountSketch(num_params, self.sketch_dim, device, seed=self.seed + 0x3A7C)
+        return self._sketch
+
+    def scores(self, frozen: FrozenModel, full: torch.Tensor | None) -> SampleScores:
+        """Every image's scores at ``frozen`` (computed once per theta_e)."""
+        if self._memo is not None and self._memo[0] == id(frozen):
+            return self._memo[1]
+        size = chunk_size(frozen.layout.size, self.max_bytes)
+        device = next(iter(frozen.params.values())).device
+        sk = self.sketch(frozen.layout.size, device) if self.needs_sketch else None
+        s = score_samples(frozen, self._chunks(size), full, sk)
+        self._memo = (id(frozen), s)
+        return s
+
+
+class GradientProbe(ProbeBatches):
+    """A gradient-informed order cut into batches, rebuilt at each epoch's theta_e (``prepare``)."""
+
+    per_epoch = True
+
+    def __init__(self, order: str, batching: str, scorer: SampleScorer):
+        self.order = get_gradient_order(order)
+        if batching not in self.order.cuts:
+            raise ConfigError(f"order {order!r} cannot be cut {batching!r}; it supports {', '.join(self.order.cuts)}")
+        self.batching, self.scorer = batching, scorer
+        self.name = probe_name(order, batching)
+        self.needs_full = self.order.needs_full
+        scorer.needs_sketch |= self.order.needs_sketch
+        loader = scorer.loader
+        self.batch_size, self.num_batches = loader.batch_size, len(loader)
+        if self.num_batches < 1:
+            raise ConfigError(f"probe {self.name!r}: {len(loader.data)} images make no batch of {self.batch_size}")
+        self.score_label = self.order.label
+        self.attrs = {"batching": batching, "order_kind": "gradient", "score_mode": SCORE_MODE}
+        self.index = np.zeros(0, dtype=np.int64)
+        self.batch_score = np.zeros(self.num_batches)
+        self._idx: list[torch.Tensor] = []
+
+    def prepare(self, frozen: FrozenModel, full: torch.Tensor | None) -> None:
+        """Score every image at theta_e and rebuild this epoch's order and batch scores."""
+        if self.needs_full and full is None:
+            raise ConfigError(f"probe {self.name!r} needs the full gradient of the 'random' probe's pass; "
+                              f"add a 'random' probe")
+        s = self.scorer.scores(frozen, full)
+        m = self.batch_size
+        if isinstance(self.order, Match):
+            sk = self.scorer.sketch(frozen.layout.size, s.sketch.device)
+            target = sk.rows(full.to(torch.float32)[None])[0]
+            index, self.batch_score = greedy_match(s.sketch, target, m, self.num_batches)
+        else:
+            key = self.order.key(s, float(full.norm()) if full is not None else 0.0)
+            index = np.argsort(key, kind="stable").astype(np.int64)
+            if self.batching == "stratified":
+                index = stratify(index, m)
+            self.batch_score = batch_means(key, index, m)
+        self.index = index
+        self._idx = self.scorer.loader.batch_indices(torch.from_numpy(index))
+
+    def batches(self, ks: Sequence[int] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if not self._idx:
+            raise RuntimeError(f"probe {self.name!r}: prepare() at theta_e before reading its batches")
+        for k in range(self.num_batches) if ks is None else ks:
+            yield self.scorer.loader.get(self._idx[k])
+
+
+def gradient_probes(loader: BatchLoader, orders: Sequence[str], batchings: Sequence[str] = ("contiguous",),
+                    max_bytes: int = 256 << 20, sketch_dim: int = 256, seed: int = 0) -> dict[str, GradientProbe]:
+    """Probes of every gradient ``order`` x each batching it supports, sharing one scoring pass."""
+    scorer = SampleScorer(loader, max_bytes, sketch_dim, seed)
+    out: dict[str, GradientProbe] = {}
+    for order in orders:
+        for cut in batchings:
+            if cut in get_gradient_order(order).cuts:
+                p = GradientProbe(order, cut, scorer)
+                out[p.name] = p
+    return out
