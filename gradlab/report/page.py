@@ -1,7 +1,8 @@
 """``gradlab report``: one self-contained, offline HTML page for one or several runs.
 
 Sections: runs at a glance, the phase summary (which quantile of batches is closest to
-the full gradient, per phase, against chance), distance heatmaps per probe and phase,
+the full gradient, per phase, against chance), across seeds (intervals and seed-mean
+heatmaps, when seeds of one study are given together), distance heatmaps per probe and phase,
 per-layer distances, gradient norms and noise scale, train/test curves, parameter
 statistics (runs with ``/params``), and provenance. Several runs are compared side by
 side: heatmaps in columns, line plots overlaid with one colour per run.
@@ -696,8 +697,29 @@ def _seeds_section(pg: _Page) -> Section | None:
             f"<td>{_e(r.verdict)}</td></tr>" for _, r in s.iterrows())
         body += (f"<h3>{_e(title)}</h3><table class='summary'><tr><th>probe</th><th>phase</th><th>closest bin</th>"
                  f"<th>D (95% CI)</th><th>{CONTROL} control, same bin</th><th>p (pooled)</th><th>verdict</th></tr>"
-                 f"{rows}</table>" + pg.add(seed_figure(s, pg.bins, title), "seeds", *g))
+                 f"{rows}</table>" + pg.add(seed_figure(s, pg.bins, title), "seeds", *g) + _seed_heatmaps(pg, g))
     return ("seeds", "Across seeds", body)
+
+
+def _seed_heatmaps(pg: _Page, g: list[int]) -> str:
+    """``plots.seed_mean_heatmap`` of one seed group per phase and probe; the probes of a phase
+    share one colour range, since the unit is common and the probes then compare directly."""
+    runs = [pg.runs[i] for i in g]
+    probes = [p for p in pg.probes if all(p in r.probes and pg.measure in r.measures(p) for r in runs)]
+    body = ("<p class='note'><b>Seed-mean heatmaps.</b> Each cell is D[e, k] divided by that seed's "
+            f"<code>{CONTROL}</code> control mean D at epoch e (its own epoch mean when a seed lacks the control; "
+            "the title says so), then averaged over the seeds (epochs committed in every seed); light = close, "
+            "1 = a typical random batch. The probes of a phase share one colour range; "
+            "hover shows the seeds' min–max of the cell.</p>")
+    for ph in range(min(r.num_phases for r in runs)):
+        figs = [plots.seed_mean_heatmap(runs, p, ph, pg.measure) for p in probes]
+        z = np.concatenate([np.asarray(f.data[0].z, dtype=float).ravel() for f in figs] or [np.zeros(0)])
+        z = z[np.isfinite(z)]
+        for probe, fig in zip(probes, figs):
+            if z.size:
+                fig.update_traces(zmin=float(z.min()), zmax=float(z.max()))
+            body += pg.add(fig, "seed_mean_heatmap", *g, probe, f"phase{ph}")
+    return body
 
 
 def _ci(v: float, lo: float, hi: float) -> str:
@@ -747,7 +769,8 @@ def _references_section(pg: _Page) -> Section | None:
     return ("references", "Reference orders: between random and gradient-informed batches", body)
 
 
-SECTIONS = (_glance_section, _summary_section, _references_section, _seeds_section, _heatmaps_section, _layers_section, _norms_section,
+SECTIONS = (_glance_section, _summary_section, _references_section, _seeds_section, _heatmaps_section,
+            _layers_section, _norms_section,
             _curves_section, lambda pg: ("params", "Parameter statistics", _params_section(pg.runs, pg.names, pg.add)),
             _provenance_section)
 

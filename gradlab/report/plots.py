@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from gradlab.report.units import CONTROL, has_control, in_own_units, in_random_units
 from gradlab.runfile.reader import Run
 
 if TYPE_CHECKING:
@@ -49,24 +50,18 @@ def quantile_ticks(score: np.ndarray, step: int = 10) -> tuple[list[int], list[s
     return vals, text
 
 
-def heatmap(run: Run, probe: str, phase: int = 0, measure: str = "l2", tick_step: int = 10) -> go.Figure:
-    """D[e, k] for the epochs of one training phase; x = batches in order, labelled by score quantiles."""
-    epochs = run.phase_epochs(phase)
-    d = run.distance_matrix(probe, measure)[epochs] if len(epochs) else np.zeros((0, 0))
-    score = run.batch_scores(probe, epochs)  # a per-epoch order: each batch's mean score over the phase
-    k = len(score)
+def _heatmap_figure(z: np.ndarray, epochs: np.ndarray, score: np.ndarray, score_label: str, title: str,
+                    colorbar: str, customdata: np.ndarray | None, hover: str, tick_step: int = 10) -> go.Figure:
+    """The D heatmaps' look: z[e, k] with y = epochs (first at the top), x = batches in probe
+    order labelled by score quantiles, light = close."""
     tickvals, ticktext = quantile_ticks(score, tick_step)
-    custom = run.batch_score_matrix(probe)[epochs] if d.size else None  # hover: the epoch's own score
     fig = go.Figure(go.Heatmap(
-        z=d, x=np.arange(k), y=epochs, colorscale=COLORSCALE, customdata=custom,
-        colorbar=dict(title=dict(text=f"D ({measure})", side="right")),
-        hovertemplate="epoch %{y}<br>batch %{x}<br>score %{customdata:.4g}<br>D %{z:.4g}<extra></extra>",
+        z=z, x=np.arange(len(score)), y=epochs, colorscale=COLORSCALE, customdata=customdata,
+        colorbar=dict(title=dict(text=colorbar, side="right")), hovertemplate=hover,
     ))
-    span = f"epochs {epochs[0]}–{epochs[-1]}, lr {run.phase_lr(phase):g}" if len(epochs) else "no epochs yet"
     fig.update_layout(
-        title=dict(text=f"<b>{html.escape(probe)}</b> — phase {phase} ({span})"),
-        xaxis=dict(title=f"batch score quantiles: {html.escape(run.score_label(probe))} (at % of batches"
-                   + ("; order rebuilt each epoch, phase mean" if run.is_per_epoch(probe) else "") + ")",
+        title=dict(text=title),
+        xaxis=dict(title=f"batch score quantiles: {html.escape(score_label)} (at % of batches)",
                    tickvals=tickvals, ticktext=ticktext),
         # whole epochs only: about 10 ticks whatever the phase length (50 epochs -> every 5th)
         yaxis=dict(title="epoch", autorange="reversed", tickmode="linear",
@@ -74,6 +69,61 @@ def heatmap(run: Run, probe: str, phase: int = 0, measure: str = "l2", tick_step
         template="plotly_white", height=max(280, 80 + 18 * len(epochs)), margin=dict(t=60, b=80, l=60, r=20),
     )
     return fig
+
+
+def _phase_title(run: Run, probe: str, phase: int, epochs: np.ndarray) -> str:
+    span = f"epochs {epochs[0]}–{epochs[-1]}, lr {run.phase_lr(phase):g}" if len(epochs) else "no epochs yet"
+    return f"<b>{html.escape(probe)}</b> — phase {phase} ({span})"
+
+
+def heatmap(run: Run, probe: str, phase: int = 0, measure: str = "l2", tick_step: int = 10) -> go.Figure:
+    """D[e, k] for the epochs of one training phase; x = batches in order, labelled by score quantiles."""
+    epochs = run.phase_epochs(phase)
+    d = run.distance_matrix(probe, measure)[epochs] if len(epochs) else np.zeros((0, 0))
+    score = run.batch_scores(probe, epochs)  # a per-epoch order: each batch's mean score over the phase
+    custom = run.batch_score_matrix(probe)[epochs] if d.size else None  # hover: the epoch's own score
+    hover = "epoch %{y}<br>batch %{x}<br>score %{customdata:.4g}<br>D %{z:.4g}<extra></extra>"
+    return _heatmap_figure(d, epochs, score, _score_label(run, probe), _phase_title(run, probe, phase, epochs),
+                           f"D ({measure})", custom, hover, tick_step)
+
+
+def _score_label(run: Run, probe: str) -> str:
+    return run.score_label(probe) + ("; order rebuilt each epoch, phase mean" if run.is_per_epoch(probe) else "")
+
+
+def _seed_stack(runs: Sequence[Run], probe: str, epochs: np.ndarray, measure: str = "l2") -> tuple[np.ndarray, bool]:
+    """``[S, E, K]``: every seed's D of ``probe`` at ``epochs`` in the common unit (D / that
+    seed's random control mean D at the same epoch), and whether that unit was used: when a
+    seed lacks the control, every seed is in its own epoch mean instead (the within-order
+    unit), so the seeds still average in one unit."""
+    common = all(has_control(r, measure) for r in runs)
+    rel = [in_random_units(r, probe, measure) if common else in_own_units(r.distance_matrix(probe, measure))
+           for r in runs]
+    return np.stack([x[epochs] for x in rel]), common
+
+
+def seed_mean_heatmap(runs: Sequence[Run], probe: str, phase: int = 0, measure: str = "l2",
+                      tick_step: int = 10) -> go.Figure:
+    """D[e, k] of ``probe`` in ``phase`` averaged over seeds of one study, cell by cell, in the
+    common unit (``_seed_stack``); hover shows the seeds' min–max of the cell.
+
+    Epochs are the first run's of the phase that every seed has committed (the seeds share
+    the schedule); batch scores and labels are the first run's (same data order per seed)."""
+    first = runs[0]
+    epochs = first.phase_epochs(phase)
+    epochs = epochs[epochs < min(r.epochs_done for r in runs)]
+    rel, common = _seed_stack(runs, probe, epochs, measure)
+    score = first.batch_scores(probe, epochs)
+    unit = "D / random mean" if common else "D / own epoch mean"
+    n = len(runs)
+    # float32 halves the page; customdata[e, k] = (batch score, seed min, seed max)
+    spread = np.stack([first.batch_score_matrix(probe)[epochs], rel.min(axis=0), rel.max(axis=0)], axis=-1)
+    title = _phase_title(first, probe, phase, epochs) + f", mean of {n} seeds" + (
+        "" if common else f" (unit: own epoch mean; not every seed has the {CONTROL} probe)")
+    hover = ("epoch %{y}<br>batch %{x}<br>score %{customdata[0]:.4g}<br>" + unit + ", seed mean %{z:.3f}<br>"
+             "seeds min–max %{customdata[1]:.3f}–%{customdata[2]:.3f}<extra></extra>")
+    return _heatmap_figure(rel.mean(axis=0).astype(np.float32), epochs, score, _score_label(first, probe), title,
+                           f"{unit} (mean of {n} seeds)", spread.astype(np.float32), hover, tick_step)
 
 
 def heatmaps(run: Run, measure: str = "l2") -> list[go.Figure]:
