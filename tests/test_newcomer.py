@@ -114,6 +114,7 @@ def test_threads_setting(spec, want, monkeypatch):
     from gradlab.train.accel import resolve_threads
 
     if spec == "auto":
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
         monkeypatch.setattr(os, "cpu_count", lambda: 2)
         monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 0.0, 0.0))
         assert resolve_threads("auto") == 1  # one core busy: one thread
@@ -121,6 +122,8 @@ def test_threads_setting(spec, want, monkeypatch):
         assert resolve_threads("auto") == 2
         monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 0.0, 0.0))
         assert resolve_threads("auto") == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's explicit choice wins over the load
+        assert resolve_threads("auto") == 2
     else:
         assert resolve_threads(spec) == want
 

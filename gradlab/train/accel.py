@@ -66,10 +66,13 @@ def resolve_threads(spec: str | int) -> int:
     least 1. On a shared 2-core machine, torch's 2 threads beside another busy process run
     several times slower than 1 thread (they spin-wait for each other while the other
     process holds a core; see benchmarks/threads_under_load.py), so a busy machine gets 1.
+    A user's ``OMP_NUM_THREADS`` is an explicit choice: ``auto`` takes it as it is.
     """
     import os
 
     cores = os.cpu_count() or 1
+    if spec == "auto" and os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
     if spec == "auto":
         try:
             busy = os.getloadavg()[0]
