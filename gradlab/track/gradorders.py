@@ -20,6 +20,7 @@ the epoch is measured against), so it costs nothing extra; the tracker runs that
 """
 from __future__ import annotations
 
+import weakref
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -107,7 +108,9 @@ class SampleScorer:
         self.loader, self.max_bytes, self.sketch_dim, self.seed = loader, int(max_bytes), int(sketch_dim), seed
         self.needs_sketch = False  # set by the probes that use this scorer
         self._sketch: CountSketch | None = None
-        self._memo: tuple[int, SampleScores] | None = None
+        # (weak reference to the theta_e it was computed at, scores): a weak reference, not id(),
+        # because a new epoch's FrozenModel may be allocated at the freed address of the last one
+        self._memo: tuple[weakref.ref, SampleScores] | None = None
 
     def _chunks(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.loader.data)
@@ -121,13 +124,13 @@ class SampleScorer:
 
     def scores(self, frozen: FrozenModel, full: torch.Tensor | None) -> SampleScores:
         """Every image's scores at ``frozen`` (computed once per theta_e)."""
-        if self._memo is not None and self._memo[0] == id(frozen):
+        if self._memo is not None and self._memo[0]() is frozen:
             return self._memo[1]
         size = chunk_size(frozen.layout.size, self.max_bytes)
         device = next(iter(frozen.params.values())).device
         sk = self.sketch(frozen.layout.size, device) if self.needs_sketch else None
         s = score_samples(frozen, self._chunks(size), full, sk)
-        self._memo = (id(frozen), s)
+        self._memo = (weakref.ref(frozen), s)
         return s
 
 
