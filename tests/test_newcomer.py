@@ -114,18 +114,38 @@ def test_threads_setting(spec, want, monkeypatch):
     from gradlab.train.accel import resolve_threads
 
     if spec == "auto":
+        from gradlab.train import accel
+
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
         monkeypatch.setattr(os, "cpu_count", lambda: 2)
-        monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 0.0, 0.0))
-        assert resolve_threads("auto") == 1  # one core busy: one thread
-        monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.0, 0.0))
-        assert resolve_threads("auto") == 2
-        monkeypatch.setattr(os, "getloadavg", lambda: (5.0, 0.0, 0.0))
-        assert resolve_threads("auto") == 1
+        for busy, threads in ((1.2, 1), (0.1, 2), (5.0, 1)):  # one core busy: one thread
+            monkeypatch.setattr(accel, "busy_cores", lambda cores, b=busy: b)
+            assert resolve_threads("auto") == threads
         monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's explicit choice wins over the load
         assert resolve_threads("auto") == 2
     else:
         assert resolve_threads(spec) == want
+
+
+def test_busy_cores_sees_a_spinning_process_not_the_load_average(monkeypatch):
+    """``auto`` measures the cores busy now; the 1-minute load average lags (a run just finished
+    still counts there), so it must not be what decides on Linux."""
+    import time
+
+    from gradlab.train.accel import busy_cores
+
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("no /proc/stat here: busy_cores falls back to the load average")
+    monkeypatch.setattr(os, "getloadavg", lambda: (7.0, 7.0, 7.0))  # must be ignored
+    quiet = busy_cores(os.cpu_count() or 1)
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        loaded = busy_cores(os.cpu_count() or 1, window_s=0.5)
+    finally:
+        hog.kill()
+    cores = os.cpu_count() or 1  # one spinning process is about one more busy core, up to all of them
+    assert quiet < 7.0 and loaded >= min(quiet + 0.5, cores - 0.5), (quiet, loaded)
 
 
 def test_threads_config_errors():

@@ -161,7 +161,7 @@ def test_align_cuts_on_the_quickstart_data(tmp_path, norm):
     """The issue's prototype, on the quickstart's data (smallcnn, 2,048 synthetic images, 16
     batches of 128, 3 epochs), averaged over epochs in the random control's unit: stratified
     ``align`` batches are closer to the full gradient than random ones, contiguous ones are far
-    worse (> 1.5). Measured: bn 0.84-0.91 and 2.3-3.6 per epoch; none 0.53-0.78 and 7.3-8.0."""
+    worse (> 1.5). Measured per epoch (seed 0): bn 0.84-0.91 and 2.3-3.6; none 0.56-0.67 and 7.2-8.0."""
     from gradlab.config import load_config
     from gradlab.report.units import in_random_units
     from gradlab.train.runner import run_study

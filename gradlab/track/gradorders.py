@@ -124,7 +124,7 @@ class SampleScorer:
 
     def scores(self, frozen: FrozenModel, full: torch.Tensor | None) -> SampleScores:
         """Every image's scores at ``frozen`` (computed once per theta_e)."""
-        if self._memo is not None and self._memo[0]() is frozen:
+        if self._memo is not None and self._memo[0]() is frozen and (full is None or self._memo[1].dot is not None):
             return self._memo[1]
         size = chunk_size(frozen.layout.size, self.max_bytes)
         device = next(iter(frozen.params.values())).device

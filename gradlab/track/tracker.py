@@ -104,7 +104,10 @@ class Tracker:
     Arguments (all but ``model`` and ``out`` optional):
 
     - ``probes``: name -> fixed batches (a re-iterable of ``(x, y)`` or a ``ProbeBatches``);
-      ``random`` is the control the phase summary compares every order with.
+      ``random`` is the control the phase summary compares every order with. Per-epoch orders
+      (``gradlab.orders.gradient_batches``) are rebuilt at every theta_e after the fixed ones.
+    - ``reference``: the probe whose pass gives the full gradient that per-epoch orders such
+      as ``align`` need (default ``random``).
     - ``loss_fn(output, target)``: mean loss of a batch (default cross-entropy).
     - ``measures``: ``l2`` and/or ``cosine``; ``per_layer``: per-layer l2 distances.
     - ``store``: where batch gradients wait: ``memory`` | ``disk`` | ``recompute`` | ``sketch``.

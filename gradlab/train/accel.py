@@ -59,14 +59,45 @@ def accelerate(model: nn.Module, amp: str = "none", channels_last: bool = False)
     return model
 
 
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, total) CPU time of the whole machine since boot, from /proc/stat; None elsewhere."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+def busy_cores(cores: int, window_s: float = 0.3) -> float:
+    """Cores kept busy by other processes now (this one sleeps while it measures)."""
+    import os
+    import time
+
+    a = _cpu_jiffies()
+    if a is None:
+        try:
+            return os.getloadavg()[0]
+        except OSError:  # not on every platform
+            return 0.0
+    time.sleep(window_s)
+    b = _cpu_jiffies()
+    total = b[1] - a[1]
+    return cores * (b[0] - a[0]) / total if total > 0 else 0.0
+
+
 def resolve_threads(spec: str | int) -> int:
     """CPU threads for torch's intra-op pool (``train.threads``): a number, or ``"auto"``.
 
-    ``auto`` takes the cores that are free now: ``cores - round(1-minute load average)``, at
-    least 1. On a shared 2-core machine, torch's 2 threads beside another busy process run
-    several times slower than 1 thread (they spin-wait for each other while the other
-    process holds a core; see benchmarks/threads_under_load.py), so a busy machine gets 1.
-    A user's ``OMP_NUM_THREADS`` is an explicit choice: ``auto`` takes it as it is.
+    ``auto`` takes the cores that are free now: ``cores - round(busy cores)``, at least 1, where
+    the busy cores are measured over the next 0.3 s from ``/proc/stat`` (Linux; elsewhere the
+    1-minute load average). On a shared 2-core machine, torch's 2 threads beside another busy
+    process run several times slower than 1 thread (they spin-wait for each other while the
+    other process holds a core; see benchmarks/threads_under_load.py), so a busy machine gets
+    1. The load average is not used where /proc/stat exists: it lags by minutes, so a run
+    started right after another one finished saw that one's load and took 1 thread on an
+    idle machine. A user's ``OMP_NUM_THREADS`` is an explicit choice: ``auto`` takes it.
     """
     import os
 
@@ -74,11 +105,7 @@ def resolve_threads(spec: str | int) -> int:
     if spec == "auto" and os.environ.get("OMP_NUM_THREADS", "").strip().isdigit():
         return max(1, int(os.environ["OMP_NUM_THREADS"]))
     if spec == "auto":
-        try:
-            busy = os.getloadavg()[0]
-        except OSError:  # not on every platform
-            busy = 0.0
-        return max(1, min(cores, cores - round(busy)))
+        return max(1, min(cores, cores - round(busy_cores(cores))))
     try:
         n = int(spec)
     except (TypeError, ValueError):
