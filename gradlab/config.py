@@ -58,8 +58,9 @@ class TrainConfig:
     # several seeds: one run file per seed, <stem>-s<seed>.h5 (also --seeds 0,1,2); [] = just train.seed
     seeds: list[int] = field(default_factory=list)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    # torch CPU threads: "auto" (the cores free at start: 1 on a busy 2-core machine, where 2
-    # threads collapse beside another process) or a number (gradlab.train.accel.resolve_threads)
+    # torch CPU threads: "auto" (the cores free at start, measured over 0.3 s: 1 on a busy 2-core
+    # machine, where 2 threads collapse beside another process; OMP_NUM_THREADS wins) or a number
+    # (gradlab.train.accel.resolve_threads)
     threads: str | int = "auto"
     # NaN/Inf loss or gradient: "stop" ends the run (status failed, earlier epochs kept, the
     # message names epoch and batch); "continue" trains on and logs the count of bad batches

