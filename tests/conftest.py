@@ -1,12 +1,18 @@
 """Shared fixtures: tiny configs that run in seconds on 2 CPU cores."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from gradlab.config import config_from_dict, StudyConfig
 
-torch.set_num_threads(2)
+# One thread count for every run a test makes, in this process and in the gradlab subprocesses
+# it starts: train.threads = "auto" honours OMP_NUM_THREADS, and bit-for-bit comparisons (resume,
+# tracker equivalence) need equal counts, which auto's measurement of the busy cores cannot promise.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 def tiny_config(tmp_path, **sections) -> StudyConfig:
