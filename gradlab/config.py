@@ -152,7 +152,7 @@ class StudyConfig:
 
 def _check_orders(t: TrackConfig) -> None:
     """Probe and training orders, batchings and the gradient orders' needs; torch-free names only."""
-    from gradlab.data import BATCHINGS, GRADIENT_ORDER_NAMES
+    from gradlab.data import BATCHINGS, GRADIENT_ORDER_NAMES, NEEDS_FULL_GRADIENT
 
     known = ("random", *METRIC_NAMES, *GRADIENT_ORDER_NAMES)
     if len(set(t.probes)) != len(t.probes):
@@ -167,7 +167,7 @@ def _check_orders(t: TrackConfig) -> None:
     bad = [b for b in t.batching if b not in BATCHINGS]
     if bad or not t.batching or len(set(t.batching)) != len(t.batching):
         raise ConfigError(f"track.batching must list {' and/or '.join(BATCHINGS)} once each, got {t.batching}")
-    needy = [p for p in t.probes if p in ("align", "proj", "match")]
+    needy = [p for p in t.probes if p in NEEDS_FULL_GRADIENT]
     if needy and "random" not in t.probes and t.enabled:
         raise ConfigError(f"track.probes {needy} need the full gradient of the 'random' probe's pass; "
                           f"add \"random\" to track.probes")

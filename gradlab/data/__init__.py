@@ -15,6 +15,7 @@ DATASET_NAMES = ("synthetic", "cifar10", "cifar10-sample", "mnist", "animal-mnis
 # Probe orders computed from per-sample gradients at each epoch's theta_e (``gradlab.track.gradorders``
 # checks its registry against this list), and the two ways to cut any sorted order into batches.
 GRADIENT_ORDER_NAMES = ("loss", "gradnorm", "align", "proj", "match")
+NEEDS_FULL_GRADIENT = ("align", "proj", "match")  # those that need the random probe's full gradient
 BATCHINGS = ("contiguous", "stratified")
 STRATIFIED_SUFFIX = "@strat"  # probe name of an order's stratified cut: /probes/<order>@strat
 

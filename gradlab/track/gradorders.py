@@ -26,7 +26,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from gradlab.data import BATCHINGS, GRADIENT_ORDER_NAMES, probe_name
+from gradlab.data import BATCHINGS, GRADIENT_ORDER_NAMES, NEEDS_FULL_GRADIENT, probe_name
 from gradlab.data.datasets import BatchLoader
 from gradlab.data.orders import batch_means, stratify
 from gradlab.errors import ConfigError, did_you_mean
@@ -91,6 +91,8 @@ class Match(GradientOrder):
 
 GRADIENT_ORDERS: dict[str, type[GradientOrder]] = {o.name: o for o in (Loss, GradNorm, Align, Proj, Match)}
 assert tuple(GRADIENT_ORDERS) == GRADIENT_ORDER_NAMES, "gradlab.data.GRADIENT_ORDER_NAMES and the registry disagree"
+assert tuple(n for n, o in GRADIENT_ORDERS.items() if o.needs_full) == NEEDS_FULL_GRADIENT, \
+    "gradlab.data.NEEDS_FULL_GRADIENT and the registry disagree"
 
 
 def get_gradient_order(name: str) -> GradientOrder:

@@ -144,7 +144,8 @@ class Tracker:
         self._store_args = dict(name=store, dtype=grad_dtype, sketch_dim=sketch_dim, sketch_seed=seed,
                                 scratch_dir=str(scratch_dir or self.out.parent))
         self.layout = ParamLayout.of(model)
-        self._full: torch.Tensor | None = None
+        self._full: torch.Tensor | None = None  # this epoch's full gradient of the reference probe
+        self._score_s = 0.0  # this epoch's time in per-epoch orders' scoring passes
         self.epoch = _start_epoch  # the next epoch to commit
         self._frozen: FrozenModel | None = None
         self._last_lr: float | None = None
@@ -243,7 +244,7 @@ class Tracker:
         e = self.epoch
         self.stats.end_epoch()
         t0 = time.perf_counter()
-        self._score_s = 0.0  # time of the per-epoch orders' scoring passes (part of the probe time)
+        self._score_s = 0.0
         means = {name: self._probe_epoch(name, p, e) for name, p in self.probes.items()}
         self._full = None
         for key, value in self._scalars(scalars, time.perf_counter() - t0).items():
