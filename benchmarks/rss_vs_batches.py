@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 import _common  # noqa: F401  (puts the repository on sys.path)
-from gradlab.track.stores import STORES
+from gradlab.registry import STORES
 
 MODES = list(STORES)
 

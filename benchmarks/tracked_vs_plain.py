@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from _common import conditions, setup, sync, timer
-from gradlab.track.stores import STORES, make_store
+from gradlab.registry import STORES
+from gradlab.track.stores import make_store
 from gradlab.train.loop import train_epoch
 from gradlab.data.orders import Order, OrderBatches
 from gradlab.track.probe import FrozenModel, probe_pass
@@ -48,7 +49,7 @@ def measure(model_name: str, images: int, batch_size: int, reps: int, modes: lis
 
     probe = OrderBatches(Order("probe", order.numpy(), np.arange(len(loader), dtype=np.float64), "batch"), loader)
     trackers = {mode: Tracker(model, Path(scratch) / f"tracked_vs_plain-{mode}.h5", {"probe": probe}, store=mode,
-                              per_layer=STORES[mode].exact, grad_dtype=grad_dtype, sketch_dim=sketch_dim,
+                              per_layer=STORES.load(mode).exact, grad_dtype=grad_dtype, sketch_dim=sketch_dim,
                               scratch_dir=scratch, param_stats="off", overwrite=True) for mode in modes}
 
     def tracked(mode: str) -> tuple[float, float]:
@@ -64,7 +65,7 @@ def measure(model_name: str, images: int, batch_size: int, reps: int, modes: lis
     frozen = FrozenModel(model, layout)
     for mode in modes:
         probe_pass(frozen, loader.batches(warm), 2, make_store(mode, grad_dtype, sketch_dim=sketch_dim,
-                   scratch_dir=scratch), ["l2"], STORES[mode].exact, replay=lambda: loader.batches(warm))
+                   scratch_dir=scratch), ["l2"], STORES.load(mode).exact, replay=lambda: loader.batches(warm))
     p: list[tuple[float, float]] = []
     t: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
     for _ in range(reps):

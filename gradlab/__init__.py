@@ -2,6 +2,8 @@
 
 The package is laid out by part:
 
+- ``gradlab.registry`` every name a user can type (datasets, models, metrics, orders, stores)
+- ``gradlab.quantities`` what a probe pass stores, each quantity declared once
 - ``gradlab.track``   the tracker: theta_e snapshots, probe passes, gradient stores, distances
 - ``gradlab.train``   gradlab's own runner (``gradlab run``): loop, checkpoint, torchrun, provenance
 - ``gradlab.data``    datasets, batch orders and the score cache
@@ -9,6 +11,9 @@ The package is laid out by part:
 - ``gradlab.models``  the built-in networks (one file per model)
 - ``gradlab.runfile`` the HDF5 run file: dataset names, writer, reader, schema, SWMR helpers
 - ``gradlab.report``  read side: phase summary, figures, HTML report, ``gradlab inspect``
+- ``gradlab.orders``  the public entry for probe batches of any image dataset
+
+docs/design.md ("Layers") gives the direction the parts import in.
 
 Top-level names are imported lazily, so ``import gradlab`` (and ``gradlab --help``) stay
 cheap: torch, h5py and plotly load on first use.
@@ -18,18 +23,21 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from gradlab.version import __version__
 
 # public name -> (module, attribute or None for the module itself)
 _LAZY = {
     "Tracker": ("gradlab.track.tracker", "Tracker"),
+    "TrackOptions": ("gradlab.track.options", "TrackOptions"),
+    "quantities": ("gradlab.quantities", None),
+    "registry": ("gradlab.registry", None),
     "Runner": ("gradlab.train.runner", "Runner"),
     "run_study": ("gradlab.train.runner", "run_study"),
     "Run": ("gradlab.runfile.reader", "Run"),
     "open_run": ("gradlab.runfile.reader", "open_run"),
     "load_config": ("gradlab.config", "load_config"),
     "plots": ("gradlab.report.plots", None),
-    "orders": ("gradlab.data.orders", None),
+    "orders": ("gradlab.orders", None),
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gradlab.data import DATASET_NAMES
+from gradlab.registry import DATASETS, METRICS, RANDOM
 from gradlab.errors import GradlabError
 
 
@@ -56,9 +56,9 @@ def _cmd_scores(args: argparse.Namespace) -> int:
     from gradlab.data.scores import compute_all
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    if "random" in metrics:
-        raise GradlabError('"random" is a seeded shuffle, not a metric: it has no per-image score to cache; '
-                           "list only intensity, hsv, edges or lpips in --metrics")
+    if RANDOM in metrics:
+        raise GradlabError(f'"{RANDOM}" is a seeded shuffle, not a metric: it has no per-image score to cache; '
+                           f"list only {', '.join(METRICS)} in --metrics")
     for m in metrics:
         get_metric(m)  # unknown names fail before any loading
     data = load_split(DataConfig(dataset=args.dataset, root=args.root, subset=args.subset), train=True)
@@ -132,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_run)
     s = sub.add_parser("scores", help="compute and cache per-image metric scores of a training set")
     s.add_argument("--dataset", default="cifar10",
-                   help=f"{' | '.join(DATASET_NAMES)} | package.module:load (default cifar10)")
-    s.add_argument("--metrics", default="intensity,hsv,edges,lpips", help="comma-separated metric names")
+                   help=f"{' | '.join(DATASETS)} | package.module:load (default cifar10)")
+    s.add_argument("--metrics", default=",".join(METRICS), help="comma-separated metric names")
     s.add_argument("--root", default="data", help="dataset folder (as data.root; default data)")
     s.add_argument("--subset", type=int, default=0, help="first N training images only (0 = all)")
     s.add_argument("--out", help="cache file (default: <root>/scores.h5)")

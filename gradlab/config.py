@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from gradlab import quantities, registry
 from gradlab.errors import ConfigError, did_you_mean
+from gradlab.usercode import is_import_path
 
 
 @dataclass
@@ -86,7 +88,7 @@ class TrackConfig:
     # (sets its chunk size: MB * 2^20 / (12 bytes x parameters) images; activations come on top)
     per_sample_mb: int = 256
     match_dim: int = 256  # CountSketch buckets of each per-sample gradient for the "match" order
-    grads: str = "memory"  # where batch gradients wait for the epoch end (gradlab.track.stores.STORES)
+    grads: str = "memory"  # where batch gradients wait for the epoch end (gradlab.registry.STORES)
     grad_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     measures: list[str] = field(default_factory=lambda: ["l2", "cosine"])
     per_layer: bool = True  # per-layer l2 distance [E, K, L]
@@ -95,7 +97,7 @@ class TrackConfig:
     # after each epoch), "every:N" (also after every N-th optimizer step), or "off"
     param_stats: str = "epoch"
     # with grads = "sketch": number of CountSketch buckets d per batch gradient; memory K*d*8 bytes,
-    # relative error of D about 0.5/sqrt(d)..1/sqrt(d) (about 0.5 % at 8192, see gradlab/sketch.py)
+    # relative error of D about 0.5/sqrt(d)..1/sqrt(d) (about 0.5 % at 8192, see gradlab/track/sketch.py)
     sketch_dim: int = 8192
     # with grads = "disk": directory of the scratch HDF5 file (K*P*itemsize bytes per probe pass,
     # removed after each pass); "" = the run file's directory
@@ -144,49 +146,41 @@ class StudyConfig:
             raise ConfigError(f'train.threads must be "auto" or a number >= 1, got {t.threads!r}')
         if self.track.sketch_dim < 1:
             raise ConfigError(f"track.sketch_dim must be >= 1, got {self.track.sketch_dim}")
-        if self.track.grads == "sketch" and self.track.per_layer and self.track.enabled:
-            raise ConfigError('track.grads = "sketch" estimates whole-model distances only; set '
-                              'track.per_layer = false, or use an exact store (memory | disk | recompute)')
+        if self.track.enabled:
+            quantities.check_measures(self.track.measures)
+            quantities.check_store(self.track.grads, quantities.active(self.track.measures, self.track.per_layer))
         return self
 
 
 def _check_orders(t: TrackConfig) -> None:
-    """Probe and training orders, batchings and the gradient orders' needs; torch-free names only."""
-    from gradlab.data import BATCHINGS, GRADIENT_ORDER_NAMES, NEEDS_FULL_GRADIENT
-
-    known = ("random", *METRIC_NAMES, *GRADIENT_ORDER_NAMES)
+    """Probe and training orders, batchings and the gradient orders' needs (``gradlab.registry``)."""
+    known = registry.probe_orders()
     if len(set(t.probes)) != len(t.probes):
         raise ConfigError(f"track.probes lists an order twice: {t.probes}")
     for p in t.probes:
         if p not in known:
             raise ConfigError(f"track.probes: unknown order {p!r}{did_you_mean(p, known)}; choose from "
                               f"{', '.join(known)}")
-    if t.order in GRADIENT_ORDER_NAMES:
+    if registry.is_gradient_order(t.order):
         raise ConfigError(f"track.order = {t.order!r} is rebuilt from the probe's gradients at every epoch and "
                           f"cannot be a training order; list it in track.probes instead")
-    bad = [b for b in t.batching if b not in BATCHINGS]
+    if t.order not in (registry.SHUFFLE, registry.RANDOM, *registry.METRICS):
+        raise ConfigError(f"track.order must be {registry.SHUFFLE!r}, {registry.RANDOM!r} or a metric "
+                          f"({', '.join(registry.METRICS)}), got {t.order!r}"
+                          f"{did_you_mean(t.order, (registry.SHUFFLE, *registry.METRICS))}")
+    bad = [b for b in t.batching if b not in registry.BATCHINGS]
     if bad or not t.batching or len(set(t.batching)) != len(t.batching):
-        raise ConfigError(f"track.batching must list {' and/or '.join(BATCHINGS)} once each, got {t.batching}")
-    needy = [p for p in t.probes if p in NEEDS_FULL_GRADIENT]
-    if needy and "random" not in t.probes and t.enabled:
-        raise ConfigError(f"track.probes {needy} need the full gradient of the 'random' probe's pass; "
-                          f"add \"random\" to track.probes")
+        raise ConfigError(f"track.batching must list {' and/or '.join(registry.BATCHINGS)} once each, got {t.batching}")
+    if t.enabled:
+        registry.check_reference(registry.needs_full(t.probes), t.probes, key="track.probes")
     if t.per_sample_mb < 1 or t.match_dim < 1:
         raise ConfigError("track.per_sample_mb and track.match_dim must be >= 1")
 
 
-# The heuristic image metrics (gradlab.metrics.METRICS checks itself against this torch-free list).
-METRIC_NAMES = ("intensity", "hsv", "edges", "lpips")
-
-
 def _check_dataset_name(name: str) -> None:
-    """A built-in dataset, ``imagefolder`` or an import path; checked before anything loads."""
-    from gradlab.data.datasets import DATASETS
-    from gradlab.usercode import is_import_path
-
-    if name not in DATASETS and not is_import_path(name):
-        raise ConfigError(f"data.dataset must be one of {', '.join(DATASETS)} or an import path "
-                          f"\"package.module:load\", got {name!r}{did_you_mean(name, DATASETS)}")
+    """A built-in dataset or an import path; checked before anything loads."""
+    if not is_import_path(name):
+        registry.DATASETS.check(name)
 
 
 _EVERY = re.compile(r"^every:([1-9][0-9]*)$")

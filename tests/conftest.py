@@ -48,6 +48,7 @@ def write_fake_run(path, *, epochs=6, commit=None, milestones=(3,), batches=20, 
     """
     import numpy as np
 
+    from gradlab import quantities as Q
     from gradlab.config import phase_of
     from gradlab.track.layout import ParamLayout
     from gradlab.runfile import names
@@ -77,13 +78,15 @@ def write_fake_run(path, *, epochs=6, commit=None, milestones=(3,), batches=20, 
         for p in probes:
             prof = np.asarray(profiles.get(p, {}).get(ph, np.ones(batches)), dtype=float)
             d = (2.0 / (e + 1)) * prof * (1 + 0.01 * rng.standard_normal(batches))
-            w.append(names.distance(p, "l2"), d, e)
-            w.append(names.distance(p, "cosine"), d / 4, e)
-            w.append(names.layer_distance(p, "l2"), np.outer(d, np.arange(1, layers + 1)) / layers, e)
-            w.append(names.batch_norm(p), d + 1.0, e)
-            w.append(names.batch_loss(p), 2.3 / (e + 1) + 0.01 * rng.standard_normal(batches), e)
-            w.append(names.full_norm(p), 1.0 / (e + 1), e)
-            w.append(names.noise_scale(p), 10.0 * (e + 1), e)
+            known = {"distance_l2": d, "distance_cosine": d / 4,
+                     "layer_distance_l2": np.outer(d, np.arange(1, layers + 1)) / layers, "batch_norm": d + 1.0,
+                     "batch_loss": 2.3 / (e + 1) + 0.01 * rng.standard_normal(batches),
+                     "full_norm": 1.0 / (e + 1), "noise_scale": 10.0 * (e + 1)}
+            sizes = {"epoch": (), "batch": (batches,), "layer": (layers,)}
+            for q in Q.active(("l2", "cosine"), True):  # every declared quantity, none listed by hand
+                shape = sum((sizes[dim] for dim in q.dims), ())
+                row = known.get(q.name, np.full(shape, 1.0 / (e + 1)))  # others: a known placeholder
+                w.append(names.quantity(p, q.name), row, e)
         for name, v in (("train/lr", 0.1 * 0.1 ** ph), ("train/phase", ph), ("train/loss", 2.0 / (e + 1)),
                         ("train/acc", 0.1 + 0.1 * e), ("test/loss", 2.1 / (e + 1)), ("test/acc", 0.1 + 0.09 * e)):
             w.append(name, v, e)

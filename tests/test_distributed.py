@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from gradlab.data.datasets import BatchLoader, ImageSet, synthetic_images
-from gradlab.train.distributed import SINGLE, NullWriter, SyncBatchNorm2d, check_batch_size, convert_sync_batchnorm
+from gradlab.track.shard import NullWriter
+from gradlab.train.distributed import SINGLE, SyncBatchNorm2d, check_batch_size, convert_sync_batchnorm
 from gradlab.errors import ConfigError
 from gradlab.train.runner import Runner
 

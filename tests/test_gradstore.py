@@ -11,7 +11,7 @@ import torch
 
 from gradlab.config import ModelConfig
 from gradlab.data.datasets import BatchLoader, ImageSet, synthetic_images
-from gradlab.track.distances import noise_scale, noise_scale_parts
+from gradlab.quantities import noise_scale, noise_scale_parts
 from gradlab.errors import ConfigError, GradlabError
 from gradlab.track.stores import DiskStore, RecomputeStore, make_store
 from gradlab.track.layout import ParamLayout

@@ -9,7 +9,8 @@ import torch
 
 from gradlab.config import DataConfig
 from gradlab.data.datasets import load_split, synthetic_images
-from gradlab.metrics import METRICS, get_metric
+from gradlab.metrics import get_metric
+from gradlab.registry import METRICS
 from gradlab.metrics import edges as edges_mod
 from gradlab.metrics.hsv import rgb_to_hsv
 from gradlab.data.orders import build_order

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from gradlab.config import ModelConfig
 from gradlab.data.datasets import BatchLoader, ImageSet, synthetic_images
-from gradlab.track.distances import FullGradient, noise_scale
+from gradlab.quantities import noise_scale
+from gradlab.track.distances import FullGradient
 from gradlab.track.stores import MemoryStore
 from gradlab.track.layout import ParamLayout
 from gradlab.models import build_model

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from gradlab.config import DataConfig
-from gradlab.data import DATASET_NAMES
+from gradlab import registry
 from gradlab.errors import DatasetError, did_you_mean
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -56,7 +56,7 @@ class ImageSet:
 
 # --------------------------------------------------------------------------- sources
 
-def _cifar10(cfg: DataConfig, train: bool) -> ImageSet:
+def load_cifar10(cfg: DataConfig, train: bool) -> ImageSet:
     from torchvision.datasets import CIFAR10
 
     root = Path(cfg.root)
@@ -91,7 +91,7 @@ def foolbox_cifar_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "data"
 
 
-def _cifar10_sample(cfg: DataConfig, train: bool) -> ImageSet:
+def load_cifar10_sample(cfg: DataConfig, train: bool) -> ImageSet:
     """The 20 CIFAR-10 test images from foolbox; train and test are the same 20 images."""
     from PIL import Image
 
@@ -143,31 +143,14 @@ def synthetic_images(n: int, seed: int, chunk: int = 1000) -> tuple[torch.Tensor
     return torch.cat(images)[:n], torch.cat(labels)[:n]
 
 
-def _synthetic(cfg: DataConfig, train: bool) -> ImageSet:
+def load_synthetic(cfg: DataConfig, train: bool) -> ImageSet:
     limit = cfg.subset if train else cfg.test_subset
     n = SYNTHETIC_SIZES[train] if limit <= 0 else min(limit, SYNTHETIC_SIZES[train])
     images, labels = synthetic_images(n, SYNTHETIC_SEED + (0 if train else 1))
     return ImageSet("synthetic", images, labels, tuple(f"orient{18 * i:03d}deg" for i in range(10)))
 
 
-SOURCES = {"cifar10": _cifar10, "synthetic": _synthetic, "cifar10-sample": _cifar10_sample}
-from gradlab.data.segmentation import SEG_SOURCES, is_segmentation, joint_flip  # noqa: E402  (segmentation builds on ImageSet above)
-
-SOURCES.update(SEG_SOURCES)
-
-
-def _real(name: str):
-    """A loader of ``gradlab.data.real`` (imported on use: that module builds on ImageSet above)."""
-    def load(cfg: DataConfig, train: bool) -> ImageSet:
-        from gradlab.data import real
-
-        return getattr(real, name)(cfg, train)
-    return load
-
-
-SOURCES.update({"mnist": _real("mnist"), "animal-mnist": _real("animal_mnist")})
-DATASETS = DATASET_NAMES
-assert set(DATASETS) == {*SOURCES, "imagefolder"}, "gradlab.data.DATASET_NAMES and the loaders disagree"
+from gradlab.data.segmentation import is_segmentation, joint_flip  # noqa: E402,F401  (segmentation builds on ImageSet above)
 
 
 def load_split(cfg: DataConfig, train: bool) -> ImageSet:
@@ -178,13 +161,11 @@ def load_split(cfg: DataConfig, train: bool) -> ImageSet:
 
     if is_import_path(cfg.dataset):
         data = userdata.from_import_path(cfg, train)
-    elif cfg.dataset == "imagefolder":
-        data = userdata.imagefolder(cfg, train)
-    elif cfg.dataset in SOURCES:
-        data = SOURCES[cfg.dataset](cfg, train)
+    elif cfg.dataset in registry.DATASETS:
+        data = registry.DATASETS.load(cfg.dataset)(cfg, train)
     else:
-        raise DatasetError(f'unknown dataset "{cfg.dataset}"{did_you_mean(cfg.dataset, DATASETS)}; '
-                           f'choose one of {", ".join(DATASETS)}, or an import path "package.module:load"')
+        raise DatasetError(f'unknown dataset "{cfg.dataset}"{did_you_mean(cfg.dataset, registry.DATASETS)}; '
+                           f'choose one of {", ".join(registry.DATASETS)}, or an import path "package.module:load"')
     return data.head(cfg.subset if train else cfg.test_subset)
 
 

@@ -7,20 +7,16 @@ metric value of the batch; for ``random``, the batch number) used to label heatm
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from gradlab.data import BATCHINGS, GRADIENT_ORDER_NAMES, probe_name
+from gradlab import registry
 from gradlab.data.datasets import BatchLoader, ImageSet, num_batches
-from gradlab.errors import ConfigError
+from gradlab.data.probes import ProbeBatches
 from gradlab.metrics import get_metric
-from gradlab.track.tracker import ProbeBatches
-
-RANDOM = "random"
-SHUFFLE = "shuffle"  # training only: a new permutation every epoch, not an order
+from gradlab.registry import RANDOM, SHUFFLE, probe_name  # noqa: F401  (SHUFFLE: the runner's import)
 
 
 @dataclass(frozen=True)
@@ -50,6 +46,11 @@ def random_order(n: int, batch_size: int, seed: int) -> Order:
     return Order(RANDOM, rng.permutation(n).astype(np.int64), np.arange(k, dtype=np.float64), "batch number")
 
 
+def contiguous(index: np.ndarray, batch_size: int) -> np.ndarray:
+    """The contiguous cut (the paper's): batch k is sorted positions k*m .. (k+1)*m - 1."""
+    return index
+
+
 def stratify(index: np.ndarray, batch_size: int) -> np.ndarray:
     """The stratified cut of a sorted order, as an order cut contiguously: batch k takes sorted
     positions k, k + K, k + 2K, ... (K = len // batch_size), so every batch spans the whole
@@ -70,9 +71,7 @@ def metric_order(metric: str, data: ImageSet, batch_size: int, scores: np.ndarra
     """Sort ``data`` ascending by ``scores``, cut it (``contiguous`` or ``stratified``) and score
     each full batch by its mean."""
     m = get_metric(metric)
-    index = m.sort(scores).astype(np.int64)
-    if batching == "stratified":
-        index = stratify(index, batch_size)
+    index = registry.BATCHINGS.load(batching)(m.sort(scores).astype(np.int64), batch_size)
     return Order(probe_name(metric, batching), index, batch_means(m.primary(scores), index, batch_size),
                  m.label or metric, batching)
 
@@ -81,8 +80,7 @@ def build_order(name: str, data: ImageSet, batch_size: int, seed: int, scores: S
                 batching: str = "contiguous") -> Order:
     """The order called ``name`` over ``data``: ``random`` or a metric name, cut by ``batching``
     (``random`` has one cut: any cut of a random order is another random order)."""
-    if batching not in BATCHINGS:
-        raise ConfigError(f"unknown batching {batching!r}; choose one of {', '.join(BATCHINGS)}")
+    registry.BATCHINGS.check(batching)
     if name == RANDOM:
         return random_order(len(data), batch_size, seed)
     return metric_order(name, data, batch_size, scores(name, data), batching)
@@ -105,60 +103,3 @@ class OrderBatches(ProbeBatches):
     def batches(self, ks: Sequence[int] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for k in range(self.num_batches) if ks is None else ks:
             yield self.loader.get(self._idx[k])
-
-
-def _imageset(dataset: Any, name: str | None) -> ImageSet:
-    if isinstance(dataset, ImageSet):
-        return dataset
-    from gradlab.data.userdata import to_imageset
-
-    return to_imageset(dataset, name or type(dataset).__name__)
-
-
-def batches(dataset: Any, order: str = RANDOM, batch_size: int = 256, *, batching: str = "contiguous",
-            seed: int = 0, device: str | torch.device = "cpu", cache: str | Path | None = None,
-            name: str | None = None) -> ProbeBatches:
-    """Probe batches of ``dataset`` for ``gradlab.Tracker(probes=...)``: sorted by a metric
-    (``intensity``, ``hsv``, ``edges``, ``lpips``), shuffled (``random``), or a gradient-informed
-    order rebuilt at every epoch's theta_e (``loss``, ``gradnorm``, ``align``, ``proj``,
-    ``match``; see ``gradient_batches`` to share one scoring pass between several).
-
-    ``batching``: ``contiguous`` (the paper's cut of the sorted order) or ``stratified``
-    (batch k takes sorted positions k, k + K, ...). ``dataset``: an ``ImageSet`` or a
-    torchvision-style dataset of ``(image, label)`` with PIL images or uint8 tensors, all one
-    size. ``cache``: an HDF5 score cache (as written by ``gradlab scores``) that keeps metric
-    scores across runs, keyed by the images' fingerprint. Batches are normalised with the
-    dataset's own mean/std (``ImageSet.mean``/``std``).
-    """
-    if order in GRADIENT_ORDER_NAMES:
-        probes = gradient_batches(dataset, [order], batch_size, batchings=[batching], device=device, name=name)
-        return probes[probe_name(order, batching)]
-    data = _imageset(dataset, name)
-    score_fn: ScoreFn = compute_scores
-    if cache is not None:
-        from gradlab.data.scores import cached_scores
-
-        score_fn = cached_scores(cache)
-    if len(data) < batch_size:
-        raise ConfigError(f"the dataset has {len(data)} images, fewer than batch_size = {batch_size}")
-    loader = BatchLoader(data, torch.device(device), batch_size)
-    return OrderBatches(build_order(order, data, batch_size, seed, score_fn, batching), loader)
-
-
-def gradient_batches(dataset: Any, orders: Sequence[str], batch_size: int = 256, *,
-                     batchings: Sequence[str] = ("contiguous",), device: str | torch.device = "cpu",
-                     max_bytes: int = 256 << 20, match_dim: int = 256, seed: int = 0,
-                     name: str | None = None) -> dict[str, ProbeBatches]:
-    """Gradient-informed probes (``loss``, ``gradnorm``, ``align``, ``proj``, ``match``) of
-    ``dataset``, each cut every way in ``batchings`` it supports, keyed by probe name
-    (``align``, ``align@strat``), all sharing one per-sample scoring pass per epoch
-    (``gradlab.track.gradorders``). ``align``, ``proj`` and ``match`` need a ``random``
-    probe beside them: its pass gives the full gradient. ``max_bytes`` bounds the per-sample
-    gradients held at once; ``match_dim`` is the CountSketch width of ``match``."""
-    from gradlab.track.gradorders import gradient_probes
-
-    data = _imageset(dataset, name)
-    if len(data) < batch_size:
-        raise ConfigError(f"the dataset has {len(data)} images, fewer than batch_size = {batch_size}")
-    loader = BatchLoader(data, torch.device(device), batch_size)
-    return gradient_probes(loader, orders, batchings, max_bytes, match_dim, seed)

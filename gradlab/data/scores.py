@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from gradlab import __version__
+from gradlab.version import __version__
 from gradlab.data.datasets import ImageSet
 from gradlab.metrics import Metric, get_metric
 from gradlab.data.orders import ScoreFn

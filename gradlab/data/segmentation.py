@@ -133,7 +133,7 @@ def synthetic_buildings(n: int, seed: int, size: int = 64, chunk: int = 250) -> 
     return torch.cat(images)[:n], torch.cat(masks)[:n]
 
 
-def _buildings(cfg: DataConfig, train: bool) -> "ImageSet":
+def load_buildings(cfg: DataConfig, train: bool) -> "ImageSet":
     from gradlab.data.datasets import ImageSet
 
     limit = cfg.subset if train else cfg.test_subset
@@ -225,11 +225,8 @@ def load_folder(root: str | Path, train: bool, tile: int, limit: int = 0) -> "Im
     return ImageSet("segfolder", imgs, msks, CLASSES).head(limit)
 
 
-def _segfolder(cfg: DataConfig, train: bool) -> "ImageSet":
+def load_segfolder(cfg: DataConfig, train: bool) -> "ImageSet":
     return load_folder(cfg.root, train, cfg.tile, cfg.subset if train else cfg.test_subset)
-
-
-SEG_SOURCES = {"buildings": _buildings, "segfolder": _segfolder}
 
 
 # --------------------------------------------------------------------------- augmentation

@@ -18,7 +18,8 @@ from typing import Any, Iterable, Mapping
 
 import pytorch_lightning as pl
 
-from gradlab.track.tracker import ProbeBatches, Tracker
+from gradlab.data.probes import ProbeBatches
+from gradlab.track.tracker import Tracker
 
 
 class GradlabCallback(pl.Callback):

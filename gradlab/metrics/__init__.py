@@ -1,27 +1,18 @@
-"""Registry of per-image heuristic metrics (one class per file).
+"""Per-image heuristic metrics (one class per file; the names are in ``gradlab.registry.METRICS``).
 
 ``intensity``, ``hsv``, ``edges`` and ``lpips`` are the four metrics of *Finding the best
 mini-batch* section 3.2; the order ``random`` (see ``gradlab.data.orders``) is the control.
+A new metric is a ``Metric`` subclass in its own file and one ``Entry`` in the registry.
 """
 from __future__ import annotations
 
-
-from gradlab.config import METRIC_NAMES
-from gradlab.errors import ConfigError, did_you_mean
+from gradlab import registry
 from gradlab.metrics.base import Metric
-from gradlab.metrics.edges import Edges
-from gradlab.metrics.hsv import HSV
-from gradlab.metrics.intensity import Intensity
-from gradlab.metrics.lpips import LPIPS
-
-METRICS: dict[str, type[Metric]] = {m.name: m for m in (Intensity, HSV, Edges, LPIPS)}
-assert tuple(METRICS) == METRIC_NAMES, "gradlab.config.METRIC_NAMES and the metric registry disagree"
 
 
 def get_metric(name: str) -> Metric:
-    if name not in METRICS:
-        raise ConfigError(f'unknown metric "{name}"{did_you_mean(name, METRICS)}; choose one of {", ".join(METRICS)}')
-    return METRICS[name]()
+    """A fresh instance of metric ``name`` (its module is imported now)."""
+    return registry.METRICS.load(name)()
 
 
-__all__ = ["METRICS", "Metric", "get_metric"]
+__all__ = ["Metric", "get_metric"]

@@ -14,11 +14,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gradlab.track.layout import MODULE_KINDS
-
 
 class AGC(nn.Module):
     """AGC over ``channels`` channels of an ``[N, C, H, W]`` input."""
+
+    param_kind = "agc"  # layout kind prefix of its parameters (gradlab.track.layout reads it)
 
     def __init__(self, channels: int):
         super().__init__()
@@ -42,5 +42,3 @@ class AGC(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.channels}"
 
-
-MODULE_KINDS[AGC] = "agc"

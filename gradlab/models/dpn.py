@@ -106,3 +106,13 @@ class DPN(nn.Module):
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         out = F.avg_pool2d(out, 4).flatten(1)
         return self.linear(out)
+
+
+def build_dpn26(c) -> DPN:
+    """``model.name = "dpn26"`` (``c``: the ``ModelConfig``)."""
+    return DPN(DPN26, c.num_classes, c.norm, c.series_weight, c.parallel_weight)
+
+
+def build_dpn92(c) -> DPN:
+    """``model.name = "dpn92"``, the paper's network (``c``: the ``ModelConfig``)."""
+    return DPN(DPN92, c.num_classes, c.norm, c.series_weight, c.parallel_weight)

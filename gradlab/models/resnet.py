@@ -44,3 +44,8 @@ class ResNet18(nn.Module):
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         out = F.adaptive_avg_pool2d(out, 1).flatten(1)
         return self.linear(out)
+
+
+def build(c) -> ResNet18:
+    """``model.name = "resnet18"`` (``c``: the ``ModelConfig``)."""
+    return ResNet18(c.num_classes, c.norm)

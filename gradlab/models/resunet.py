@@ -109,3 +109,8 @@ class ResUNet(nn.Module):
             up = F.interpolate(out, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             out = self.dec[j](self.concat(skip, up))
         return self.head(out)
+
+
+def build(c) -> ResUNet:
+    """``model.name = "resunet"`` (``c``: the ``ModelConfig``)."""
+    return ResUNet(c.num_classes, c.norm, c.width, 3, c.series_weight, c.parallel_weight)

@@ -27,3 +27,8 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.features(x), 1))
+
+
+def build(c) -> SmallCNN:
+    """``model.name = "smallcnn"`` (``c``: the ``ModelConfig``)."""
+    return SmallCNN(c.num_classes, c.norm)

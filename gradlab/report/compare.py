@@ -24,18 +24,13 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from gradlab.data import GRADIENT_ORDER_NAMES, split_probe_name
+from gradlab.registry import order_kind, split_probe_name
 from gradlab.report.summary import bin_means, phase_profile, score_bins, t_interval
 from gradlab.report.units import CONTROL, has_control
 from gradlab.runfile.reader import Run
 
 
-def probe_kind(probe: str) -> str:
-    """``control`` (random), ``gradient`` (reference orders) or ``metric`` (image metrics, user orders)."""
-    order, _ = split_probe_name(probe)
-    if order == CONTROL:
-        return "control"
-    return "gradient" if order in GRADIENT_ORDER_NAMES else "metric"
+probe_kind = order_kind  # control | gradient | metric (image metrics, user orders)
 
 
 def _probe_rows(runs: Sequence[Run], probe: str, phase: int, measure: str, bins: int) -> dict[str, object]:

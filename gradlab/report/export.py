@@ -12,6 +12,9 @@ norms              ``norms(probe)``
 noise_scale        ``noise_scale()``
 train_curves       ``train_curves()``
 param_stats        ``param_stats()``
+batch_quantities   ``batch_table(probe)``: every (epoch, batch) quantity
+epoch_quantities   ``epoch_table(probe)``: every per-epoch quantity
+quantities         ``quantities(probe)``: each quantity's dims, units, description
 =================  ==============================================
 """
 from __future__ import annotations
@@ -52,6 +55,10 @@ def tables(run: Run) -> dict[str, pd.DataFrame]:
         "noise_scale": run.noise_scale(),
         "train_curves": run.train_curves(),
         "param_stats": run.param_stats(),
+        # every tracked quantity (gradlab.quantities), with its description and units beside it
+        "batch_quantities": _per_probe(run, run.batch_table),
+        "epoch_quantities": _per_probe(run, run.epoch_table),
+        "quantities": _per_probe(run, run.quantities),
     }
     return {k: v for k, v in out.items() if len(v.columns) > 1 and (len(v) or k != "layer_distances")}
 

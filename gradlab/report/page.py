@@ -28,7 +28,7 @@ import plotly.io as pio
 from plotly.colors import qualitative, sample_colorscale
 from plotly.subplots import make_subplots
 
-from gradlab import __version__
+from gradlab.version import __version__
 from gradlab.report import plots
 from gradlab.report.compare import has_references, reference_comparison
 from gradlab.runfile import names as runnames  # (`names` is a parameter below)

@@ -27,10 +27,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from gradlab.report.units import in_own_units, in_random_units
+from gradlab.report.units import CONTROL, in_own_units, in_random_units
 from gradlab.runfile.reader import Run
-
-CONTROL = "random"
 
 
 def bin_label(b: int, bins: int) -> str:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from gradlab.registry import RANDOM
 from gradlab.runfile.reader import Run
 
-CONTROL = "random"
+CONTROL = RANDOM  # the control probe (gradlab.registry)
 
 
 def has_control(run: Run, measure: str = "l2", control: str = CONTROL) -> bool:

@@ -5,4 +5,5 @@
 ``reader`` ``Run`` / ``open_run``: pandas frames of committed epochs
 ``schema`` schema versions and migrations
 ``swmr``   low-level HDF5 open helpers (SWMR read, clearing flags)
+``provenance`` versions, host, git commit and seed, as root attributes
 """

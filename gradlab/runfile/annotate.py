@@ -18,13 +18,10 @@ from dataclasses import dataclass
 import h5py
 import numpy as np
 
+from gradlab import quantities as Q
 from gradlab.runfile import names
 
-# Gradients are derivatives of the loss with respect to the parameters; their norms and
-# distances therefore carry "loss units per parameter" (the loss itself is dimensionless
-# cross-entropy in nats, but the unit keeps a reader from comparing them with losses).
-GRAD = "loss units per parameter"
-GRAD2 = "(loss units per parameter)^2"
+GRAD = Q.GRAD  # units of gradients, their norms and distances (gradlab.quantities says why)
 O, M, E, KEY = "<o>", "<m>", "<e>", "<key>"  # placeholders of the documented patterns
 
 
@@ -45,6 +42,13 @@ class Meta:
         if self.epoch_variant and ndim == len(self.dims) + 1:
             return ("epoch", *self.dims)
         return self.dims[:ndim]
+
+
+def _quantity_rows(measures: bool) -> tuple[Meta, ...]:
+    """One row per tracked quantity, from its declaration (``gradlab.quantities``): the
+    distance measures, or the others."""
+    return tuple(Meta(names.quantity(O, q.name), q.dims, q.description, q.units, when=q.when)
+                 for q in Q.QUANTITIES.values() if isinstance(q, Q.Measure) == measures)
 
 
 def _table() -> tuple[Meta, ...]:
@@ -87,22 +91,9 @@ def _table() -> tuple[Meta, ...]:
         Meta(names.batch_score(O), ("batch",), "Mean metric score of the images of batch k (random and user "
              "batches: the batch number); the probe group's score_label attribute names it; per epoch "
              "(epoch, batch) for orders rebuilt at every theta_e.", epoch_variant=True),
-        Meta(names.distance(O, "l2"), bt, "Euclidean distance: L2 norm of g_k - G_e, batch k's gradient minus the "
-             "full gradient, at the start of epoch e.", GRAD),
-        Meta(names.distance(O, "cosine"), bt, "Cosine distance 1 - cos(g_k, G_e) between batch k's gradient and "
-             "the full gradient at the start of epoch e.", "1"),
+        *_quantity_rows(measures=True),
         Meta(names.distance(O, M), bt, "Distance of another measure between g_k and G_e.", when="measures"),
-        Meta(names.layer_distance(O, "l2"), ("epoch", "batch", "layer"), "Euclidean distance between batch k's "
-             "and the full gradient, restricted to one parameter tensor.", GRAD, when="per_layer"),
-        Meta(names.batch_norm(O), bt, "L2 norm of g_k, batch k's gradient, at the start of epoch e.", GRAD),
-        Meta(names.batch_loss(O), bt, "Loss of batch k at the parameters of the start of epoch e.", "loss units"),
-        Meta(names.full_norm(O), ep, "L2 norm of G_e, the full gradient, at the start of epoch e.", GRAD),
-        Meta(names.noise_g2(O), ep, "Unbiased estimate of the squared norm of the true gradient (the noise scale's "
-             "denominator).", GRAD2),
-        Meta(names.noise_trace(O), ep, "Unbiased estimate of tr(Sigma), the trace of the per-example gradient "
-             "covariance (the noise scale's numerator).", GRAD2),
-        Meta(names.noise_scale(O), ep, "Simple noise scale noise_trace / noise_g2 (NaN where noise_g2 <= 0); "
-             "average both over epochs before dividing.", "examples"),
+        *_quantity_rows(measures=False),
         Meta(names.sketch(O), ("epoch", "batch", "sketch_bin"), "CountSketch of batch k's gradient at the "
              "start of epoch e.", GRAD, when="grads = sketch, keep_grads"),
         Meta(names.grads(O, E), ("batch", "parameter"), "Raw gradient of batch k at the start of the epoch in the name.",
@@ -120,7 +111,6 @@ def _table() -> tuple[Meta, ...]:
     )
 
 
-TABLE: tuple[Meta, ...] = _table()
 _PLACEHOLDER = {O: r"[^/]+", M: r"[^/]+", E: r"\d+", KEY: r"[^/]+"}
 # Dimensions whose scale is built from the dataset's own length when missing: numbered (batch,
 # image) or valueless (netCDF "dimension but not a variable"); the others come with the file.
@@ -134,13 +124,24 @@ def _regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(_PLACEHOLDER.get(p, re.escape(p)) for p in parts))
 
 
-_COMPILED = tuple((_regex(m.pattern), m) for m in TABLE)
+_COMPILED: list = [-1, ()]  # [quantities.version() it was built at, ((regex, Meta), ...)]
+
+
+def table() -> tuple[Meta, ...]:
+    """Every row, the declared quantities' included (a quantity declared later appears too)."""
+    return tuple(m for _, m in _compiled())
+
+
+def _compiled() -> tuple[tuple[re.Pattern[str], Meta], ...]:
+    if _COMPILED[0] != Q.version():
+        _COMPILED[:] = [Q.version(), tuple((_regex(m.pattern), m) for m in _table())]
+    return _COMPILED[1]
 
 
 def lookup(name: str) -> Meta | None:
     """The table row of dataset ``name`` (with or without the leading ``/``); first match wins."""
     name = name.lstrip("/")
-    return next((m for rx, m in _COMPILED if rx.fullmatch(name)), None)
+    return next((m for rx, m in _compiled() if rx.fullmatch(name)), None)
 
 
 def scale_path(dim: str, name: str) -> str:
@@ -206,9 +207,9 @@ def detach(ds: h5py.Dataset) -> None:
 
 
 def markdown_table() -> str:
-    """The run-file table of docs/design.md, generated from ``TABLE``."""
+    """The run-file table of docs/design.md, generated from ``table()``."""
     rows = ["| dataset | dimensions | units | description | present |", "|---|---|---|---|---|"]
-    for m in TABLE:
+    for m in table():
         dims = f"({', '.join(m.dims)})" + (f" or ({', '.join(m.dims_of(len(m.dims) + 1))})" if m.epoch_variant else "")
         cells = (f"`/{m.pattern}`", dims, m.units or "", m.description, m.when or "always")
         rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")

@@ -8,6 +8,8 @@ only rows ``< epochs_done`` are committed.
 """
 from __future__ import annotations
 
+from gradlab import quantities as Q
+
 # ---------------------------------------------------------------- root attributes
 SCHEMA = "schema"
 CONFIG = "config"
@@ -97,13 +99,18 @@ def sketch_bin(name: str) -> str:  # [d] dimension without values: CountSketch b
     return f"{probe(name)}/sketch_bin"
 
 
-# Schema 2 keeps every per-probe array directly in the probe's group (``distance_l2``, not
-# ``distance/l2``), because netCDF readers (xarray) see only a group's own variables.
-DISTANCE_PREFIX = "distance_"
+def quantity(name: str, key: str) -> str:
+    """Dataset ``key`` of probe ``name``: a tracked quantity (``gradlab.quantities``) is stored
+    under its own name, directly in the probe's group (schema 2 keeps every per-probe array
+    there, because netCDF readers such as xarray see only a group's own variables)."""
+    return f"{probe(name)}/{key}"
+
+
+DISTANCE_PREFIX = Q.Measure.name_of("")  # "distance_": a measure m's quantity is distance_<m>
 
 
 def distance(name: str, measure: str) -> str:  # [E, K]
-    return f"{probe(name)}/{DISTANCE_PREFIX}{measure}"
+    return quantity(name, Q.Measure.name_of(measure))
 
 
 def measure_of(key: str) -> str | None:
@@ -112,31 +119,31 @@ def measure_of(key: str) -> str | None:
 
 
 def layer_distance(name: str, measure: str = "l2") -> str:  # [E, K, L]
-    return f"{probe(name)}/layer_{DISTANCE_PREFIX}{measure}"
+    return quantity(name, f"layer_{Q.Measure.name_of(measure)}")
 
 
 def batch_norm(name: str) -> str:  # [E, K] |g_k|
-    return f"{probe(name)}/batch_norm"
+    return quantity(name, Q.BatchNorm.name)
 
 
 def batch_loss(name: str) -> str:  # [E, K] loss of batch k at theta_e
-    return f"{probe(name)}/batch_loss"
+    return quantity(name, Q.BatchLoss.name)
 
 
 def full_norm(name: str) -> str:  # [E] |G|
-    return f"{probe(name)}/full_norm"
+    return quantity(name, Q.FullNorm.name)
 
 
 def noise_scale(name: str) -> str:  # [E] trace / g2, NaN where g2 <= 0
-    return f"{probe(name)}/noise_scale"
+    return quantity(name, Q.NoiseScale.name)
 
 
 def noise_g2(name: str) -> str:  # [E] unbiased estimate of |G_true|^2
-    return f"{probe(name)}/noise_g2"
+    return quantity(name, Q.NoiseG2.name)
 
 
 def noise_trace(name: str) -> str:  # [E] unbiased estimate of tr(Sigma)
-    return f"{probe(name)}/noise_trace"
+    return quantity(name, Q.NoiseTrace.name)
 
 
 def sketch(name: str) -> str:  # [E, K, d] CountSketch of each batch gradient (grads = "sketch")

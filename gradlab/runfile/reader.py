@@ -15,13 +15,9 @@ import pandas as pd
 
 from gradlab.config import phase_of
 from gradlab.runfile import names
+from gradlab.runfile.provenance import PROVENANCE_KEYS
 from gradlab.errors import RunFileError
 from gradlab.runfile.writer import open_h5
-
-PROVENANCE_KEYS = ("gradlab_version", "torch_version", "cuda_version", "numpy_version", "h5py_version",
-                   "python_version", "device", "device_name", "cpu_threads", "cpu_count", "hostname", "platform",
-                   "git_commit", "seed", "created_utc")
-
 
 def _str(v: Any) -> Any:
     return v.decode() if isinstance(v, bytes) else v
@@ -265,6 +261,78 @@ class Run:
             }))
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
             columns=["probe", "epoch", "phase", "noise_scale", "g2", "trace", "full_norm"])
+
+    # ------------------------------------------------------------------ tracked quantities
+    def _quantity_sets(self, probe: str) -> dict[str, h5py.Dataset]:
+        """The probe's tracked quantities (``gradlab.quantities``): its datasets along the epoch axis,
+        except the order itself (index, batch_score) and the sketches."""
+        self._check_probe(probe)
+        skip = {names.probe_index(probe), names.batch_score(probe), names.sketch(probe)}
+        try:
+            items = self.f[names.probe(probe)].items()
+            return {k: ds for k, ds in items if isinstance(ds, h5py.Dataset) and ds.name.lstrip("/") not in skip
+                    and ds.ndim and self._dims(ds)[0] == names.EPOCH}
+        except (OSError, KeyError, RuntimeError) as exc:
+            raise damaged(self.path, names.probe(probe), exc) from None
+
+    def _dims(self, ds: h5py.Dataset) -> tuple[str, ...]:
+        """A dataset's dimension names: its HDF5 labels, else the annotation table's."""
+        labels = tuple(d.label for d in ds.dims)
+        if all(labels):
+            return labels
+        from gradlab.runfile import annotate
+
+        meta = annotate.lookup(ds.name)
+        return meta.dims_of(ds.ndim) if meta is not None else labels
+
+    def quantities(self, probe: str) -> pd.DataFrame:
+        """What ``probe`` stores per epoch: one row per tracked quantity with its ``dims``,
+        ``units`` and ``description``, as the file records them (so a quantity declared in your
+        own code reads back in any process, without that code)."""
+        rows = [{"quantity": k, "dims": ",".join(self._dims(ds)), "units": _str(ds.attrs.get("units", "")),
+                 "description": _str(ds.attrs.get("description", ""))}
+                for k, ds in self._quantity_sets(probe).items()]
+        return pd.DataFrame(rows, columns=["quantity", "dims", "units", "description"])
+
+    def quantity(self, probe: str, name: str) -> pd.DataFrame:
+        """Tidy rows of one quantity: per (epoch, batch[, layer]) with phase and batch score, or
+        per epoch with phase; the values are in a column named after the quantity."""
+        sets = self._quantity_sets(probe)
+        if name not in sets:
+            raise KeyError(f"probe {probe!r} of {self.path} stores no {name!r}; it has {sorted(sets)}")
+        d = self._rows(names.quantity(probe, name))
+        dims = self._dims(sets[name])
+        if dims == (names.EPOCH,):
+            e = len(d)
+            return pd.DataFrame({"epoch": np.arange(e), "phase": self._phases(e), name: d})
+        e, k = d.shape[:2]
+        cols = self._batch_frame(probe, e, k)
+        if d.ndim == 3:  # (epoch, batch, layer)
+            n = d.shape[2]
+            cols = {c: np.repeat(v, n) for c, v in cols.items()}
+            cols["layer"] = np.tile(self.layers().layer.to_numpy(), e * k)
+        cols[name] = d.reshape(-1)
+        return pd.DataFrame(cols)
+
+    def batch_table(self, probe: str) -> pd.DataFrame:
+        """Every (epoch, batch) quantity of ``probe`` as a column: one row per epoch and batch."""
+        sets = self._quantity_sets(probe)
+        keys = [k for k, ds in sets.items() if self._dims(ds) == (names.EPOCH, "batch")]
+        e, k = self.epochs_done, self.num_batches(probe)
+        cols = self._batch_frame(probe, e, k)
+        for key in keys:
+            cols[key] = self._rows(names.quantity(probe, key))[:e].reshape(-1)
+        return pd.DataFrame(cols)
+
+    def epoch_table(self, probe: str) -> pd.DataFrame:
+        """Every per-epoch quantity of ``probe`` (full_norm, noise components, ...) as a column."""
+        sets = self._quantity_sets(probe)
+        e = self.epochs_done
+        cols: dict[str, Any] = {"epoch": np.arange(e), "phase": self._phases(e)}
+        for key, ds in sets.items():
+            if self._dims(ds) == (names.EPOCH,):
+                cols[key] = self._rows(names.quantity(probe, key))[:e]
+        return pd.DataFrame(cols)
 
     def to_xarray(self, probe: str) -> Any:
         """One probe as an ``xarray.Dataset`` of committed epochs only: ``distance_l2(epoch, batch)``,

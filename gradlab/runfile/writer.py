@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, Sequence
 
 import h5py
 import numpy as np
@@ -19,7 +19,15 @@ from gradlab.runfile import names
 from gradlab.runfile.annotate import annotate, detach
 from gradlab.errors import RunFileError
 from gradlab.runfile.swmr import WRITE_LIBVER, open_clearing_flags, open_read
-from gradlab.track.layout import ParamLayout
+
+class Layers(Protocol):
+    """The parameter tensors of a model, as ``/layers`` records them (``gradlab.track.layout.ParamLayout``)."""
+
+    names: Sequence[str]
+    kinds: Sequence[str]
+    numels: np.ndarray
+    shapes: Sequence[Sequence[int]]
+
 
 SCHEMA = "gradlab.run/3"  # gradlab/runfile/schema.py: what changed in each version
 STR = h5py.string_dtype()
@@ -48,7 +56,7 @@ class RunWriter:
     name may therefore be appended at any epoch; nothing has to be declared up front.
     """
 
-    def __init__(self, path: str | Path, config: dict[str, Any], provenance: dict[str, Any], layout: ParamLayout):
+    def __init__(self, path: str | Path, config: dict[str, Any], provenance: dict[str, Any], layout: Layers):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.f = h5py.File(self.path, "w", libver=WRITE_LIBVER, locking=False)

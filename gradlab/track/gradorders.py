@@ -26,15 +26,15 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from gradlab.data import BATCHINGS, GRADIENT_ORDER_NAMES, NEEDS_FULL_GRADIENT, probe_name
+from gradlab import registry
 from gradlab.data.datasets import BatchLoader
-from gradlab.data.orders import batch_means, stratify
-from gradlab.errors import ConfigError, did_you_mean
+from gradlab.data.orders import batch_means
+from gradlab.data.probes import ProbeBatches
+from gradlab.errors import ConfigError
 from gradlab.track.match import greedy_match
 from gradlab.track.persample import SampleScores, chunk_size, score_samples
 from gradlab.track.probe import FrozenModel
 from gradlab.track.sketch import CountSketch
-from gradlab.track.tracker import ProbeBatches
 
 # Written to every gradient probe's group as the attribute ``score_mode``.
 SCORE_MODE = ("per-sample gradients at theta_e in eval mode (BatchNorm uses theta_e's running statistics; "
@@ -42,16 +42,34 @@ SCORE_MODE = ("per-sample gradients at theta_e in eval mode (BatchNorm uses thet
 
 
 class GradientOrder:
-    """One order from per-sample scores. ``key`` gives each image's sort key (ascending)."""
+    """One order from per-sample scores at theta_e. A sorting order gives each image a ``key``
+    (ascending) and is cut like any sorted order; an order that builds its batches (trait
+    ``builds`` in ``gradlab.registry.GRADIENT_ORDERS``) overrides ``arrange``. What an order
+    needs (the full gradient G) and how it may be cut come from its registry entry."""
 
     name = ""
     label = ""  # what batch_score is, for axes and the run file's score_label
-    needs_full = False  # needs G = nabla_e (<g_i, G>)
     needs_sketch = False  # needs a CountSketch S g_i of every image
-    cuts = BATCHINGS  # how it may be cut into batches
+
+    @property
+    def needs_full(self) -> bool:
+        return registry.NEEDS_FULL in registry.GRADIENT_ORDERS[self.name].traits
+
+    @property
+    def cuts(self) -> tuple[str, ...]:
+        """How it may be cut into batches: one way (its own) when it builds them."""
+        builds = registry.BUILDS in registry.GRADIENT_ORDERS[self.name].traits
+        return ("contiguous",) if builds else registry.BATCHINGS.names()
 
     def key(self, s: SampleScores, full_norm: float) -> np.ndarray:
         raise NotImplementedError
+
+    def arrange(self, s: SampleScores, full: torch.Tensor | None, scorer: "SampleScorer", batch_size: int,
+                num_batches: int, batching: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(index [N], batch_score [K])``: the images sorted by ``key``, cut by ``batching``."""
+        key = self.key(s, float(full.norm()) if full is not None else 0.0)
+        index = registry.BATCHINGS.load(batching)(np.argsort(key, kind="stable").astype(np.int64), batch_size)
+        return index, batch_means(key, index, batch_size)
 
 
 class Loss(GradientOrder):
@@ -69,37 +87,31 @@ class GradNorm(GradientOrder):
 
 
 class Align(GradientOrder):
-    name, label, needs_full = "align", "cos(g_i, full gradient)", True
+    name, label = "align", "cos(g_i, full gradient)"
 
     def key(self, s, full_norm):
         return s.align(full_norm)
 
 
 class Proj(GradientOrder):
-    name, label, needs_full = "proj", "projection of g_i on the full gradient", True
+    name, label = "proj", "projection of g_i on the full gradient"
 
     def key(self, s, full_norm):
         return s.proj(full_norm)
 
 
 class Match(GradientOrder):
-    """Batches are built, not cut: ``match`` has one batching, its own."""
+    """Batches are built, not cut (greedy gradient matching, ``gradlab.track.match``)."""
 
-    name, label, needs_full, needs_sketch = "match", "sketched |mean g_i - G| of the batch (greedy match)", True, True
-    cuts = ("contiguous",)
+    name, label, needs_sketch = "match", "sketched |mean g_i - G| of the batch (greedy match)", True
 
-
-GRADIENT_ORDERS: dict[str, type[GradientOrder]] = {o.name: o for o in (Loss, GradNorm, Align, Proj, Match)}
-assert tuple(GRADIENT_ORDERS) == GRADIENT_ORDER_NAMES, "gradlab.data.GRADIENT_ORDER_NAMES and the registry disagree"
-assert tuple(n for n, o in GRADIENT_ORDERS.items() if o.needs_full) == NEEDS_FULL_GRADIENT, \
-    "gradlab.data.NEEDS_FULL_GRADIENT and the registry disagree"
+    def arrange(self, s, full, scorer, batch_size, num_batches, batching):
+        target = scorer.sketch(full.numel(), s.sketch.device).rows(full.to(torch.float32)[None])[0]
+        return greedy_match(s.sketch, target, batch_size, num_batches)
 
 
 def get_gradient_order(name: str) -> GradientOrder:
-    if name not in GRADIENT_ORDERS:
-        raise ConfigError(f"unknown gradient order {name!r}{did_you_mean(name, GRADIENT_ORDERS)}; choose one of "
-                          f"{', '.join(GRADIENT_ORDERS)}")
-    return GRADIENT_ORDERS[name]()
+    return registry.GRADIENT_ORDERS.load(name)()
 
 
 class SampleScorer:
@@ -146,7 +158,7 @@ class GradientProbe(ProbeBatches):
         if batching not in self.order.cuts:
             raise ConfigError(f"order {order!r} cannot be cut {batching!r}; it supports {', '.join(self.order.cuts)}")
         self.batching, self.scorer = batching, scorer
-        self.name = probe_name(order, batching)
+        self.name = registry.probe_name(order, batching)
         self.needs_full = self.order.needs_full
         scorer.needs_sketch |= self.order.needs_sketch
         loader = scorer.loader
@@ -162,22 +174,11 @@ class GradientProbe(ProbeBatches):
     def prepare(self, frozen: FrozenModel, full: torch.Tensor | None) -> None:
         """Score every image at theta_e and rebuild this epoch's order and batch scores."""
         if self.needs_full and full is None:
-            raise ConfigError(f"probe {self.name!r} needs the full gradient of the 'random' probe's pass; "
-                              f"add a 'random' probe")
+            registry.check_reference([self.name], [])
         s = self.scorer.scores(frozen, full)
-        m = self.batch_size
-        if isinstance(self.order, Match):
-            sk = self.scorer.sketch(frozen.layout.size, s.sketch.device)
-            target = sk.rows(full.to(torch.float32)[None])[0]
-            index, self.batch_score = greedy_match(s.sketch, target, m, self.num_batches)
-        else:
-            key = self.order.key(s, float(full.norm()) if full is not None else 0.0)
-            index = np.argsort(key, kind="stable").astype(np.int64)
-            if self.batching == "stratified":
-                index = stratify(index, m)
-            self.batch_score = batch_means(key, index, m)
-        self.index = index
-        self._idx = self.scorer.loader.batch_indices(torch.from_numpy(index))
+        self.index, self.batch_score = self.order.arrange(s, full, self.scorer, self.batch_size, self.num_batches,
+                                                          self.batching)
+        self._idx = self.scorer.loader.batch_indices(torch.from_numpy(self.index))
 
     def batches(self, ks: Sequence[int] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if not self._idx:

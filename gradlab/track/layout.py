@@ -2,8 +2,8 @@
 
 A "layer" in gradlab is one parameter tensor (``layer1.0.conv1.weight``). Its kind names
 what it is, for grouping plots: ``conv.weight``, ``linear.weight``, ``bn.weight``,
-``bn.bias``, ``bias`` (conv/linear bias), and kinds that other modules register in
-``MODULE_KINDS`` (for example ``agc.lambda``).
+``bn.bias``, ``bias`` (conv/linear bias), and kinds that a module class declares in its
+``param_kind`` attribute (for example ``gradlab.models.agc.AGC``: ``agc.lambda``).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-# Module class -> kind prefix. Extend by registering new module classes.
+# torch's module classes -> kind prefix; a module class of your own declares ``param_kind``.
 MODULE_KINDS: dict[type, str] = {
     nn.Conv2d: "conv",
     nn.Linear: "linear",
@@ -26,7 +26,8 @@ MODULE_KINDS: dict[type, str] = {
 
 def param_kind(module: nn.Module, pname: str) -> str:
     """Kind of parameter ``pname`` owned directly by ``module``."""
-    prefix = next((k for cls, k in MODULE_KINDS.items() if isinstance(module, cls)), type(module).__name__.lower())
+    prefix = getattr(type(module), "param_kind", None) or next(
+        (k for cls, k in MODULE_KINDS.items() if isinstance(module, cls)), type(module).__name__.lower())
     if pname == "bias" and prefix in ("conv", "linear"):
         return "bias"
     return f"{prefix}.{pname}"

@@ -23,12 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from gradlab import quantities as Q
 from gradlab.track.distances import EpochStats, FullGradient, epoch_stats
 from gradlab.track.stores import GradStore
 from gradlab.track.layout import ParamLayout
 
 if TYPE_CHECKING:
-    from gradlab.train.distributed import Dist
+    from gradlab.track.shard import Shard as Dist
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -140,14 +141,13 @@ def _probe_pass(frozen: FrozenModel, batches: Iterable[tuple[torch.Tensor, torch
             full.weight = int(weight.item())
             gather = lambda rows: shard.gather_rows(rows, total)  # noqa: E731
         mean = full.mean()
-        stats = epoch_stats(store, mean, layout, sizes, measures, per_layer, gather=gather)
+        stats = epoch_stats(store, mean, layout, sizes, measures, per_layer, gather=gather,
+                            batch_loss=losses.cpu().numpy())
         if keep is not None:
             keep(store)
     finally:
         store.end()
-    batch_loss = losses.cpu().numpy()
-    if shard is not None:
-        batch_loss = shard.gather_rows({"loss": batch_loss}, total)["loss"]
+    batch_loss = stats.reductions[Q.BATCH_LOSS]  # all K batches' (gathered in a sharded pass)
     return ProbeResult(batch_loss, stats, mean)
 
 

@@ -3,7 +3,7 @@
 D[e, k] needs every batch gradient and their mean, and the mean is only known after the
 last batch. A store receives the K flat gradients of one pass (``put``) and hands them
 back in order, in row chunks (``chunks``), for the distance pass. Stores register in
-``STORES`` under the name ``track.grads`` uses.
+``gradlab.registry.STORES`` under the name ``track.grads`` uses.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from gradlab import registry
 from gradlab.errors import ConfigError, GradlabError
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -372,12 +373,7 @@ class SketchStore(GradStore):
         self.cs = None
 
 
-STORES: dict[str, type[GradStore]] = {s.name: s for s in (MemoryStore, DiskStore, RecomputeStore, SketchStore)}
-
-
 def make_store(name: str, dtype: str, **options) -> GradStore:
     """The store ``track.grads`` names; ``options`` (``scratch_dir``, ``sketch_dim``,
     ``sketch_seed``) go to the stores that use them and are ignored by the others."""
-    if name not in STORES:
-        raise ConfigError(f'unknown track.grads "{name}"; choose one of {", ".join(STORES)}')
-    return STORES[name](dtype, **options)
+    return registry.STORES.load(name)(dtype, **options)

@@ -14,7 +14,6 @@ The tracker never touches the training model's parameters, gradients, optimizer 
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -24,159 +23,97 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradlab.errors import ConfigError, GradlabError
+from gradlab import registry
+from gradlab.data.probes import Batch, ProbeBatches, as_probe
+from gradlab.errors import GradlabError
 from gradlab.runfile import names
-from gradlab.track.distances import check_measures
 from gradlab.track.layout import ParamLayout
+from gradlab.track.options import Runtime, TrackOptions, json_config
 from gradlab.track.paramstats import ParamStatsRecorder
 from gradlab.track.probe import FrozenModel, LossFn, probe_pass
+from gradlab.track.shard import NullWriter
 from gradlab.track.stores import make_store
 
-Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-class ProbeBatches:
-    """One probe order: fixed batches plus what the run file records about them.
-
-    ``batches(ks)`` yields batch k for each k in ``ks`` (all, in order, when None), on any
-    device (the tracker moves them to the model's). ``gradlab.orders.batches`` builds one
-    from an image dataset and a metric; any re-iterable of ``(x, y)`` is wrapped by
-    ``as_probe``.
-    """
-
-    num_batches: int
-    batch_size: int
-    index: np.ndarray  # int64 [N] dataset indices in order (empty when unknown)
-    batch_score: np.ndarray  # float64 [K]
-    score_label: str
-    # An order rebuilt at every theta_e (gradient-informed, ``gradlab.track.gradorders``): the
-    # tracker calls ``prepare`` before its pass and stores index and batch_score per epoch.
-    per_epoch = False
-    needs_full = False  # prepare() needs the full gradient of the reference probe's pass
-    attrs: Mapping[str, Any] = {}  # extra attributes of the probe's group in the run file (read only)
-
-    def prepare(self, frozen: FrozenModel, full: torch.Tensor | None) -> None:
-        """Rebuild the order at theta_e (``frozen``); ``full``: this epoch's full gradient."""
-
-    def batches(self, ks: Sequence[int] | None = None) -> Iterator[Batch]:
-        raise NotImplementedError
-
-
-class IterableProbe(ProbeBatches):
-    """A user's re-iterable of ``(x, y)`` batches (a list, a non-shuffling DataLoader, ...).
-
-    The batches must be the same at every epoch. Counting them costs one pass over the
-    iterable at construction when it has no ``len``; batch scores are the batch numbers.
-    """
-
-    def __init__(self, name: str, source: Iterable[Batch]):
-        if iter(source) is source:
-            raise ConfigError(f"probe {name!r}: a one-shot iterator cannot be read at every epoch; "
-                              f"pass a list or a DataLoader (shuffle=False)")
-        sampler = getattr(source, "sampler", None)
-        if isinstance(sampler, torch.utils.data.RandomSampler):
-            raise ConfigError(f"probe {name!r}: its DataLoader shuffles, so its batches change every epoch; "
-                              f"use shuffle=False (a probe order must be fixed)")
-        self.source = source
-        first = next(iter(source), None)
-        if first is None:
-            raise ConfigError(f"probe {name!r} has no batches")
-        self.batch_size = len(first[1])
-        self.num_batches = len(source) if hasattr(source, "__len__") else sum(1 for _ in source)  # type: ignore[arg-type]
-        self.index = np.zeros(0, dtype=np.int64)
-        self.batch_score = np.arange(self.num_batches, dtype=np.float64)
-        self.score_label = "batch number"
-
-    def batches(self, ks: Sequence[int] | None = None) -> Iterator[Batch]:
-        want = None if ks is None else set(ks)
-        for k, (x, y) in enumerate(self.source):
-            if want is None or k in want:
-                yield x, y
-
-
-def as_probe(name: str, source: Iterable[Batch] | ProbeBatches) -> ProbeBatches:
-    return source if isinstance(source, ProbeBatches) else IterableProbe(name, source)
+__all__ = ["Tracker", "TrackOptions", "Runtime", "ProbeBatches"]
 
 
 class Tracker:
     """Probe every mini-batch gradient of fixed orders at each epoch's start parameters.
 
-    Arguments (all but ``model`` and ``out`` optional):
-
     - ``probes``: name -> fixed batches (a re-iterable of ``(x, y)`` or a ``ProbeBatches``);
       ``random`` is the control the phase summary compares every order with. Per-epoch orders
       (``gradlab.orders.gradient_batches``) are rebuilt at every theta_e after the fixed ones.
-    - ``reference``: the probe whose pass gives the full gradient that per-epoch orders such
-      as ``align`` need (default ``random``).
+    - ``options``: a ``TrackOptions`` (measures, per_layer, store, param_stats, keep_grads, ...);
+      its fields may be given as keywords instead (``store="disk"``), or to change ``options``.
     - ``loss_fn(output, target)``: mean loss of a batch (default cross-entropy).
-    - ``measures``: ``l2`` and/or ``cosine``; ``per_layer``: per-layer l2 distances.
-    - ``store``: where batch gradients wait: ``memory`` | ``disk`` | ``recompute`` | ``sketch``.
-    - ``param_stats``: ``"epoch"`` | ``"every:N"`` (needs ``step()`` after each optimizer step) | ``"off"``.
-    - ``config``: any JSON-able dict, stored in the run file as the ``config`` attribute.
-    - ``steps_per_epoch``: optimizer steps per epoch, for ``/params/epoch``; learnt from the
-      first epoch's ``step()`` calls when not given.
+    - ``config``: any JSON-able dict, stored in the run file as the ``config`` attribute;
+      ``attrs``: more root attributes (provenance of the data, for example).
     - ``overwrite``: replace an existing ``out``; otherwise an existing file is an error.
+    - ``runtime``: what ``gradlab run`` provides (torchrun shard, its lock, a progress bar).
+
+    ``Tracker.resume`` continues a run file from a checkpoint's commit instead.
     """
 
     def __init__(self, model: nn.Module, out: str | Path,
                  probes: Mapping[str, Iterable[Batch] | ProbeBatches] | None = None,
-                 loss_fn: LossFn = F.cross_entropy, measures: Sequence[str] = ("l2", "cosine"),
-                 per_layer: bool = True, store: str = "memory", param_stats: str = "epoch",
-                 config: Mapping[str, Any] | None = None, *, grad_dtype: str = "float32",
-                 sketch_dim: int = 8192, scratch_dir: str | Path | None = None, keep_grads: str = "none",
-                 seed: int = 0, steps_per_epoch: int | None = None, overwrite: bool = False,
-                 epochs: int | None = None, attrs: Mapping[str, Any] | None = None, reference: str = "random",
-                 _writer: Any = None, _dist: Any = None, _start_epoch: int = 0, _lock: Any = None,
-                 _progress: Callable[[Iterator[Batch], int, str], Iterator[Batch]] | None = None):
-        from gradlab.train.distributed import SINGLE
-
-        self.model, self.loss_fn = model, loss_fn
-        self.out = Path(out)
-        self.measures, self.per_layer = list(measures), bool(per_layer)
-        self.keep_grads, self.epochs = keep_grads, epochs
-        self.dist = _dist or SINGLE
-        self._progress = _progress
-        self.probes = {n: as_probe(n, b) for n, b in (probes or {}).items()}
-        # fixed orders first: the reference pass gives the full gradient the per-epoch orders need
-        self.probes = dict(sorted(self.probes.items(), key=lambda item: item[1].per_epoch))
-        self.reference = reference
-        self._check(store, grad_dtype, sketch_dim, config)
-        self._store_args = dict(name=store, dtype=grad_dtype, sketch_dim=sketch_dim, sketch_seed=seed,
-                                scratch_dir=str(scratch_dir or self.out.parent))
-        self.layout = ParamLayout.of(model)
-        self._full: torch.Tensor | None = None  # this epoch's full gradient of the reference probe
-        self._score_s = 0.0  # this epoch's time in per-epoch orders' scoring passes
-        self.epoch = _start_epoch  # the next epoch to commit
-        self._frozen: FrozenModel | None = None
-        self._last_lr: float | None = None
-        self._phase = 0
-        self._closed = False
-        self.lock = _lock if _lock is not None or not self.dist.is_main else self._take_lock()
+                 options: TrackOptions | None = None, *, loss_fn: LossFn = F.cross_entropy,
+                 config: Mapping[str, Any] | None = None, attrs: Mapping[str, Any] | None = None,
+                 overwrite: bool = False, runtime: Runtime | None = None, **option_changes: Any):
+        self._setup(model, out, probes, TrackOptions.build(options, **option_changes), loss_fn, runtime)
+        config = json_config(config)
+        self.lock = self.runtime.lock if self.runtime.lock is not None or not self.dist.is_main else self._take_lock()
         try:
-            self.writer = _writer if _writer is not None else self._create(config, seed, overwrite, attrs)
-            self.stats = ParamStatsRecorder(model, self.layout, param_stats, steps_per_epoch, self.writer.append)
-            if _writer is None:
-                self.stats.record_init()
+            self.writer = self._create(config, overwrite, attrs)
+            self.stats = self._param_stats()
+            self.stats.record_init()
         except BaseException:
             self._release()
             raise
 
+    @classmethod
+    def resume(cls, model: nn.Module, out: str | Path, probes: Mapping[str, Iterable[Batch] | ProbeBatches] | None,
+               options: TrackOptions, *, epochs_done: int, rows: Mapping[str, int], run_id: str | None,
+               config: Mapping[str, Any], loss_fn: LossFn = F.cross_entropy,
+               runtime: Runtime | None = None) -> "Tracker":
+        """Continue ``out`` at epoch ``epochs_done``: the file is cut back to the checkpoint's
+        ``rows`` (dataset -> row count at its commit; ``RunWriter.row_counts``) and ``run_id``
+        must match the file's. The caller restores the model, optimizer and RNG itself."""
+        from gradlab.runfile.writer import RunWriter
+
+        self = cls.__new__(cls)
+        self._setup(model, out, probes, options.validate(), loss_fn, runtime)
+        self.lock = self.runtime.lock
+        self.writer = (RunWriter.reopen(self.out, epochs_done, dict(rows), json_config(config), run_id)
+                       if self.dist.is_main else NullWriter())
+        self.epoch = epochs_done
+        self.stats = self._param_stats()
+        self.stats.resume_at(epochs_done, int(rows.get(names.PARAM_STEP, 0)))
+        return self
+
     # ------------------------------------------------------------------ set-up
-    def _check(self, store: str, grad_dtype: str, sketch_dim: int, config: Mapping[str, Any] | None) -> None:
-        check_measures(self.measures)
-        make_store(store, grad_dtype, sketch_dim=sketch_dim)  # validates the name before any work
-        if store == "sketch" and self.per_layer:
-            raise ConfigError('store = "sketch" estimates whole-model distances only; pass per_layer=False')
-        if self.keep_grads not in ("none", "last", "all"):
-            raise ConfigError(f'keep_grads must be "none", "last" or "all", got {self.keep_grads!r}')
-        if any(p.needs_full for p in self.probes.values()) and self.reference not in self.probes:
-            needy = [n for n, p in self.probes.items() if p.needs_full]
-            raise ConfigError(f"probes {needy} need this epoch's full gradient, which gradlab takes from the "
-                              f"{self.reference!r} probe's pass; add a {self.reference!r} probe")
-        try:
-            json.dumps(dict(config or {}))
-        except TypeError as exc:
-            raise ConfigError(f"config must be JSON-able (numbers, strings, lists, dicts): {exc}") from None
+    def _setup(self, model: nn.Module, out: str | Path, probes: Mapping[str, Any] | None, options: TrackOptions,
+               loss_fn: LossFn, runtime: Runtime | None) -> None:
+        self.model, self.loss_fn, self.options = model, loss_fn, options
+        self.out = Path(out)
+        self.runtime = runtime or Runtime()
+        self.dist = self.runtime.shard
+        probes = {n: as_probe(n, b) for n, b in (probes or {}).items()}
+        # fixed orders first: the reference pass gives the full gradient the per-epoch orders need
+        self.probes = dict(sorted(probes.items(), key=lambda item: item[1].per_epoch))
+        registry.check_reference([n for n, p in self.probes.items() if p.needs_full], self.probes, options.reference)
+        self.quantities = options.quantities()
+        self.layout = ParamLayout.of(model)
+        self._full: torch.Tensor | None = None  # this epoch's full gradient of the reference probe
+        self._score_s = 0.0  # this epoch's time in per-epoch orders' scoring passes
+        self.epoch = 0  # the next epoch to commit
+        self._frozen: FrozenModel | None = None
+        self._last_lr: float | None = None
+        self._phase = 0
+        self._closed = False
+
+    def _param_stats(self) -> ParamStatsRecorder:
+        o = self.options
+        return ParamStatsRecorder(self.model, self.layout, o.param_stats, o.steps_per_epoch, self.writer.append)
 
     def _take_lock(self) -> Any:
         """One writer per run file (``gradlab.runfile.lock``), before the file is touched."""
@@ -194,19 +131,17 @@ class Tracker:
         if self.lock is not None:
             self.lock.release()
 
-    def _create(self, config: Mapping[str, Any] | None, seed: int, overwrite: bool,
-                attrs: Mapping[str, Any] | None) -> Any:
+    def _create(self, config: dict[str, Any], overwrite: bool, attrs: Mapping[str, Any] | None) -> Any:
+        from gradlab.runfile import provenance
         from gradlab.runfile.writer import RunWriter
-        from gradlab.train import provenance
-        from gradlab.train.distributed import NullWriter
 
         if not self.dist.is_main:
             return NullWriter()  # torchrun: rank 0 writes for the job
         if self.out.exists() and not overwrite:
             raise GradlabError(f"{self.out} already exists; pass overwrite=True (--overwrite) or choose another out")
         device = self._device()
-        prov = {**provenance.collect(device, seed), **self.dist.provenance(), **dict(attrs or {})}
-        writer = RunWriter(self.out, dict(config or {}), prov, self.layout)
+        prov = {**provenance.collect(device, self.options.seed), **self.dist.provenance(), **dict(attrs or {})}
+        writer = RunWriter(self.out, config, prov, self.layout)
         for name, p in self.probes.items():
             writer.add_probe(name, p.index, p.batch_score, p.score_label, p.batch_size, per_epoch=p.per_epoch,
                              attrs=p.attrs)
@@ -273,16 +208,17 @@ class Tracker:
     def _batches(self, probe: ProbeBatches, ks: Sequence[int] | None, desc: str) -> Iterator[Batch]:
         device = self._device()
         it = ((x.to(device, non_blocking=True), y.to(device, non_blocking=True)) for x, y in probe.batches(ks))
-        return self._progress(it, probe.num_batches if ks is None else len(ks), desc) if self._progress else it
+        progress = self.runtime.progress
+        return progress(it, probe.num_batches if ks is None else len(ks), desc) if progress else it
 
     def _probe_epoch(self, name: str, probe: ProbeBatches, e: int) -> float:
         """One probe pass of ``probe`` at theta_e; appends its rows for epoch ``e``."""
         if probe.per_epoch:
             self._prepare(name, probe, e)
-        store = make_store(self._store_args["name"], self._store_args["dtype"],
-                           **{k: v for k, v in self._store_args.items() if k not in ("name", "dtype")})
-        last = self.epochs is not None and e == self.epochs - 1
-        keep = store.keeps(self.keep_grads, last)
+        o = self.options
+        store = make_store(o.store, o.grad_dtype, **{**o.store_options(), "scratch_dir": o.scratch_dir or
+                                                     str(self.out.parent)})
+        keep = store.keeps(o.keep_grads, o.epochs is not None and e == o.epochs - 1)
         mine = self.dist.owned(probe.num_batches) if self.dist.active else None  # torchrun: whole batches
 
         def save(st: Any) -> None:
@@ -296,11 +232,12 @@ class Tracker:
                 self.writer.write_grads(names.grads(name, e), rows)
 
         res = probe_pass(self._frozen, self._batches(probe, mine, f"probe {name}"), probe.num_batches, store,
-                         self.measures, self.per_layer, save if keep else None,
+                         o.measures, o.per_layer, save if keep else None,
                          shard=self.dist if self.dist.active else None,
                          replay=lambda: self._batches(probe, mine, f"probe {name} (recompute)"))
-        self._append_stats(name, res, e)
-        if name == self.reference:
+        for q in self.quantities:  # every active quantity's row (gradlab.quantities)
+            self.writer.append(names.quantity(name, q.name), res.stats.values[q.name], e)
+        if name == o.reference:
             self._full = res.full
         return float(np.mean(res.stats.distance["l2"])) if "l2" in res.stats.distance else float("nan")
 
@@ -312,19 +249,6 @@ class Tracker:
         self.writer.append(names.probe_index(name), probe.index.astype(np.int32), e)
         self.writer.append(names.batch_score(name), probe.batch_score, e)
         self._score_s += time.perf_counter() - t0
-
-    def _append_stats(self, name: str, res: Any, e: int) -> None:
-        st, w = res.stats, self.writer
-        for m, d in st.distance.items():
-            w.append(names.distance(name, m), d, e)
-        if st.layer_l2 is not None:
-            w.append(names.layer_distance(name, "l2"), st.layer_l2, e)
-        w.append(names.batch_norm(name), st.batch_norm, e)
-        w.append(names.batch_loss(name), res.batch_loss, e)
-        w.append(names.full_norm(name), st.full_norm, e)
-        w.append(names.noise_scale(name), st.noise_scale, e)
-        w.append(names.noise_g2(name), st.noise_g2, e)
-        w.append(names.noise_trace(name), st.noise_trace, e)
 
     # ------------------------------------------------------------------ closing
     def close(self, status: str = "complete", reason: str = "") -> None:

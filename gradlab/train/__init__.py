@@ -5,7 +5,6 @@
 ``checkpoint``  per-epoch checkpoint for ``--resume``
 ``nonfinite``   NaN/Inf guard
 ``accel``       device choice, bf16 autocast, channels-last
-``distributed`` torchrun (DDP) support
-``provenance``  versions, host, git commit, seed
+``distributed`` torchrun (DDP) support: ``Dist``, SyncBatchNorm
 ``variants``    the ``[variants]`` table of a study file
 """

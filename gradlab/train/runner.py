@@ -19,22 +19,21 @@ from tqdm.auto import tqdm
 
 from gradlab.config import StudyConfig, lr_at, phase_of
 from gradlab.data.datasets import BatchLoader, ImageSet, load_split
-from gradlab.data import GRADIENT_ORDER_NAMES, probe_name
-from gradlab.data.orders import RANDOM, SHUFFLE, Order, OrderBatches, ScoreFn, build_order, compute_scores
+from gradlab.data.orders import Order, OrderBatches, ScoreFn, build_order, compute_scores
 from gradlab.data.segmentation import evaluate_segmentation, is_segmentation
 from gradlab.errors import ConfigError, DiskFullError, GradlabError, RunFileError, is_disk_full
 from gradlab.models import build_model
 from gradlab.runfile import names
 from gradlab.runfile.lock import RunLock
-from gradlab.runfile.writer import RunWriter
-from gradlab.track.distances import check_measures
+from gradlab.registry import RANDOM, SHUFFLE, is_gradient_order, probe_name
+from gradlab.track.gradorders import gradient_probes
 from gradlab.track.layout import ParamLayout
-from gradlab.track.stores import make_store
+from gradlab.track.options import Runtime, TrackOptions
 from gradlab.track.tracker import Tracker
 from gradlab.train.accel import accelerate, resolve_device, resolve_threads  # resolve_device: also gradlab.train.runner's API
 from gradlab.train.checkpoint import (check_resume_config, checkpoint_path, load_checkpoint, rng_state,
                                      save_checkpoint, set_rng_state)
-from gradlab.train.distributed import NullWriter, check_batch_size
+from gradlab.train.distributed import check_batch_size
 from gradlab.train.loop import evaluate, seed_everything, train_epoch
 from gradlab.train.nonfinite import NonFiniteGuard
 from gradlab.usercode import is_import_path, load_object
@@ -65,8 +64,8 @@ def build_study(cfg: StudyConfig, scores: ScoreFn = compute_scores, device: torc
     """Load data, build the model (seeded) and the orders; validates names early.
     ``device`` overrides ``train.device`` (a torchrun rank's own device)."""
     t = cfg.track
-    check_measures(t.measures)
-    make_store(t.grads, t.grad_dtype)  # validates the name before any work
+    if t.enabled:
+        TrackOptions.from_study(cfg)  # validates the tracker's options before any work
     device = device or resolve_device(cfg.train.device)
     torch.set_num_threads(resolve_threads(cfg.train.threads))  # before any work; recorded as cpu_threads
     if is_import_path(cfg.model.name):
@@ -83,7 +82,7 @@ def build_study(cfg: StudyConfig, scores: ScoreFn = compute_scores, device: torc
     layout = ParamLayout.of(model)
     train_order = None if t.order == SHUFFLE else build_order(t.order, train, bs, cfg.train.seed, scores)
     probes = _fixed_probes(cfg, train, train_order, scores) if t.enabled else []
-    gradient = [p for p in t.probes if p in GRADIENT_ORDER_NAMES] if t.enabled else []
+    gradient = [p for p in t.probes if is_gradient_order(p)] if t.enabled else []
     return Study(cfg, device, train, test, model, layout, train_order, probes, gradient)
 
 
@@ -92,7 +91,7 @@ def _fixed_probes(cfg: StudyConfig, train: ImageSet, train_order: Order | None, 
     ``track.batching``; ``random`` has one cut (any cut of a random order is random)."""
     t, bs, seed = cfg.track, cfg.train.batch_size, cfg.train.seed
     names = ([train_order.name] if train_order else []) + [
-        p for p in t.probes if p not in GRADIENT_ORDER_NAMES and (not train_order or p != train_order.name)]
+        p for p in t.probes if not is_gradient_order(p) and (not train_order or p != train_order.name)]
     out: dict[str, Order] = {}
     for n in names:
         for cut in (["contiguous"] if n == RANDOM else t.batching):
@@ -181,29 +180,23 @@ class Runner:
         bar = (lambda it, n, desc: tqdm(it, total=n, desc=desc, leave=False)) if self.progress else None
         probes: dict = {o.name: OrderBatches(o, self.loader) for o in s.probes}
         if s.gradient_orders:
-            from gradlab.track.gradorders import gradient_probes
-
             probes.update(gradient_probes(self.loader, s.gradient_orders, tr.batching, tr.per_sample_mb << 20,
                                           tr.match_dim, cfg.train.seed))
-        kw = dict(probes=probes, measures=tr.measures,
-                  per_layer=tr.per_layer, store=tr.grads, param_stats=tr.param_stats, config=cfg.to_dict(),
-                  grad_dtype=tr.grad_dtype, sketch_dim=tr.sketch_dim, scratch_dir=tr.scratch_dir or None,
-                  keep_grads=tr.keep_grads, seed=cfg.train.seed, steps_per_epoch=steps, epochs=cfg.train.epochs,
-                  _dist=self.dist, _progress=bar, _lock=self.lock)
+        options = TrackOptions.from_study(cfg, steps)
+        runtime = Runtime(shard=self.dist, lock=self.lock, progress=bar)
         ck = self.resume_from
         if ck is None:
             if self.overwrite and self.dist.is_main:
                 self.ckpt_path.unlink(missing_ok=True)
-            tracker = Tracker(model, self.out, overwrite=self.overwrite, attrs=data_attrs(s.train), **kw)
+            tracker = Tracker(model, self.out, probes, options, config=cfg.to_dict(), overwrite=self.overwrite,
+                              attrs=data_attrs(s.train), runtime=runtime)
             self._describe_params(tracker)
             return tracker, 0
         start = int(ck["epoch"]) + 1
         if self.dist.is_main:
             self._check_free_space()
-        writer = (RunWriter.reopen(self.out, start, ck["rows"], cfg.to_dict(), ck["run_id"]) if self.dist.is_main
-                  else NullWriter())
-        tracker = Tracker(model, self.out, _writer=writer, _start_epoch=start, **kw)
-        tracker.stats.resume_at(start, int(ck["rows"].get(names.PARAM_STEP, 0)))
+        tracker = Tracker.resume(model, self.out, probes, options, epochs_done=start, rows=ck["rows"],
+                                 run_id=ck["run_id"], config=cfg.to_dict(), runtime=runtime)
         self.log(f"gradlab run: resuming {self.out} at epoch {start} of {cfg.train.epochs}")
         return tracker, start
 

@@ -1,0 +1,82 @@
+"""``gradlab.orders``: probe batches of any image dataset, for ``gradlab.Tracker(probes=...)``.
+
+    probes = {"intensity": gradlab.orders.batches(data, "intensity", 256),
+              "random": gradlab.orders.batches(data, "random", 256)}
+    probes |= gradlab.orders.gradient_batches(data, ["align", "match"], 256)
+
+This is the public entry above both the data layer (metric and random orders,
+``gradlab.data.orders``) and the tracker (gradient-informed orders rebuilt at every theta_e,
+``gradlab.track.gradorders``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from gradlab import registry
+from gradlab.data.datasets import BatchLoader, ImageSet
+from gradlab.data.orders import Order, OrderBatches, ScoreFn, build_order, compute_scores, stratify
+from gradlab.data.probes import ProbeBatches
+from gradlab.errors import ConfigError
+
+__all__ = ["batches", "gradient_batches", "Order", "OrderBatches", "ProbeBatches", "stratify"]
+
+
+def _imageset(dataset: Any, name: str | None) -> ImageSet:
+    if isinstance(dataset, ImageSet):
+        return dataset
+    from gradlab.data.userdata import to_imageset
+
+    return to_imageset(dataset, name or type(dataset).__name__)
+
+
+def _loader(data: ImageSet, batch_size: int, device: str | torch.device) -> BatchLoader:
+    if len(data) < batch_size:
+        raise ConfigError(f"the dataset has {len(data)} images, fewer than batch_size = {batch_size}")
+    return BatchLoader(data, torch.device(device), batch_size)
+
+
+def batches(dataset: Any, order: str = registry.RANDOM, batch_size: int = 256, *, batching: str = "contiguous",
+            seed: int = 0, device: str | torch.device = "cpu", cache: str | Path | None = None,
+            name: str | None = None) -> ProbeBatches:
+    """Probe batches of ``dataset`` for ``gradlab.Tracker(probes=...)``: sorted by a metric
+    (``intensity``, ``hsv``, ``edges``, ``lpips``), shuffled (``random``), or a gradient-informed
+    order rebuilt at every epoch's theta_e (``loss``, ``gradnorm``, ``align``, ``proj``,
+    ``match``; see ``gradient_batches`` to share one scoring pass between several).
+
+    ``batching``: ``contiguous`` (the paper's cut of the sorted order) or ``stratified``
+    (batch k takes sorted positions k, k + K, ...). ``dataset``: an ``ImageSet`` or a
+    torchvision-style dataset of ``(image, label)`` with PIL images or uint8 tensors, all one
+    size. ``cache``: an HDF5 score cache (as written by ``gradlab scores``) that keeps metric
+    scores across runs, keyed by the images' fingerprint. Batches are normalised with the
+    dataset's own mean/std (``ImageSet.mean``/``std``).
+    """
+    if registry.is_gradient_order(order):
+        probes = gradient_batches(dataset, [order], batch_size, batchings=[batching], device=device, name=name)
+        return probes[registry.probe_name(order, batching)]
+    data = _imageset(dataset, name)
+    score_fn: ScoreFn = compute_scores
+    if cache is not None:
+        from gradlab.data.scores import cached_scores
+
+        score_fn = cached_scores(cache)
+    loader = _loader(data, batch_size, device)
+    return OrderBatches(build_order(order, data, batch_size, seed, score_fn, batching), loader)
+
+
+def gradient_batches(dataset: Any, orders: Sequence[str], batch_size: int = 256, *,
+                     batchings: Sequence[str] = ("contiguous",), device: str | torch.device = "cpu",
+                     max_bytes: int = 256 << 20, match_dim: int = 256, seed: int = 0,
+                     name: str | None = None) -> dict[str, ProbeBatches]:
+    """Gradient-informed probes (``loss``, ``gradnorm``, ``align``, ``proj``, ``match``) of
+    ``dataset``, each cut every way in ``batchings`` it supports, keyed by probe name
+    (``align``, ``align@strat``), all sharing one per-sample scoring pass per epoch
+    (``gradlab.track.gradorders``). ``align``, ``proj`` and ``match`` need a ``random``
+    probe beside them: its pass gives the full gradient. ``max_bytes`` bounds the per-sample
+    gradients held at once; ``match_dim`` is the CountSketch width of ``match``."""
+    from gradlab.track.gradorders import gradient_probes
+
+    loader = _loader(_imageset(dataset, name), batch_size, device)
+    return dict(gradient_probes(loader, orders, batchings, max_bytes, match_dim, seed))

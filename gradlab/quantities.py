@@ -1,0 +1,298 @@
+"""Tracked quantities: what a probe pass stores per batch or per epoch, each declared once.
+
+A quantity is one small class: its dataset name in the probe group, its dimensions, units
+and description, the reductions of the batch gradients it needs, when it is on, and how it
+is computed from those reductions (numpy only). Declaring the class registers it:
+
+    class RelativeDistance(Quantity):
+        name = "relative_distance"
+        units = "1"
+        description = "|g_k - G| / |g_k|: batch k's distance in units of its own gradient norm."
+        needs = (SQ_DIST, SQ_NORM)
+
+        def compute(self, r):
+            return np.sqrt(r[SQ_DIST] / r[SQ_NORM])
+
+Everything else derives from the declaration: the distance pass computes only the
+reductions the active quantities need (``gradlab.track.distances``), the tracker appends each
+quantity's row, the writer annotates the dataset with the description and units
+(``gradlab.runfile.annotate``), ``Run.quantity`` / ``Run.batch_table`` and ``gradlab export``
+read it back from the file's own attributes, and the design doc's table lists it.
+
+A store that estimates D from sketches gives only ``SKETCHED`` reductions;
+``check_store`` refuses a quantity that needs more (for example per-layer distances).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, Iterable, Mapping
+
+import numpy as np
+
+from gradlab import registry
+from gradlab.errors import ConfigError, did_you_mean
+
+# Units: gradients are derivatives of the loss with respect to the parameters, so their norms
+# and distances carry "loss units per parameter" (the loss itself is dimensionless cross-entropy
+# in nats, but the unit keeps a reader from comparing them with losses).
+GRAD = "loss units per parameter"
+GRAD2 = "(loss units per parameter)^2"
+
+# Reductions of batch k's flat gradient g_k against the full gradient G, computed by the
+# distance pass in one sequential read of the stored gradients (``gradlab.track.distances``):
+SQ_DIST = "sq_dist"  # [K] |g_k - G|^2
+DOT = "dot"  # [K] <g_k, G>
+SQ_NORM = "sq_norm"  # [K] |g_k|^2
+LAYER_SQ_DIST = "layer_sq_dist"  # [K, L] |g_k - G|^2 restricted to each parameter tensor
+# ... and values of the probe pass itself:
+FULL_SQ_NORM = "full_sq_norm"  # float |G|^2
+BATCH_SIZE = "batch_size"  # [K] images in batch k
+BATCH_LOSS = "batch_loss"  # [K] mean loss of batch k at theta_e
+PASS_VALUES = (FULL_SQ_NORM, BATCH_SIZE, BATCH_LOSS)
+SKETCHED = frozenset({SQ_DIST, DOT, SQ_NORM, *PASS_VALUES})  # what an estimating store (sketch) gives
+
+Reductions = Mapping[str, Any]  # reduction name -> its array (or float)
+
+
+class Quantity:
+    """One tracked quantity. Subclasses that set ``name`` register themselves (``QUANTITIES``)."""
+
+    name: ClassVar[str] = ""  # dataset name inside /probes/<o>/
+    dims: ClassVar[tuple[str, ...]] = ("epoch", "batch")  # ("epoch",) per epoch; ("epoch", "batch", "layer")
+    units: ClassVar[str | None] = None
+    description: ClassVar[str] = ""
+    needs: ClassVar[tuple[str, ...]] = ()  # reductions (module constants above)
+    when: ClassVar[str] = ""  # the option that turns it on ("" = always), for the docs' "present" column
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name:
+            register(cls())
+
+    def enabled(self, measures: Iterable[str], per_layer: bool) -> bool:
+        """Whether a tracker with these options stores it."""
+        return True
+
+    def compute(self, r: Reductions) -> Any:
+        """This epoch's row: ``[K]`` (or ``[K, L]``) for per-batch dims, a float for ``("epoch",)``."""
+        raise NotImplementedError
+
+
+QUANTITIES: dict[str, Quantity] = {}
+_version = [0]  # bumped by register/unregister: annotate's lookup table follows it
+
+
+def register(q: Quantity) -> Quantity:
+    """Add (or replace) ``q`` under ``q.name``."""
+    if not q.name or "/" in q.name:
+        raise ValueError(f"a quantity needs a name without '/', got {q.name!r}")
+    QUANTITIES[q.name] = q
+    _version[0] += 1
+    return q
+
+
+def unregister(name: str) -> None:
+    QUANTITIES.pop(name, None)
+    _version[0] += 1
+
+
+def version() -> int:
+    return _version[0]
+
+
+def active(measures: Iterable[str], per_layer: bool) -> list[Quantity]:
+    """The quantities a tracker with these options computes, in declaration order."""
+    measures = list(measures)
+    return [q for q in QUANTITIES.values() if q.enabled(measures, per_layer)]
+
+
+def needed(quantities: Iterable[Quantity]) -> set[str]:
+    return {r for q in quantities for r in q.needs}
+
+
+# --------------------------------------------------------------------------- distance measures
+
+class Measure(Quantity):
+    """A distance between g_k and G, stored as ``distance_<measure>``; on when ``measures`` lists it."""
+
+    measure: ClassVar[str] = ""
+    when = "measures"
+
+    @staticmethod
+    def name_of(measure: str) -> str:
+        """The quantity (dataset) name of a measure: ``distance_<measure>``."""
+        return f"distance_{measure}"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        if cls.measure:
+            cls.name = Measure.name_of(cls.measure)
+        super().__init_subclass__(**kwargs)
+
+    def enabled(self, measures, per_layer):
+        return self.measure in measures
+
+
+def measures() -> tuple[str, ...]:
+    """Every declared distance measure (``track.measures`` choices)."""
+    return tuple(q.measure for q in QUANTITIES.values() if isinstance(q, Measure))
+
+
+def check_measures(names: Iterable[str]) -> None:
+    known = measures()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"unknown track.measures {unknown}{did_you_mean(unknown[0], known)}; "
+                          f"choose from {', '.join(known)}")
+
+
+class L2(Measure):
+    measure, units = "l2", GRAD
+    description = ("Euclidean distance: L2 norm of g_k - G_e, batch k's gradient minus the full gradient, at the "
+                   "start of epoch e.")
+    needs = (SQ_DIST,)
+    when = ""  # the paper's measure: always stored by gradlab run
+
+    def compute(self, r):
+        return np.sqrt(r[SQ_DIST])
+
+
+class Cosine(Measure):
+    """Stored as a distance, not a similarity, so that small means close for every measure:
+    0 = same direction, 1 = orthogonal, 2 = opposite."""
+
+    measure, units = "cosine", "1"
+    description = ("Cosine distance 1 - cos(g_k, G_e) between batch k's gradient and the full gradient at the "
+                   "start of epoch e.")
+    needs = (DOT, SQ_NORM, FULL_SQ_NORM)
+    when = ""
+
+    def compute(self, r):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return 1.0 - r[DOT] / np.sqrt(r[SQ_NORM] * r[FULL_SQ_NORM])
+
+
+# --------------------------------------------------------------------------- per batch
+
+class LayerL2(Quantity):
+    name, units, when = "layer_" + Measure.name_of("l2"), GRAD, "per_layer"
+    dims = ("epoch", "batch", "layer")
+    description = "Euclidean distance between batch k's and the full gradient, restricted to one parameter tensor."
+    needs = (LAYER_SQ_DIST,)
+
+    def enabled(self, measures, per_layer):
+        return per_layer
+
+    def compute(self, r):
+        return np.sqrt(r[LAYER_SQ_DIST])
+
+
+class BatchNorm(Quantity):
+    name, units = "batch_norm", GRAD
+    description = "L2 norm of g_k, batch k's gradient, at the start of epoch e."
+    needs = (SQ_NORM,)
+
+    def compute(self, r):
+        return np.sqrt(r[SQ_NORM])
+
+
+class BatchLoss(Quantity):
+    name, units = "batch_loss", "loss units"
+    description = "Loss of batch k at the parameters of the start of epoch e."
+    needs = (BATCH_LOSS,)
+
+    def compute(self, r):
+        return r[BATCH_LOSS]
+
+
+# --------------------------------------------------------------------------- per epoch
+
+class FullNorm(Quantity):
+    name, units, dims = "full_norm", GRAD, ("epoch",)
+    description = "L2 norm of G_e, the full gradient, at the start of epoch e."
+    needs = (FULL_SQ_NORM,)
+
+    def compute(self, r):
+        return math.sqrt(r[FULL_SQ_NORM])
+
+
+def noise_scale_parts(sq_dists: np.ndarray, full_sq_norm: float, batch_size: int, n: int) -> tuple[float, float]:
+    """``(tr(Sigma), |G_true|^2)``, the unbiased estimates the simple noise scale divides.
+
+    The K batches partition n = K*m examples, each drawn without replacement, so
+    E|g_k - G|^2 = tr(Sigma) (n - m) / (m n) with Sigma the per-example covariance
+    (1/(n-1) normalised). Hence tr(Sigma) = m n / (n - m) * mean_k |g_k - G|^2, and since
+    E|G|^2 = |G_true|^2 + tr(Sigma)/n, |G_true|^2 = |G|^2 - tr(Sigma)/n (McCandlish et al. 2018).
+    Only meaningful for batches drawn at random (the ``random`` probe).
+    """
+    tr_sigma = batch_size * n / (n - batch_size) * float(np.mean(sq_dists))
+    return tr_sigma, full_sq_norm - tr_sigma / n
+
+
+def noise_scale(sq_dists: np.ndarray, full_sq_norm: float, batch_size: int, n: int) -> float:
+    """Simple gradient noise scale B_simple = tr(Sigma) / |G_true|^2 from ``noise_scale_parts``;
+    NaN when K < 2, n <= m, or the |G_true|^2 estimate is <= 0 (noise exceeds signal)."""
+    if n <= batch_size or len(sq_dists) < 2:
+        return math.nan
+    tr_sigma, g2 = noise_scale_parts(sq_dists, full_sq_norm, batch_size, n)
+    return tr_sigma / g2 if g2 > 0 else math.nan
+
+
+def noise_parts(r: Reductions) -> tuple[float, float]:
+    """``(tr(Sigma), |G_true|^2)`` of one pass; NaN when K < 2 or n <= m (no spread to measure)."""
+    sizes = np.asarray(r[BATCH_SIZE])
+    m = int(sizes[0])
+    if np.any(sizes != m):
+        raise ValueError("noise scale assumes equal batch sizes (drop_last)")
+    n, sq = int(sizes.sum()), r[SQ_DIST]
+    if n <= m or len(sq) < 2:
+        return math.nan, math.nan
+    return noise_scale_parts(sq, r[FULL_SQ_NORM], m, n)
+
+
+class NoiseG2(Quantity):
+    name, units, dims = "noise_g2", GRAD2, ("epoch",)
+    description = "Unbiased estimate of the squared norm of the true gradient (the noise scale's denominator)."
+    needs = (SQ_DIST, FULL_SQ_NORM, BATCH_SIZE)
+
+    def compute(self, r):
+        return noise_parts(r)[1]
+
+
+class NoiseTrace(Quantity):
+    name, units, dims = "noise_trace", GRAD2, ("epoch",)
+    description = ("Unbiased estimate of tr(Sigma), the trace of the per-example gradient covariance (the noise "
+                   "scale's numerator).")
+    needs = (SQ_DIST, FULL_SQ_NORM, BATCH_SIZE)
+
+    def compute(self, r):
+        return noise_parts(r)[0]
+
+
+class NoiseScale(Quantity):
+    """B_simple = tr(Sigma) / |G_true|^2; the ratio of one epoch is biased and often undefined, so
+    the run file keeps both components and readers average them over epochs before dividing."""
+
+    name, units, dims = "noise_scale", "examples", ("epoch",)
+    description = ("Simple noise scale noise_trace / noise_g2 (NaN where noise_g2 <= 0); average both over epochs "
+                   "before dividing.")
+    needs = (SQ_DIST, FULL_SQ_NORM, BATCH_SIZE)
+
+    def compute(self, r):
+        trace, g2 = noise_parts(r)
+        return trace / g2 if g2 > 0 else math.nan
+
+
+# --------------------------------------------------------------------------- the store rule
+
+def check_store(store: str, quantities: Iterable[Quantity]) -> None:
+    """A store that estimates D (trait ``estimate``: ``sketch``) gives only ``SKETCHED``
+    reductions; refuse, before any work, a quantity that needs another (per-layer distances)."""
+    if registry.ESTIMATE not in registry.STORES.check(store).traits:
+        return
+    for q in quantities:
+        missing = set(q.needs) - SKETCHED
+        if missing:
+            exact = " | ".join(n for n in registry.STORES if n not in registry.STORES.having(registry.ESTIMATE))
+            fix = "set track.per_layer = false (per_layer=False)" if q.when == "per_layer" else f"leave {q.name} out"
+            raise ConfigError(f'track.grads = "{store}" estimates whole-model distances only, and {q.name} needs '
+                              f"{', '.join(sorted(missing))}; {fix}, or use an exact store ({exact})")
