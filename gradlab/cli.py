@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run once per seed, e.g. 0,1,2 or 0-4 (overrides train.seed/train.seeds); output goes to "
                         "<output stem>-s<seed>.h5, after -NAME with --variant")
     r.add_argument("--scores", metavar="PATH", help="score cache file (default: <data.root>/scores.h5)")
-    r.add_argument("--no-score-cache", action="store_true", help="compute metric scores without reading/writing a cache")
+    r.add_argument("--no-score-cache", action="store_true",
+                   help="compute metric scores without reading/writing a cache")
     r.set_defaults(func=_cmd_run)
     s = sub.add_parser("scores", help="compute and cache per-image metric scores of a training set")
     s.add_argument("--dataset", default="cifar10",

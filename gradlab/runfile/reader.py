@@ -158,7 +158,8 @@ class Run:
             return self._read(names.probe_index(probe))
         if not self.epochs_done:
             return np.zeros(0, dtype=np.int64)
-        return self._read(names.probe_index(probe), self.epochs_done - 1 if epoch is None else int(epoch)).astype(np.int64)
+        row = self.epochs_done - 1 if epoch is None else int(epoch)
+        return self._read(names.probe_index(probe), row).astype(np.int64)
 
     def score_label(self, probe: str) -> str:
         return _str(self.f[names.probe(probe)].attrs.get("score_label", "batch score"))

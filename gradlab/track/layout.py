@@ -68,7 +68,8 @@ class ParamLayout:
     def __len__(self) -> int:
         return len(self.names)
 
-    def flatten(self, tensors: list[torch.Tensor] | tuple[torch.Tensor, ...], out: torch.Tensor | None = None) -> torch.Tensor:
+    def flatten(self, tensors: list[torch.Tensor] | tuple[torch.Tensor, ...],
+                out: torch.Tensor | None = None) -> torch.Tensor:
         """Concatenate per-layer tensors (in layout order) into one flat vector."""
         flat = [t.reshape(-1) for t in tensors]
         if out is None:

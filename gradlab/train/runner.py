@@ -30,7 +30,8 @@ from gradlab.track.gradorders import gradient_probes
 from gradlab.track.layout import ParamLayout
 from gradlab.track.options import Runtime, TrackOptions
 from gradlab.track.tracker import Tracker
-from gradlab.train.accel import accelerate, resolve_device, resolve_threads  # resolve_device: also gradlab.train.runner's API
+# resolve_device: also gradlab.train.runner's API
+from gradlab.train.accel import accelerate, resolve_device, resolve_threads
 from gradlab.train.checkpoint import (check_resume_config, checkpoint_path, load_checkpoint, rng_state,
                                      save_checkpoint, set_rng_state)
 from gradlab.train.distributed import check_batch_size
