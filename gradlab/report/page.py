@@ -165,9 +165,9 @@ def summary_profile_figure(summaries: dict[str, pd.DataFrame], bins: int, all_pr
 
 def layer_figure(run: Run, probe: str, measure: str = "l2") -> go.Figure | None:
     """log10 of the batch-mean per-layer D: layers (network order) x epochs."""
-    if runnames.layer_distance(probe, measure) not in run.f or run.epochs_done == 0:
+    if not run.has(runnames.layer_distance(probe, measure)) or run.epochs_done == 0:
         return None
-    d = run._rows(runnames.layer_distance(probe, measure)).mean(axis=1)  # [E, L]
+    d = run.layer_distance_matrix(probe, measure).mean(axis=1)  # [E, L]
     lay = run.layers()
     z = np.log10(np.where(d > 0, d, np.nan)).T.astype(np.float32)  # [L, E]; float32 halves the page
     labels = [f"{i}: {n}" for i, n in enumerate(lay.layer)]
@@ -197,11 +197,11 @@ def norms_figure(runs: Sequence[Run], names: list[str], all_probes: list[str]) -
     n = 0
     for ri, (run, name) in enumerate(zip(runs, names)):
         for probe in run.probes:
-            if runnames.full_norm(probe) not in run.f or run.epochs_done == 0:
+            if not run.has(runnames.full_norm(probe)) or run.epochs_done == 0:
                 continue
             nm = run.norms(probe).groupby("epoch", as_index=False).agg(full=("full_norm", "first"),
                                                                       batch=("batch_norm", "mean"))
-            ns = run.noise_scale(probe) if runnames.noise_scale(probe) in run.f else None
+            ns = run.noise_scale(probe) if run.has(runnames.noise_scale(probe)) else None
             label = f"{name} · {probe}" if multi else probe
             line = dict(color=RUN_COLOURS[ri % len(RUN_COLOURS)] if multi else _probe_colour(probe, all_probes),
                         dash=dashes[all_probes.index(probe) % len(dashes)] if multi else "solid")
@@ -404,7 +404,7 @@ def _glance_keys() -> list[tuple[str, Any]]:
         ("training order", c("track", "order")),
         ("probes", lambda r: ", ".join(r.probes)),
         ("final test accuracy", lambda r: (f"{r.train_curves().test_acc.iloc[-1]:.4f}"
-                                           if r.epochs_done and "test/acc" in r.f else None)),
+                                           if r.epochs_done and r.has(runnames.TEST_ACC) else None)),
     ]
 
 
@@ -634,8 +634,8 @@ def _curves_section(pg: _Page) -> Section:
 
 
 def _provenance_section(pg: _Page) -> Section:
-    keys: list[tuple[str, Any]] = [("schema", lambda r: r.f.attrs.get("schema", "")),
-                                   ("migrated from", lambda r: r.f.attrs.get("migrated_from", None))]
+    keys: list[tuple[str, Any]] = [("schema", lambda r: r.schema or ""),
+                                   ("migrated from", lambda r: r.migrated_from)]
     pkeys = sorted({k for r in pg.runs for k in r.provenance})
     keys += [(k, (lambda k: lambda r: r.provenance.get(k))(k)) for k in pkeys]
     flat = {id(r): flatten(r.config) for r in pg.runs}
