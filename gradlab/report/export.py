@@ -42,7 +42,7 @@ def _per_probe(run: Run, table: Callable[[str], pd.DataFrame]) -> pd.DataFrame:
 def _layer_distances(run: Run, probe: str) -> pd.DataFrame:
     """Per-layer distances of every stored measure, with a ``measure`` column (empty without per_layer)."""
     frames = [run.layer_distances(probe, m).assign(measure=m) for m in run.measures(probe)
-              if names.layer_distance(probe, m) in run.f]
+              if run.has(names.layer_distance(probe, m))]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-from gradlab.runfile import names
 from gradlab.runfile.reader import Run, open_run
 
 
@@ -28,8 +27,8 @@ def _describe(run: Run) -> str:
         out.append(f"  failure      {run.failure}")
     if run.epochs_done:
         out.append(f"  phases       {run.num_phases} so far (milestones {run.milestones})")
-    out.append(f"  schema       {run.f.attrs.get('schema', '?')}"
-               + (f" (migrated from {run.f.attrs['migrated_from']})" if "migrated_from" in run.f.attrs else ""))
+    out.append(f"  schema       {run.schema if run.schema is not None else '?'}"
+               + (f" (migrated from {run.migrated_from})" if run.migrated_from is not None else ""))
     m, d, t = (run.config.get(k, {}) for k in ("model", "data", "train"))
     layers = run.layers()
     out.append(f"  model        {m.get('name')} (norm {m.get('norm')}), {int(layers.numel.sum()):,} parameters "
@@ -43,13 +42,12 @@ def _describe(run: Run) -> str:
     out.append("")
     out.append(f"probes ({len(run.probes)}):")
     for p in run.probes:
-        g = run.f[names.probe(p)]
         k = run.num_batches(p)
         scores = (run.batch_score_matrix(p) if run.is_per_epoch(p) else run.batch_scores(p)) if k else np.array([])
         rng = f", scores {scores.min():.4g}–{scores.max():.4g}" if scores.size else ""
         how = ("" if run.batching(p) == "contiguous" else f" ({run.batching(p)} cut)") + (
             " (order rebuilt at every epoch's parameters)" if run.is_per_epoch(p) else "")
-        out.append(f"  {p}: {k} batches of {g.attrs.get('batch_size', '?')}{how}, {run.score_label(p)}{rng}; "
+        out.append(f"  {p}: {k} batches of {run.probe_attrs(p).get('batch_size', '?')}{how}, {run.score_label(p)}{rng}; "
                    f"measures {', '.join(run.measures(p)) or 'none'}")
     out.append("")
     out.append("datasets (rows beyond epochs_done are uncommitted and ignored by readers):")

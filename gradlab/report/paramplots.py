@@ -57,6 +57,64 @@ def kind_aggregate(df: pd.DataFrame, numel: pd.Series) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["step", "epoch", "kind", "stat", "value", "layers"])
 
 
+def _stat_frames(runs: list[Run], stat: str) -> list[pd.DataFrame]:
+    """Each run's ``param_stats([stat])``; a run without ``/params`` is a ``GradlabError``."""
+    frames = []
+    for r in runs:
+        if not r.has_param_stats:
+            raise GradlabError(f"{r.path} has no /params group (it ran with track.param_stats = \"off\"); "
+                               f"re-run with track.param_stats = \"epoch\"")
+        frames.append(r.param_stats([stat]))
+    return frames
+
+
+def _kinds_and_by(frames: list[pd.DataFrame], kinds: Sequence[str] | None, by: str) -> tuple[list[str], str]:
+    """The kinds to draw (default: every kind present, in ``KIND_ORDER``) and ``by`` with "auto" resolved."""
+    present = _sorted_kinds([k for f in frames for k in f.kind.unique()])
+    kinds_ = list(kinds) if kinds is not None else present
+    missing = [k for k in kinds_ if k not in present]
+    if missing:
+        raise ValueError(f"kinds {missing} are not in these runs; they have {present}")
+    if by == "auto":
+        most = max((f[f.kind == k].layer.nunique() for f in frames for k in kinds_), default=0)
+        by = "layer" if most <= 12 else "kind"
+    if by not in ("layer", "kind"):
+        raise ValueError(f'by must be "layer", "kind" or "auto", got {by!r}')
+    return kinds_, by
+
+
+def _add_kind_traces(fig: go.Figure, row: int, d: pd.DataFrame, kind: str, numel: pd.Series, stat: str, x: str,
+                     by: str, at: float | None, style: dict[str, str], shown: bool) -> bool:
+    """One run's traces in the panel of ``kind`` (``d``: its rows of that kind); whether its legend entry is shown."""
+    label, color, dash = style["label"], style["color"], style["dash"]
+    if x == "layer":
+        epochs = np.sort(d.epoch.unique())
+        e = epochs[-1] if at is None else epochs[np.argmin(np.abs(epochs - at))]
+        d = d[d.epoch == e].sort_values("depth")
+        fig.add_trace(go.Scatter(
+            x=np.arange(len(d)), y=d.value, mode="lines+markers", name=label, legendgroup=label,
+            showlegend=not shown, line=dict(color=color, dash=dash, width=2), marker=dict(size=5),
+            customdata=d.layer, hovertemplate=f"{html.escape(label)}<br>%{{customdata}}<br>epoch {e:g}"
+                                              f"<br>{stat} %{{y:.4g}}<extra></extra>"), row=row, col=1)
+        return True
+    if by == "kind":
+        a = kind_aggregate(d, numel)
+        fig.add_trace(go.Scatter(
+            x=a[x], y=a.value, mode="lines", name=label, legendgroup=label, showlegend=not shown,
+            line=dict(color=color, dash=dash, width=2.5),
+            hovertemplate=f"{html.escape(label)}<br>{kind} ({a.layers.iloc[0]} tensors)<br>{x} %{{x:.3g}}"
+                          f"<br>{stat} %{{y:.4g}}<extra></extra>"), row=row, col=1)
+        return True
+    for layer, g in d.groupby("layer", sort=False):
+        fig.add_trace(go.Scatter(
+            x=g[x], y=g.value, mode="lines", name=label, legendgroup=label, showlegend=not shown,
+            line=dict(color=color, dash=dash, width=1.2), opacity=0.75,
+            hovertemplate=f"{html.escape(label)}<br>{html.escape(str(layer))}<br>{x} %{{x:.3g}}"
+                          f"<br>{stat} %{{y:.4g}}<extra></extra>"), row=row, col=1)
+        shown = True
+    return shown
+
+
 def param_stats(runs: Run | Sequence[Run], stat: str = "mean", kinds: Sequence[str] | None = None,
                 x: str = "epoch", by: str = "auto", at: float | None = None, names: Sequence[str] | None = None,
                 log_y: bool | None = None) -> go.Figure:
@@ -79,61 +137,22 @@ def param_stats(runs: Run | Sequence[Run], stat: str = "mean", kinds: Sequence[s
     if x not in ("epoch", "step", "layer"):
         raise ValueError(f'x must be "epoch", "step" or "layer", got {x!r}')
     labels = _names(runs_, names)
-    frames = []
-    for r in runs_:
-        if not r.has_param_stats:
-            raise GradlabError(f"{r.path} has no /params group (it ran with track.param_stats = \"off\"); "
-                               f"re-run with track.param_stats = \"epoch\"")
-        frames.append(r.param_stats([stat]))
-    present = _sorted_kinds([k for f in frames for k in f.kind.unique()])
-    kinds_ = list(kinds) if kinds is not None else present
-    missing = [k for k in kinds_ if k not in present]
-    if missing:
-        raise ValueError(f"kinds {missing} are not in these runs; they have {present}")
+    frames = _stat_frames(runs_, stat)
+    kinds_, by = _kinds_and_by(frames, kinds, by)
     if log_y is None:
         log_y = stat in ("var", "grad_norm")
-    if by == "auto":
-        most = max((f[f.kind == k].layer.nunique() for f in frames for k in kinds_), default=0)
-        by = "layer" if most <= 12 else "kind"
-    if by not in ("layer", "kind"):
-        raise ValueError(f'by must be "layer", "kind" or "auto", got {by!r}')
 
     fig = make_subplots(rows=len(kinds_), cols=1, shared_xaxes=x != "layer",
                         vertical_spacing=min(0.08, 0.3 / max(len(kinds_), 1)), subplot_titles=list(kinds_))
     for ri, (run, label, df) in enumerate(zip(runs_, labels, frames)):
-        color, dash = COLORS[ri % len(COLORS)], DASHES[ri % len(DASHES)]
+        style = dict(label=label, color=COLORS[ri % len(COLORS)], dash=DASHES[ri % len(DASHES)])
         shown = False
         numel = run.layers().set_index("layer").numel
         for row, kind in enumerate(kinds_, start=1):
             d = df[df.kind == kind]
             if d.empty:
                 continue
-            if x == "layer":
-                epochs = np.sort(d.epoch.unique())
-                e = epochs[-1] if at is None else epochs[np.argmin(np.abs(epochs - at))]
-                d = d[d.epoch == e].sort_values("depth")
-                fig.add_trace(go.Scatter(
-                    x=np.arange(len(d)), y=d.value, mode="lines+markers", name=label, legendgroup=label,
-                    showlegend=not shown, line=dict(color=color, dash=dash, width=2), marker=dict(size=5),
-                    customdata=d.layer, hovertemplate=f"{html.escape(label)}<br>%{{customdata}}<br>epoch {e:g}"
-                                                      f"<br>{stat} %{{y:.4g}}<extra></extra>"), row=row, col=1)
-                shown = True
-            elif by == "kind":
-                a = kind_aggregate(d, numel)
-                fig.add_trace(go.Scatter(
-                    x=a[x], y=a.value, mode="lines", name=label, legendgroup=label, showlegend=not shown,
-                    line=dict(color=color, dash=dash, width=2.5),
-                    hovertemplate=f"{html.escape(label)}<br>{kind} ({a.layers.iloc[0]} tensors)<br>{x} %{{x:.3g}}"
-                                  f"<br>{stat} %{{y:.4g}}<extra></extra>"), row=row, col=1)
-                shown = True
-            else:
-                for layer, g in d.groupby("layer", sort=False):
-                    fig.add_trace(go.Scatter(
-                        x=g[x], y=g.value, mode="lines", name=label, legendgroup=label, showlegend=not shown,
-                        line=dict(color=color, dash=dash, width=1.2), opacity=0.75,
-                        hovertemplate=f"{html.escape(label)}<br>{html.escape(str(layer))}<br>{x} %{{x:.3g}}"
-                                      f"<br>{stat} %{{y:.4g}}<extra></extra>"), row=row, col=1)
-                    shown = True
+            shown = _add_kind_traces(fig, row, d, kind, numel, stat, x, by, at, style, shown)
         for row in range(1, len(kinds_) + 1):
             fig.update_yaxes(type="log" if log_y else "linear", row=row, col=1)
     xtitle = {"epoch": "epochs trained", "step": "optimizer step", "layer": "layer (forward order within kind)"}[x]

@@ -27,6 +27,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from gradlab.config import flatten
 from gradlab.report.units import CONTROL, in_own_units, in_random_units
 from gradlab.runfile.reader import Run
 
@@ -196,6 +197,18 @@ def pooled_noise_scale(noise: pd.DataFrame) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- several seeds
+
+def seed_groups(runs: Sequence[Run]) -> list[list[int]]:
+    """Indices of runs that are seeds of one study (configs equal but for the seed and the
+    output path), for groups of two or more."""
+    def key(r: Run) -> str:
+        flat = {k: v for k, v in flatten(r.config).items() if k not in ("train.seed", "train.seeds", "output.path")}
+        return repr(sorted(flat.items()))
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(runs):
+        groups.setdefault(key(r), []).append(i)
+    return [g for g in groups.values() if len(g) > 1]
+
 
 def _seed_profiles(runs: Sequence[Run], probe: str, phase: int, measure: str, unit: str) -> np.ndarray:
     """``[S, K]``: each seed's phase profile of ``probe`` in ``unit``."""

@@ -427,6 +427,43 @@ class Run:
             }))
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({c: [] for c in cols})
 
+    # ---- public accessors for the read side (report, inspect, export)
+    @property
+    def schema(self) -> str | None:
+        """The file's schema tag (``gradlab.run/<n>``, root attribute ``schema``); None when absent."""
+        return _str(self.f.attrs.get(names.SCHEMA))
+
+    @property
+    def migrated_from(self) -> str | None:
+        """The schema the file was migrated from (``gradlab migrate``); None for a file written as is."""
+        return _str(self.f.attrs.get("migrated_from"))
+
+    def has(self, name: str) -> bool:
+        """Whether the file holds the dataset or group ``name``, a path built with
+        ``gradlab.runfile.names`` (e.g. ``names.full_norm(probe)``, ``names.TEST_ACC``)."""
+        try:
+            return name in self.f
+        except (OSError, KeyError, RuntimeError) as exc:
+            raise damaged(self.path, name, exc) from None
+
+    def layer_distance_matrix(self, probe: str, measure: str = "l2") -> np.ndarray:
+        """Per-layer D as ``[epochs_done, K, L]`` (layers in ``layers()`` order); a ``KeyError``
+        when the probe stored none for ``measure`` (``track.per_layer`` was off)."""
+        self._check_probe(probe)
+        name = names.layer_distance(probe, measure)
+        if name not in self.f:
+            raise KeyError(f"probe {probe!r} has no per-layer {measure} distances (track.per_layer was off)")
+        return self._rows(name)
+
+    def probe_attrs(self, probe: str) -> dict[str, Any]:
+        """The attributes of the probe's group (``batch_size``, ``score_label``, ``batching``, ...),
+        strings decoded; a ``KeyError`` for a probe the run does not have."""
+        self._check_probe(probe)
+        try:
+            return {k: _str(v) for k, v in self.f[names.probe(probe)].attrs.items()}
+        except (OSError, KeyError, RuntimeError) as exc:
+            raise damaged(self.path, names.probe(probe), exc) from None
+
 
 def damaged(path: Path, name: str, exc: BaseException) -> RunFileError:
     """The one-line error for a dataset that HDF5 cannot read back."""
