@@ -81,8 +81,11 @@ class TrackConfig:
     # probe orders: "random" (the control and the unit), metrics (intensity, hsv, edges, lpips), and
     # gradient-informed orders rebuilt at every theta_e (loss, gradnorm, align, proj, match)
     probes: list[str] = field(default_factory=lambda: ["intensity", "random"])
-    # how each sorted order is cut into batches: "contiguous" (the paper's) and/or "stratified"
-    # (batch k = sorted positions k, k+K, ...; stored as /probes/<order>@strat); random has one cut
+    # how each sorted order is cut into batches: "contiguous" (the paper's), "stratified" (batch k =
+    # sorted positions k, k+K, ...; stored as /probes/<order>@strat) and/or "class" (sorted within
+    # each class, every batch holds every class in the dataset's proportion at one within-class
+    # quantile; /probes/<order>@class). random is cut only by "class": random@class, the
+    # class-stratified random control (gradlab.registry.random_cuts)
     batching: list[str] = field(default_factory=lambda: ["contiguous"])
     # gradient-informed orders: MB of per-sample gradients held at once by the scoring pass
     # (sets its chunk size: MB * 2^20 / (12 bytes x parameters) images; activations come on top)

@@ -87,6 +87,7 @@ class Registry(Mapping[str, Entry]):
 NEEDS_FULL = "needs_full"  # a gradient order that needs this epoch's full gradient G
 BUILDS = "builds"  # a gradient order that builds its batches instead of sorting images
 ESTIMATE = "estimate"  # a store that estimates D from sketches: whole-model measures only
+LABELS = "labels"  # a batching that reads the images' class labels (and so also cuts a random order)
 
 DATASETS = Registry("dataset", "data.dataset", [
     entry("synthetic", "gradlab.data.datasets:load_synthetic", "50,000 procedurally generated 32x32 images"),
@@ -133,9 +134,20 @@ STORES = Registry("gradient store", "track.grads", [
 BATCHINGS = Registry("batching", "track.batching", [
     entry("contiguous", "gradlab.data.orders:contiguous", "the sorted order cut into consecutive batches"),
     entry("stratified", "gradlab.data.orders:stratify", "batch k takes sorted positions k, k + K, ..."),
+    entry("class", "gradlab.data.orders:by_class", "sorted within each class; every batch holds every class in "
+          "the dataset's proportion at one within-class quantile", LABELS),
 ])
-# The probe name of an order's cut: ``align`` (contiguous), ``align@strat`` (stratified).
-_SUFFIX = {"contiguous": "", "stratified": "@strat"}
+# The probe name of an order's cut: ``align`` (contiguous), ``align@strat`` (stratified),
+# ``align@class`` (class); ``random@class`` is the class-stratified random control.
+_SUFFIX = {"contiguous": "", "stratified": "@strat", "class": "@class"}
+CLASS_CONTROL = RANDOM + _SUFFIX["class"]  # the second control: class-stratified random batches
+
+
+def random_cuts(batchings: Iterable[str]) -> tuple[str, ...]:
+    """The cuts of the ``random`` probe among ``batchings``: always its own (contiguous), plus the
+    cuts that read labels (``class`` -> ``random@class``). A cut by position alone (stratified)
+    of a random order is another random order, so it adds nothing."""
+    return ("contiguous", *(b for b in batchings if b != "contiguous" and LABELS in BATCHINGS.check(b).traits))
 
 
 def probe_name(order: str, batching: str = "contiguous") -> str:

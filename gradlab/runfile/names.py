@@ -74,7 +74,7 @@ def scalar(key: str) -> str:
 
 # ---------------------------------------------------------------- one probe order
 PER_EPOCH_ORDER = "per_epoch_order"  # probe-group attribute: index and batch_score are [E, N] and [E, K]
-BATCHING = "batching"  # probe-group attribute: "contiguous" or "stratified"
+BATCHING = "batching"  # probe-group attribute: "contiguous", "stratified" or "class" (gradlab.registry.BATCHINGS)
 def probe(name: str) -> str:
     return f"{PROBES}/{name}"
 

@@ -125,7 +125,8 @@ class Run:
         return bool(self.f[names.probe(probe)].attrs.get(names.PER_EPOCH_ORDER, False))
 
     def batching(self, probe: str) -> str:
-        """``contiguous`` (sorted order cut into consecutive batches) or ``stratified``."""
+        """``contiguous`` (sorted order cut into consecutive batches), ``stratified`` or ``class``
+        (``gradlab.registry.BATCHINGS``)."""
         return _str(self.f[names.probe(probe)].attrs.get(names.BATCHING, "contiguous"))
 
     def batch_score_matrix(self, probe: str) -> np.ndarray:

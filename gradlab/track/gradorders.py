@@ -28,7 +28,7 @@ import torch
 
 from gradlab import registry
 from gradlab.data.datasets import BatchLoader
-from gradlab.data.orders import batch_means
+from gradlab.data.orders import batch_means, class_labels, cut as cut_index
 from gradlab.data.probes import ProbeBatches
 from gradlab.errors import ConfigError
 from gradlab.track.match import greedy_match
@@ -65,10 +65,11 @@ class GradientOrder:
         raise NotImplementedError
 
     def arrange(self, s: SampleScores, full: torch.Tensor | None, scorer: "SampleScorer", batch_size: int,
-                num_batches: int, batching: str) -> tuple[np.ndarray, np.ndarray]:
-        """``(index [N], batch_score [K])``: the images sorted by ``key``, cut by ``batching``."""
+                num_batches: int, batching: str, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(index [N], batch_score [K])``: the images sorted by ``key``, cut by ``batching``
+        (``labels``: the class of every image, for the ``class`` cut)."""
         key = self.key(s, float(full.norm()) if full is not None else 0.0)
-        index = registry.BATCHINGS.load(batching)(np.argsort(key, kind="stable").astype(np.int64), batch_size)
+        index = cut_index(batching, np.argsort(key, kind="stable").astype(np.int64), batch_size, labels)
         return index, batch_means(key, index, batch_size)
 
 
@@ -105,7 +106,7 @@ class Match(GradientOrder):
 
     name, label, needs_sketch = "match", "sketched |mean g_i - G| of the batch (greedy match)", True
 
-    def arrange(self, s, full, scorer, batch_size, num_batches, batching):
+    def arrange(self, s, full, scorer, batch_size, num_batches, batching, labels=None):
         target = scorer.sketch(full.numel(), s.sketch.device).rows(full.to(torch.float32)[None])[0]
         return greedy_match(s.sketch, target, batch_size, num_batches)
 
@@ -167,6 +168,9 @@ class GradientProbe(ProbeBatches):
             raise ConfigError(f"probe {self.name!r}: {len(loader.data)} images make no batch of {self.batch_size}")
         self.score_label = self.order.label
         self.attrs = {"batching": batching, "order_kind": "gradient", "score_mode": SCORE_MODE}
+        # the class of every image, for the cuts that read labels (class): refused here for masks
+        self.labels = (class_labels(loader.data.labels, f"probe {self.name!r}")
+                       if registry.LABELS in registry.BATCHINGS[batching].traits else None)
         self.index = np.zeros(0, dtype=np.int64)
         self.batch_score = np.zeros(self.num_batches)
         self._idx: list[torch.Tensor] = []
@@ -177,7 +181,7 @@ class GradientProbe(ProbeBatches):
             registry.check_reference([self.name], [])
         s = self.scorer.scores(frozen, full)
         self.index, self.batch_score = self.order.arrange(s, full, self.scorer, self.batch_size, self.num_batches,
-                                                          self.batching)
+                                                          self.batching, self.labels)
         self._idx = self.scorer.loader.batch_indices(torch.from_numpy(self.index))
 
     def batches(self, ks: Sequence[int] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

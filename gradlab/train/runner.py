@@ -25,7 +25,7 @@ from gradlab.errors import ConfigError, DiskFullError, GradlabError, RunFileErro
 from gradlab.models import build_model
 from gradlab.runfile import names
 from gradlab.runfile.lock import RunLock
-from gradlab.registry import RANDOM, SHUFFLE, is_gradient_order, probe_name
+from gradlab.registry import RANDOM, SHUFFLE, is_gradient_order, probe_name, random_cuts
 from gradlab.track.gradorders import gradient_probes
 from gradlab.track.layout import ParamLayout
 from gradlab.track.options import Runtime, TrackOptions
@@ -89,13 +89,14 @@ def build_study(cfg: StudyConfig, scores: ScoreFn = compute_scores, device: torc
 
 def _fixed_probes(cfg: StudyConfig, train: ImageSet, train_order: Order | None, scores: ScoreFn) -> list[Order]:
     """Every fixed probe order (the training order first in paper mode) in every cut of
-    ``track.batching``; ``random`` has one cut (any cut of a random order is random)."""
+    ``track.batching``; ``random`` has its own cut and the cuts that read labels
+    (``registry.random_cuts``: ``random@class`` with ``class``)."""
     t, bs, seed = cfg.track, cfg.train.batch_size, cfg.train.seed
     names = ([train_order.name] if train_order else []) + [
         p for p in t.probes if not is_gradient_order(p) and (not train_order or p != train_order.name)]
     out: dict[str, Order] = {}
     for n in names:
-        for cut in (["contiguous"] if n == RANDOM else t.batching):
+        for cut in (random_cuts(t.batching) if n == RANDOM else t.batching):
             key = probe_name(n, cut)
             if key not in out:
                 reuse = train_order is not None and n == train_order.name and cut == "contiguous"
