@@ -48,7 +48,12 @@ LAYER_SQ_DIST = "layer_sq_dist"  # [K, L] |g_k - G|^2 restricted to each paramet
 FULL_SQ_NORM = "full_sq_norm"  # float |G|^2
 BATCH_SIZE = "batch_size"  # [K] images in batch k
 BATCH_LOSS = "batch_loss"  # [K] mean loss of batch k at theta_e
-PASS_VALUES = (FULL_SQ_NORM, BATCH_SIZE, BATCH_LOSS)
+# [K, C] (float64, or None): batch k's targets in each class 0..C-1, C = the model output's classes
+# (dimension 1); images for one label per image, pixels for masks; negative labels (cross-entropy's
+# ignore_index) left out; a NaN row where a label is >= C; None for targets that are not integer
+# class labels (soft or regression targets). ``gradlab.track.distances.ClassCounter`` counts them.
+CLASS_COUNTS = "class_counts"
+PASS_VALUES = (FULL_SQ_NORM, BATCH_SIZE, BATCH_LOSS, CLASS_COUNTS)
 SKETCHED = frozenset({SQ_DIST, DOT, SQ_NORM, *PASS_VALUES})  # what an estimating store (sketch) gives
 
 Reductions = Mapping[str, Any]  # reduction name -> its array (or float)
@@ -202,6 +207,48 @@ class BatchLoss(Quantity):
 
     def compute(self, r):
         return r[BATCH_LOSS]
+
+
+# --------------------------------------------------------------------------- label composition per batch
+
+# What the label-composition quantities mean, in every description: the class mix of one batch's targets.
+_LABELS = ("Classification: one label per image; segmentation: one per pixel (labels < 0, cross-entropy's "
+           "ignore_index, left out). NaN where the targets are not integer class labels (soft or regression "
+           "targets, or a model output without a class dimension).")
+
+
+def class_shares(r: Reductions) -> np.ndarray:
+    """``[K, C]``: each batch's share of its counted labels in each class (NaN rows where unknown)."""
+    k = len(np.asarray(r[BATCH_SIZE]))
+    counts = r.get(CLASS_COUNTS)
+    if counts is None or np.shape(counts)[-1] == 0:
+        return np.full((k, 1), np.nan)
+    counts = np.asarray(counts, dtype=np.float64).reshape(k, -1)
+    total = counts.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, counts / total, np.nan)
+
+
+class LabelEntropy(Quantity):
+    name, units = "label_entropy", "nats"
+    description = ("Shannon entropy -sum_c p_c ln p_c of batch k's class mix, p_c the share of its labels in class "
+                   "c: 0 for one class, ln C for C classes in equal shares. " + _LABELS)
+    needs = (CLASS_COUNTS,)
+
+    def compute(self, r):
+        p = class_shares(r)
+        log_p = np.log(p, out=np.zeros_like(p), where=p > 0)  # 0 ln 0 = 0; NaN rows stay NaN (NaN * 0)
+        return 0.0 - (p * log_p).sum(axis=1)
+
+
+class TopClassShare(Quantity):
+    name, units = "top_class_share", "1"
+    description = ("Share of batch k's labels in its most common class (fraction; 1 / C for C classes in equal "
+                   "shares, 1 for one class). " + _LABELS)
+    needs = (CLASS_COUNTS,)
+
+    def compute(self, r):
+        return np.max(class_shares(r), axis=1)
 
 
 # --------------------------------------------------------------------------- per epoch

@@ -57,6 +57,59 @@ class FullGradient:
         return self.sum / self.weight
 
 
+# --------------------------------------------------------------------------- label composition
+
+class ClassCounter:
+    """Each probe batch's targets counted by class (the pass value ``Q.CLASS_COUNTS``).
+
+    Counted on the targets' device into a fixed-width row per batch, without a host sync per
+    batch (the pass stays asynchronous on a GPU); the rows reach the host once, in ``matrix``.
+    C = the model output's dimension 1 (classes for cross-entropy, also of a segmentation
+    model's ``[B, C, H, W]`` output): images are counted for one label per image, pixels for
+    masks. Labels < 0 (cross-entropy's ignore_index) are left out; a batch with a label >= C
+    gets a NaN row. Targets that are not integer labels (float: soft or regression targets),
+    or an output without a class dimension, give no counts at all (``matrix`` -> None).
+    """
+
+    def __init__(self) -> None:
+        self.rows: list[torch.Tensor] = []
+        self.usable = True
+
+    def add(self, y: torch.Tensor, out_shape: Sequence[int]) -> None:
+        if not self.usable:
+            return
+        if y.is_floating_point() or y.is_complex() or len(out_shape) < 2 or y.shape[:1] != tuple(out_shape[:1]):
+            self.usable, self.rows = False, []
+            return
+        c = int(out_shape[1])
+        flat = y.reshape(-1).long()
+        bins = torch.where(flat < 0, c + 1, torch.where(flat >= c, c, flat))  # c: out of range, c + 1: ignored
+        self.rows.append(torch.zeros(c + 2, dtype=torch.int64, device=y.device).scatter_add_(0, bins,
+                                                                                              torch.ones_like(bins)))
+
+    @property
+    def width(self) -> int:
+        """C, the classes counted (0 without counts; -1 when the targets are not class labels)."""
+        if not self.usable:
+            return -1
+        return max((len(r) - 2 for r in self.rows), default=0)
+
+    def matrix(self, num_batches: int, width: int | None = None) -> np.ndarray | None:
+        """``[num_batches, C]`` float64 counts (NaN rows: a label >= C, or unknown), or None.
+        ``width``: C agreed over the ranks of a sharded pass (``max`` of every rank's ``width``)."""
+        width = self.width if width is None else width
+        if width < 0 or (not self.usable and width == self.width):
+            return None
+        out = np.full((num_batches, width), np.nan)
+        if not self.usable or not self.rows:
+            return out
+        rows = [torch.nn.functional.pad(r, (0, width + 2 - len(r))) if len(r) < width + 2 else r for r in self.rows]
+        counts = torch.stack(rows).cpu().numpy().astype(np.float64)  # one transfer for the pass
+        ok = counts[:, width] == 0  # no label >= C
+        out[: len(rows)][ok] = counts[ok, :width]
+        return out
+
+
 # --------------------------------------------------------------------------- epoch stats
 
 # Per-batch rows of this process -> rows of all K batches in batch order (sharded probe pass).
@@ -90,8 +143,9 @@ CHUNK_BYTES = 64 << 20  # rows per distance-pass chunk: its float32 temporaries 
 
 def epoch_stats(store: GradStore, full: torch.Tensor, layout: ParamLayout, batch_sizes: np.ndarray,
                 measures: Sequence[str], per_layer: bool, gather: RowGather | None = None,
-                batch_loss: np.ndarray | None = None) -> EpochStats:
+                batch_loss: np.ndarray | None = None, class_counts: np.ndarray | None = None) -> EpochStats:
     """One sequential pass over the stored gradients: every active quantity of this epoch.
+    ``batch_loss`` and ``class_counts`` (``ClassCounter.matrix``) are the probe pass's own values.
 
     ``gather``: in a sharded probe pass (``gradlab.train.distributed``) the store holds only this
     rank's batches; ``gather`` turns the per-batch reductions of every rank into all K rows in
@@ -109,6 +163,8 @@ def epoch_stats(store: GradStore, full: torch.Tensor, layout: ParamLayout, batch
     rows[Q.BATCH_SIZE] = batch_sizes
     if batch_loss is not None:
         rows[Q.BATCH_LOSS] = batch_loss
+    if class_counts is not None:
+        rows[Q.CLASS_COUNTS] = class_counts
     if gather is not None:
         rows = gather(rows)
     r = {**rows, Q.FULL_SQ_NORM: full_sq}

@@ -24,7 +24,7 @@ from torch import nn
 from torch.func import functional_call
 
 from gradlab import quantities as Q
-from gradlab.track.distances import EpochStats, FullGradient, epoch_stats
+from gradlab.track.distances import ClassCounter, EpochStats, FullGradient, epoch_stats
 from gradlab.track.stores import GradStore
 from gradlab.track.layout import ParamLayout
 
@@ -65,11 +65,16 @@ class FrozenModel:
     def loss_and_grads(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """Mean loss (``loss_fn``, cross-entropy by default) of the batch at theta_e and its
         gradient per layout tensor."""
+        return self.loss_grads_shape(x, y)[:2]
+
+    def loss_grads_shape(self, x: torch.Tensor, y: torch.Tensor
+                         ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Size]:
+        """``loss_and_grads`` and the shape of the model's output (its classes: dimension 1)."""
         scratch = {n: b.clone() for n, b in self.buffers.items()}  # BN writes running stats here
         out = functional_call(self.model, {**self.params, **self.consts, **scratch}, (x,))
         loss = self.loss_fn(out, y)
         grads = torch.autograd.grad(loss, list(self.params.values()))
-        return loss.detach(), grads
+        return loss.detach(), grads, out.shape
 
     def grad(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Flat float32 gradient ``[P]`` of the batch's mean loss at theta_e."""
@@ -122,27 +127,30 @@ def _probe_pass(frozen: FrozenModel, batches: Iterable[tuple[torch.Tensor, torch
     full = FullGradient(layout.size, device)
     losses = torch.zeros(num_batches, dtype=torch.float64, device=device)
     sizes = np.zeros(num_batches, dtype=np.int64)
+    labels = ClassCounter()  # each batch's targets by class (label entropy, top-class share)
     try:
         g = None
         for k, (x, y) in enumerate(batches):
-            loss, grads = frozen.loss_and_grads(x, y)
+            loss, grads, out_shape = frozen.loss_grads_shape(x, y)
             g = layout.flatten(grads, out=g)  # one reused [P] buffer: stores copy what they keep
             full.add(g, len(y))
             store.put(k, g)
             losses[k] = loss
             sizes[k] = len(y)
+            labels.add(y, out_shape)
         if store.needs_replay:
             store.set_replay(regrads)
-        gather = None
+        gather, width = None, None
         if shard is not None:
             weight = torch.tensor([float(full.weight)], dtype=torch.float64, device=device)
             full.flush()  # pending float32 partial sum into the float64 sum
             shard.all_reduce_(full.sum, weight)
             full.weight = int(weight.item())
             gather = lambda rows: shard.gather_rows(rows, total)  # noqa: E731
+            width = shard.max_int(labels.width)  # one C on every rank (a rank may hold no batch)
         mean = full.mean()
         stats = epoch_stats(store, mean, layout, sizes, measures, per_layer, gather=gather,
-                            batch_loss=losses.cpu().numpy())
+                            batch_loss=losses.cpu().numpy(), class_counts=labels.matrix(num_batches, width))
         if keep is not None:
             keep(store)
     finally:

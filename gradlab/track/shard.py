@@ -67,6 +67,14 @@ class Shard:
         tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
         return bool(t.item() > 0)
 
+    def max_int(self, value: int) -> int:
+        """The largest ``value`` of all ranks, on every rank (``value`` in a single process)."""
+        if not self.active:
+            return value
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self.device)
+        tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+        return int(t.item())
+
     def gather_rows(self, rows: dict[str, np.ndarray | None], num_batches: int) -> dict[str, np.ndarray | None]:
         """Per-batch rows of ``owned(num_batches)`` on each rank -> all K rows in batch order, on every rank.
 
