@@ -99,7 +99,7 @@ def fig_html(f: Fig) -> str:
 
 
 def summary_table(summaries: dict[str, pd.DataFrame], runs_colour: dict[str, str], bins: int,
-                   measure: str) -> str:
+                   measure: str, control: str = CONTROL) -> str:
     frames = [df.assign(run=name) for name, df in summaries.items() if len(df)]
     if not frames:
         return "<p class='note'>No committed epochs with distances yet.</p>"
@@ -110,7 +110,7 @@ def summary_table(summaries: dict[str, pd.DataFrame], runs_colour: dict[str, str
     multi = len(summaries) > 1
     head = ["probe", "phase"] + (["run"] if multi else []) + [bin_label(b, bins) for b in range(bins)] + [
         "closest quantile (scores)", "gain (unit)", "extremes / middle", "chance best", "p",
-        f"<span class='swatch' style='background:{CONTROL_COLOUR}'></span>{CONTROL} control: best / spread",
+        f"<span class='swatch' style='background:{CONTROL_COLOUR}'></span>{esc(control)} control: best / spread",
         "gain ÷ control spread", "verdict"]
     out = ["<div class='tablewrap'><table class='summary'><thead><tr>",
            "".join(f"<th>{h}</th>" for h in head), "</tr></thead><tbody>"]
@@ -127,7 +127,8 @@ def summary_table(summaries: dict[str, pd.DataFrame], runs_colour: dict[str, str
             cells.append(f"<td class='{cls}' style='background:{bg};color:{fg}'>{v:.3f}</td>")
         s_lo, s_hi = r.best_scores
         cells.append(f"<td><b>{esc(r.best_label)}</b><br><span class='note'>scores {fmt(s_lo)}–{fmt(s_hi)}</span></td>")
-        unit = "vs random" if getattr(r, "unit", "random") == "random" else "vs own epoch mean (no control)"
+        unit = getattr(r, "unit", CONTROL)
+        unit = f"vs {esc(unit)}" if unit != "own" else "vs own epoch mean (no control)"
         cells.append(f"<td class='num'>{-100 * r.gain:+.1f}%<br><span class='note'>{unit}</span></td>")
         cells.append(f"<td class='num'>{r.outer_rel:.3f} / {r.middle_rel:.3f}</td>")
         cells.append(f"<td class='num'>{r.chance_best_rel:.3f}</td>")
@@ -161,17 +162,28 @@ def ci_text(v: float, lo: float, hi: float) -> str:
     return f"{v:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else "")
 
 
-def reference_table(t: pd.DataFrame) -> str:
+def reference_table(t: pd.DataFrame, second: tuple[str, str] | None = None) -> str:
+    """One phase of ``reference_comparison``; ``second = (column prefix, control)``: also the mean
+    and best-bin D in that control's unit (``class_mean_rel``, ... for ``random@class``)."""
+    def extra(r: Any) -> str:
+        if second is None:
+            return ""
+        g = lambda c: getattr(r, f"{second[0]}_{c}")  # noqa: E731
+        return (f"<td class='num'>{ci_text(g('mean_rel'), g('mean_ci_low'), g('mean_ci_high'))}</td>"
+                f"<td class='num'>{ci_text(g('best_rel'), g('best_ci_low'), g('best_ci_high'))}</td>")
+
     rows = "".join(
         f"<tr><td>{esc(r.probe)}</td><td>{esc(r.kind)}</td><td>{esc(r.batching)}</td>"
         f"<td class='num'>{ci_text(r.mean_rel, r.mean_ci_low, r.mean_ci_high)}</td>"
-        f"<td class='num'>{ci_text(r.best_rel, r.best_ci_low, r.best_ci_high)}</td>"
+        f"<td class='num'>{ci_text(r.best_rel, r.best_ci_low, r.best_ci_high)}</td>{extra(r)}"
         f"<td class='num'>{fmt(r.frac_mean, 2)}</td><td class='num'>{fmt(r.frac_best, 2)}</td></tr>"
         for r in t.itertuples())
     ref = t.iloc[0]
+    more = "" if second is None else (f"<th>mean D ({esc(second[1])} unit)</th>"
+                                      f"<th>best bin D ({esc(second[1])} unit)</th>")
     return (f"<table class='summary'><tr><th>probe</th><th>kind</th><th>cut</th><th>mean D</th><th>best bin D</th>"
-            f"<th>gain ÷ {esc(ref.ref_mean or 'reference')}'s (mean)</th><th>gain ÷ {esc(ref.ref_best or 'reference')}'s "
-            f"(best bin)</th></tr>{rows}</table>")
+            f"{more}<th>gain ÷ {esc(ref.ref_mean or 'reference')}'s (mean)</th><th>gain ÷ "
+            f"{esc(ref.ref_best or 'reference')}'s (best bin)</th></tr>{rows}</table>")
 
 
 def html_page(title: str, n_runs: int, sections: list[Section]) -> str:

@@ -27,7 +27,7 @@ import plotly.graph_objects as go
 from gradlab.config import flatten
 from gradlab.errors import GradlabError
 from gradlab.report import plots
-from gradlab.report.compare import has_references, reference_comparison
+from gradlab.report.compare import UNIT_PREFIX, has_references, reference_comparison
 from gradlab.report.figures import (CONTROL_COLOUR, PROBE_COLOURS, RUN_COLOURS, curves_figure,  # noqa: F401
                                     layer_figure, norms_figure, seed_figure, shared_range, summary_profile_figure,
                                     with_relative_toggle)
@@ -35,7 +35,7 @@ from gradlab.report.html import (CSS, PLOT_CONFIG, Fig, Section, esc, fig_html, 
                                  reference_table, runs_table, slugify, summary_table, tidy)
 from gradlab.report.png import CHROMIUM_NAMES, BrowserMissingError, export_pngs, find_chromium  # noqa: F401
 from gradlab.report.summary import CONTROL, bin_label, phase_summary, pooled_noise_scale, seed_groups
-from gradlab.report.units import has_control, random_unit
+from gradlab.report.units import CLASS_CONTROL, has_control, random_unit
 from gradlab.runfile import names as runnames
 from gradlab.runfile.reader import Run, open_run
 
@@ -170,7 +170,23 @@ def _summary_section(pg: _Page) -> Section:
         if m != main:
             body += (f"<details><summary>Same table for the {esc(m)} distance</summary>"
                      + summary_table(summaries[m], pg.colours, pg.bins, m) + "</details>")
-    return ("summary", "Phase summary: which batches are closest?", body)
+    return ("summary", "Phase summary: which batches are closest?", body + _class_unit_summary(pg))
+
+
+def _class_unit_summary(pg: _Page) -> str:
+    """The phase summary again in the second control's unit, for the runs that have
+    ``random@class`` (class-stratified random batches); nothing for runs without it."""
+    with_class = [(n, r) for n, r in zip(pg.names, pg.runs) if has_control(r, pg.measure, CLASS_CONTROL)]
+    if not with_class:
+        return ""
+    summaries = {n: phase_summary(r, measure=pg.measure, bins=pg.bins, n_perm=pg.n_perm, control=CLASS_CONTROL)
+                 for n, r in with_class}
+    return (f"<h3>In units of <code>{CLASS_CONTROL}</code> ({esc(pg.measure)})</h3><p class='note'>The same "
+            f"summary with each epoch's distances divided by the <code>{CLASS_CONTROL}</code> control's mean D: "
+            f"class-stratified random batches, which hold every class in the dataset's proportion and are otherwise "
+            f"random. Below 1 here means closer than a class-balanced random batch, so what a metric order gains "
+            f"over <code>{CONTROL}</code> but not over <code>{CLASS_CONTROL}</code> is class mix, not the image "
+            f"property.</p>" + summary_table(summaries, pg.colours, pg.bins, pg.measure, control=CLASS_CONTROL))
 
 
 def _heatmap_cell(pg: _Page, i: int, run: Run, name: str, probe: str, ph: int,
@@ -341,14 +357,19 @@ def _references_section(pg: _Page) -> Section | None:
             "<code>gradnorm</code>, <code>align</code>, <code>proj</code>, <code>match</code>) are rebuilt from "
             "per-sample gradients at every θ<sub>e</sub> and mark how close a batch can get; each probe's gain "
             "(1 − D) is given as a fraction of the phase's best reference's gain. <code>@strat</code>: the stratified "
-            "cut (batch k takes sorted positions k, k + K, ...). Intervals: 95% Student-t over seeds.</p>")
+            "cut (batch k takes sorted positions k, k + K, ...); <code>@class</code>: the class cut (sorted within "
+            "each class, every batch holds every class in proportion at one within-class quantile). Runs with "
+            f"<code>{CLASS_CONTROL}</code> (class-stratified random batches) also give mean and best-bin D in its "
+            "unit. Intervals: 95% Student-t over seeds.</p>")
     for g in groups:
         runs = [pg.runs[i] for i in g]
         t = reference_comparison(runs, measure=pg.measure, bins=pg.bins)
+        prefix = UNIT_PREFIX[CLASS_CONTROL]
+        second = (prefix, CLASS_CONTROL) if f"{prefix}_mean_rel" in t.columns else None
         title = (f"{len(runs)} seeds: " if len(runs) > 1 else "") + ", ".join(pg.names[i] for i in g)
         body += f"<h3>{esc(title)}</h3>"
         for ph in sorted(t.phase.unique()):
-            body += (f"<h4>Phase {ph}</h4>" + reference_table(t[t.phase == ph])
+            body += (f"<h4>Phase {ph}</h4>" + reference_table(t[t.phase == ph], second)
                      + pg.add(plots.reference_figure(t, ph), "references", ph, *g))
     return ("references", "Reference orders: between random and gradient-informed batches", body)
 

@@ -3,7 +3,8 @@
 For one probe (a batch order sorted by a metric) and one phase:
 
 1. relative distance ``r[e, k] = D[e, k] / u_e`` for each epoch ``e`` of the phase, where the
-   unit ``u_e`` is the random control's mean D at the same epoch (``gradlab.report.units``:
+   unit ``u_e`` is the random control's mean D at the same epoch (``control=``: or the
+   ``random@class`` control's, class-stratified random batches; ``gradlab.report.units``:
    every probe in one common unit, < 1 = closer than a typical random batch; every epoch
    weighs the same even though D shrinks as training converges); then the phase profile
    ``r̄[k]`` = mean of ``r[e, k]`` over the phase's epochs. The within-order view divides by
@@ -56,18 +57,19 @@ def score_bins(scores: np.ndarray, bins: int) -> np.ndarray:
 
 
 def phase_profile(run: Run, probe: str, phase: int, measure: str = "l2", matrix: np.ndarray | None = None,
-                  unit: str = "random") -> np.ndarray:
+                  unit: str = CONTROL) -> np.ndarray:
     """``r̄[k]``: per-epoch D in ``unit``, averaged over the phase's epochs.
 
     ``unit = "random"``: D divided by the random control's mean D at the same epoch (the
-    common unit: < 1 is closer than a typical random batch); ``"own"``: divided by this
-    probe's own mean over batches of that epoch (the within-order view). ``matrix``: the
-    probe's ``distance_matrix`` when the caller has read it already."""
+    common unit: < 1 is closer than a typical random batch); another control's name
+    (``"random@class"``): by that control's; ``"own"``: divided by this probe's own mean over
+    batches of that epoch (the within-order view). ``matrix``: the probe's
+    ``distance_matrix`` when the caller has read it already."""
     epochs = run.phase_epochs(phase)
     d = run.distance_matrix(probe, measure) if matrix is None else matrix
     if len(epochs) == 0:
         return np.full(d.shape[1], np.nan)
-    rel = in_random_units(run, probe, measure, matrix=d) if unit == "random" else in_own_units(d)
+    rel = in_own_units(d) if unit == "own" else in_random_units(run, probe, measure, control=unit, matrix=d)
     return rel[epochs].mean(axis=0)
 
 
@@ -142,13 +144,16 @@ def phase_summary(run: Run | Sequence[Run], measure: str = "l2", bins: int = 4, 
 
     Unit (column ``unit``): the random control's mean D at the same epoch ("random"; < 1 =
     closer than a typical random batch), or, for a run without the control, each probe's own
-    epoch mean ("own", with a warning). Columns: probe, phase, epochs, lr (stored /train/lr),
-    ``bin_1..bin_<bins>`` (mean D per quantile bin in the unit), best_bin (1-based),
-    best_label, best_scores, best_rel, gain (1 − best_rel), outer_rel / middle_rel (the
-    paper's "extremes"), chance_best_rel and p_value (permutation test: batches shuffled
-    between bins), control_best_rel / control_spread / ``control_bin_*`` (the ``random``
-    probe binned the same way by batch number), verdict, and the within-order view
-    ``own_bin_*`` / ``own_best_rel``.
+    epoch mean ("own", with a warning). ``control="random@class"``: the class-stratified random
+    control's instead (unit "random@class"; its ``control_*`` columns are that control's), so
+    that a run with both controls gives every probe in both units, one call each.
+
+    Columns: probe, phase, epochs, lr (stored /train/lr), ``bin_1..bin_<bins>`` (mean D per
+    quantile bin in the unit), best_bin (1-based), best_label, best_scores, best_rel, gain
+    (1 − best_rel), outer_rel / middle_rel (the paper's "extremes"), chance_best_rel and
+    p_value (permutation test: batches shuffled between bins), control_best_rel /
+    control_spread / ``control_bin_*`` (the control probe binned the same way by batch
+    number), verdict, and the within-order view ``own_bin_*`` / ``own_best_rel``.
     """
     if isinstance(run, (list, tuple)):
         if len(run) > 1:
@@ -158,7 +163,7 @@ def phase_summary(run: Run | Sequence[Run], measure: str = "l2", bins: int = 4, 
         raise ValueError("bins must be at least 2")
     probes = [p for p in run.probes if measure in run.measures(p)]
     metric_probes = [p for p in probes if p != control] or [p for p in probes if p == control]
-    unit = "random" if control in probes else "own"
+    unit = control if control in probes else "own"
     if unit == "own" and probes:
         warnings.warn(f"{run.path} has no {control!r} probe: the phase summary falls back to each probe's own "
                       f"epoch mean as the unit, so probes cannot be compared with each other", stacklevel=2)
@@ -170,7 +175,7 @@ def phase_summary(run: Run | Sequence[Run], measure: str = "l2", bins: int = 4, 
         if len(epochs) == 0:
             continue
         ctrl = (_bin_stats(phase_profile(run, control, phase, measure, read[control], unit),
-                           run.batch_scores(control, epochs), bins, 0, rng) if unit == "random" else None)
+                           run.batch_scores(control, epochs), bins, 0, rng) if unit != "own" else None)
         for probe in metric_probes:
             # a per-epoch order's batch k is its k-th batch by score at every epoch: binned by the phase's mean
             scores, d = run.batch_scores(probe, epochs), read[probe]
@@ -253,16 +258,16 @@ def seed_summary(runs: Sequence[Run], measure: str = "l2", bins: int = 4, contro
     the random control's value and interval in the same bin (``control_rel``,
     ``control_ci_low/high``), ``n_seeds``, and the pooled permutation p-value
     (``pooled_permutation_p``). Batch scores come from the first run (the same data order in
-    every seed for metric orders)."""
+    every seed for metric orders). ``control``: the unit, as in ``phase_summary``."""
     first = runs[0]
     probes = [p for p in first.probes if all(p in r.probes and measure in r.measures(p) for r in runs)]
-    unit = "random" if control in probes else "own"
+    unit = control if control in probes else "own"
     metric_probes = [p for p in probes if p != control] or probes
     rng = np.random.default_rng(seed)
     rows = []
     for phase in range(min(r.num_phases for r in runs)):
         ctrl = None  # the control's per-bin seed mean and interval, one per phase
-        if unit == "random":
+        if unit != "own":
             cb = bin_means(_seed_profiles(runs, control, phase, measure, unit),
                             score_bins(first.batch_scores(control), bins), bins)
             ctrl = t_interval(cb)

@@ -5,19 +5,29 @@ same epoch e (the same θ_e and the same ∇_e), so a value below 1 reads "close
 gradient than a typical random batch", and two probes' numbers are comparable. The
 within-order unit (D divided by the probe's own epoch mean) hides a probe whose batches are
 all far: its best bin can still sit below 1.
+
+A run with ``random@class`` (class-stratified random batches, ``track.batching`` with
+``class``) has a second control: every function here takes ``control=``, and ``controls``
+lists the controls a run has, so that every probe can be given in both units.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from gradlab.registry import RANDOM
+from gradlab.registry import CLASS_CONTROL, RANDOM
 from gradlab.runfile.reader import Run
 
 CONTROL = RANDOM  # the control probe (gradlab.registry)
+CONTROLS = (CONTROL, CLASS_CONTROL)  # random, and random@class: class-stratified random batches
 
 
 def has_control(run: Run, measure: str = "l2", control: str = CONTROL) -> bool:
     return control in run.probes and measure in run.measures(control)
+
+
+def controls(run: Run, measure: str = "l2") -> list[str]:
+    """The controls ``run`` has (``random``, ``random@class``), in that order."""
+    return [c for c in CONTROLS if has_control(run, measure, c)]
 
 
 def random_unit(run: Run, measure: str = "l2", control: str = CONTROL) -> np.ndarray:
