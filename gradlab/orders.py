@@ -46,8 +46,9 @@ def batches(dataset: Any, order: str = registry.RANDOM, batch_size: int = 256, *
     order rebuilt at every epoch's theta_e (``loss``, ``gradnorm``, ``align``, ``proj``,
     ``match``; see ``gradient_batches`` to share one scoring pass between several).
 
-    ``batching``: ``contiguous`` (the paper's cut of the sorted order) or ``stratified``
-    (batch k takes sorted positions k, k + K, ...). ``dataset``: an ``ImageSet`` or a
+    ``batching``: ``contiguous`` (the paper's cut of the sorted order), ``stratified``
+    (batch k takes sorted positions k, k + K, ...) or ``class`` (sorted within each class, every
+    batch holds every class in proportion; ``random`` cut ``class`` is ``random@class``). ``dataset``: an ``ImageSet`` or a
     torchvision-style dataset of ``(image, label)`` with PIL images or uint8 tensors, all one
     size. ``cache``: an HDF5 score cache (as written by ``gradlab scores``) that keeps metric
     scores across runs, keyed by the images' fingerprint. Batches are normalised with the
