@@ -55,6 +55,9 @@ def test_counter_counts_images_pixels_and_leaves_out_ignored_labels():
     soft = ClassCounter()
     soft.add(torch.rand(4, 3), (4, 3))  # soft targets: no class labels
     assert soft.matrix(1) is None and soft.width == -1
+    other = ClassCounter()
+    other.add(torch.tensor([0, 1]), ())  # an output that is not one tensor: no class dimension to count in
+    assert other.matrix(1) is None
 
 
 def _model(classes=4):
@@ -165,3 +168,24 @@ def test_an_estimating_store_still_gives_the_label_quantities(tmp_path, store):
     with gradlab.open_run(out) as run:
         np.testing.assert_allclose(run.batch_table("random").label_entropy,
                                    [_entropy(y[i:i + 8].numpy()) for i in range(0, 32, 8)], rtol=1e-12)
+
+
+def test_a_model_whose_output_is_not_a_tensor_still_probes(tmp_path):
+    class Dict(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = _model()
+
+        def forward(self, x):
+            return {"logits": self.net(x)}
+
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.randn(16, 3, 8, 8, generator=g), torch.randint(0, 4, (16,), generator=g)
+    out = tmp_path / "d.h5"
+    with gradlab.Tracker(Dict(), out, probes={"random": [(x[:8], y[:8]), (x[8:], y[8:])]}, param_stats="off",
+                         loss_fn=lambda o, t: F.cross_entropy(o["logits"], t)) as tracker:
+        tracker.epoch_start()
+        tracker.epoch_end(lr=0.1)
+    with gradlab.open_run(out) as run:
+        t = run.batch_table("random")
+        assert t.label_entropy.isna().all() and np.isfinite(t.distance_l2).all()

@@ -68,13 +68,14 @@ class FrozenModel:
         return self.loss_grads_shape(x, y)[:2]
 
     def loss_grads_shape(self, x: torch.Tensor, y: torch.Tensor
-                         ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Size]:
-        """``loss_and_grads`` and the shape of the model's output (its classes: dimension 1)."""
+                         ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...], tuple[int, ...]]:
+        """``loss_and_grads`` and the shape of the model's output (its classes: dimension 1; ``()``
+        for an output that is not one tensor, such as a dict for a custom ``loss_fn``)."""
         scratch = {n: b.clone() for n, b in self.buffers.items()}  # BN writes running stats here
         out = functional_call(self.model, {**self.params, **self.consts, **scratch}, (x,))
         loss = self.loss_fn(out, y)
         grads = torch.autograd.grad(loss, list(self.params.values()))
-        return loss.detach(), grads, out.shape
+        return loss.detach(), grads, tuple(out.shape) if isinstance(out, torch.Tensor) else ()
 
     def grad(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Flat float32 gradient ``[P]`` of the batch's mean loss at theta_e."""
