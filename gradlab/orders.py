@@ -48,11 +48,11 @@ def batches(dataset: Any, order: str = registry.RANDOM, batch_size: int = 256, *
 
     ``batching``: ``contiguous`` (the paper's cut of the sorted order), ``stratified``
     (batch k takes sorted positions k, k + K, ...) or ``class`` (sorted within each class, every
-    batch holds every class in proportion; ``random`` cut ``class`` is ``random@class``). ``dataset``: an ``ImageSet`` or a
-    torchvision-style dataset of ``(image, label)`` with PIL images or uint8 tensors, all one
-    size. ``cache``: an HDF5 score cache (as written by ``gradlab scores``) that keeps metric
-    scores across runs, keyed by the images' fingerprint. Batches are normalised with the
-    dataset's own mean/std (``ImageSet.mean``/``std``).
+    batch holds every class in proportion; ``random`` cut ``class`` is ``random@class``).
+    ``dataset``: an ``ImageSet`` or a torchvision-style dataset of ``(image, label)`` with PIL
+    images or uint8 tensors, all one size. ``cache``: an HDF5 score cache (as written by
+    ``gradlab scores``) that keeps metric scores across runs, keyed by the images' fingerprint.
+    Batches are normalised with the dataset's own mean/std (``ImageSet.mean``/``std``).
     """
     if registry.is_gradient_order(order):
         probes = gradient_batches(dataset, [order], batch_size, batchings=[batching], device=device, name=name)
