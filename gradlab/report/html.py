@@ -127,7 +127,7 @@ def summary_table(summaries: dict[str, pd.DataFrame], runs_colour: dict[str, str
             cells.append(f"<td class='{cls}' style='background:{bg};color:{fg}'>{v:.3f}</td>")
         s_lo, s_hi = r.best_scores
         cells.append(f"<td><b>{esc(r.best_label)}</b><br><span class='note'>scores {fmt(s_lo)}–{fmt(s_hi)}</span></td>")
-        unit = "vs random" if getattr(r, "unit", "random") == "random" else "vs own epoch mean (no control)"
+        unit = f"vs {CONTROL}" if getattr(r, "unit", CONTROL) == CONTROL else "vs own epoch mean (no control)"
         cells.append(f"<td class='num'>{-100 * r.gain:+.1f}%<br><span class='note'>{unit}</span></td>")
         cells.append(f"<td class='num'>{r.outer_rel:.3f} / {r.middle_rel:.3f}</td>")
         cells.append(f"<td class='num'>{r.chance_best_rel:.3f}</td>")

@@ -56,7 +56,7 @@ def score_bins(scores: np.ndarray, bins: int) -> np.ndarray:
 
 
 def phase_profile(run: Run, probe: str, phase: int, measure: str = "l2", matrix: np.ndarray | None = None,
-                  unit: str = "random") -> np.ndarray:
+                  unit: str = CONTROL) -> np.ndarray:
     """``r̄[k]``: per-epoch D in ``unit``, averaged over the phase's epochs.
 
     ``unit = "random"``: D divided by the random control's mean D at the same epoch (the
@@ -67,7 +67,7 @@ def phase_profile(run: Run, probe: str, phase: int, measure: str = "l2", matrix:
     d = run.distance_matrix(probe, measure) if matrix is None else matrix
     if len(epochs) == 0:
         return np.full(d.shape[1], np.nan)
-    rel = in_random_units(run, probe, measure, matrix=d) if unit == "random" else in_own_units(d)
+    rel = in_random_units(run, probe, measure, matrix=d) if unit == CONTROL else in_own_units(d)
     return rel[epochs].mean(axis=0)
 
 
@@ -158,7 +158,7 @@ def phase_summary(run: Run | Sequence[Run], measure: str = "l2", bins: int = 4, 
         raise ValueError("bins must be at least 2")
     probes = [p for p in run.probes if measure in run.measures(p)]
     metric_probes = [p for p in probes if p != control] or [p for p in probes if p == control]
-    unit = "random" if control in probes else "own"
+    unit = CONTROL if control in probes else "own"
     if unit == "own" and probes:
         warnings.warn(f"{run.path} has no {control!r} probe: the phase summary falls back to each probe's own "
                       f"epoch mean as the unit, so probes cannot be compared with each other", stacklevel=2)
@@ -170,7 +170,7 @@ def phase_summary(run: Run | Sequence[Run], measure: str = "l2", bins: int = 4, 
         if len(epochs) == 0:
             continue
         ctrl = (_bin_stats(phase_profile(run, control, phase, measure, read[control], unit),
-                           run.batch_scores(control, epochs), bins, 0, rng) if unit == "random" else None)
+                           run.batch_scores(control, epochs), bins, 0, rng) if unit == CONTROL else None)
         for probe in metric_probes:
             # a per-epoch order's batch k is its k-th batch by score at every epoch: binned by the phase's mean
             scores, d = run.batch_scores(probe, epochs), read[probe]
@@ -256,13 +256,13 @@ def seed_summary(runs: Sequence[Run], measure: str = "l2", bins: int = 4, contro
     every seed for metric orders)."""
     first = runs[0]
     probes = [p for p in first.probes if all(p in r.probes and measure in r.measures(p) for r in runs)]
-    unit = "random" if control in probes else "own"
+    unit = CONTROL if control in probes else "own"
     metric_probes = [p for p in probes if p != control] or probes
     rng = np.random.default_rng(seed)
     rows = []
     for phase in range(min(r.num_phases for r in runs)):
         ctrl = None  # the control's per-bin seed mean and interval, one per phase
-        if unit == "random":
+        if unit == CONTROL:
             cb = bin_means(_seed_profiles(runs, control, phase, measure, unit),
                             score_bins(first.batch_scores(control), bins), bins)
             ctrl = t_interval(cb)
