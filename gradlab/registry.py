@@ -74,8 +74,8 @@ class Registry(Mapping[str, Entry]):
     def check(self, name: str) -> Entry:
         """The entry of ``name``, or one ``ConfigError`` naming the choices."""
         if name not in self._entries:
-            raise ConfigError(f"unknown {self.key} {name!r}{did_you_mean(name, self._entries)}; choose one of "
-                              f"{', '.join(self._entries)}{self.extra}")
+            raise ConfigError(f'unknown {self.key} "{name}"{did_you_mean(name, self._entries)}; choose one of '
+                              f'{", ".join(self._entries)}{self.extra}')
         return self._entries[name]
 
     def load(self, name: str) -> Any:
@@ -189,7 +189,7 @@ def check_reference(needy: Iterable[str], probes: Iterable[str], reference: str 
     needy = list(needy)
     if needy and reference not in set(probes):
         raise ConfigError(f"{key} {needy} need the full gradient of the {reference!r} probe's pass; "
-                          f"add a {reference!r} probe")
+                          f'add "{reference}" to {key}')
 
 
 def needs_full(orders: Iterable[str]) -> list[str]:

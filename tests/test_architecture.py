@@ -94,7 +94,7 @@ def test_unknown_names_are_refused_with_the_nearest():
 
     with pytest.raises(ConfigError, match='did you mean "intensity"'):
         registry.METRICS.check("intensty")
-    with pytest.raises(ConfigError, match="add a 'random' probe"):
+    with pytest.raises(ConfigError, match='add "random" to probes'):
         registry.check_reference(registry.needs_full(["align", "loss"]), ["align", "loss"])
     registry.check_reference(registry.needs_full(["loss"]), ["loss"])  # loss needs no full gradient
 

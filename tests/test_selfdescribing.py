@@ -163,6 +163,9 @@ def _expected_tables(path: Path) -> dict[str, pd.DataFrame]:
             "noise_scale": run.noise_scale(),
             "train_curves": run.train_curves(),
             "param_stats": run.param_stats(),
+            "batch_quantities": per_probe(run.batch_table),
+            "epoch_quantities": per_probe(run.epoch_table),
+            "quantities": per_probe(run.quantities),
         }
 
 
@@ -170,7 +173,7 @@ def _expected_tables(path: Path) -> dict[str, pd.DataFrame]:
 def test_export_tables_read_back_equal_to_run_frames(quickstart, tmp_path, fmt, capsys):
     out = tmp_path / fmt
     assert main(["export", str(quickstart), "--format", fmt, "--out", str(out)]) == 0
-    assert f"6 {fmt} tables" in capsys.readouterr().out
+    assert f"9 {fmt} tables" in capsys.readouterr().out
     for name, want in _expected_tables(quickstart).items():
         path = out / f"{name}.{fmt}"
         got = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path)
