@@ -70,7 +70,7 @@ def stratify(index: np.ndarray, batch_size: int, labels: np.ndarray | None = Non
     return np.concatenate([head, index[k * batch_size:]])
 
 
-def class_labels(labels: np.ndarray | torch.Tensor | None, what: str = "batching 'class'") -> np.ndarray:
+def class_labels(labels: np.ndarray | torch.Tensor | None, what: str = 'batching "class"') -> np.ndarray:
     """One int64 class label per image, or one ``ConfigError`` (masks of a segmentation set)."""
     arr = None if labels is None else np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
     if arr is None or arr.ndim != 1:
@@ -172,7 +172,7 @@ def cut(batching: str, index: np.ndarray, batch_size: int, labels: np.ndarray | 
     the dataset's class labels, needed by the cuts with the ``labels`` trait (``class``)."""
     entry = registry.BATCHINGS.check(batching)
     if registry.LABELS in entry.traits:
-        labels = class_labels(labels, f"batching {batching!r}")
+        labels = class_labels(labels, f'batching "{batching}"')
     return entry.load()(index, batch_size, labels)
 
 

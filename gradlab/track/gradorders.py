@@ -169,7 +169,7 @@ class GradientProbe(ProbeBatches):
         self.score_label = self.order.label
         self.attrs = {"batching": batching, "order_kind": "gradient", "score_mode": SCORE_MODE}
         # the class of every image, for the cuts that read labels (class): refused here for masks
-        self.labels = (class_labels(loader.data.labels, f"probe {self.name!r}")
+        self.labels = (class_labels(loader.data.labels, f'probe "{self.name}"')
                        if registry.LABELS in registry.BATCHINGS[batching].traits else None)
         self.index = np.zeros(0, dtype=np.int64)
         self.batch_score = np.zeros(self.num_batches)
