@@ -26,7 +26,7 @@ from gradlab.track.layout import ParamLayout
 from gradlab.train.runner import Runner
 from tests.conftest import tiny_config
 
-DESIGN = Path(__file__).resolve().parents[1] / "docs" / "design.md"
+DESIGN = Path(__file__).resolve().parents[2] / "docs" / "design.md"
 IN_QUICKSTART = ("always", "per_layer", "param_stats", "keep_grads")  # options the fixture's run turns on
 
 

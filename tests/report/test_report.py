@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from browser import chromium_path, load_page
+from tests.browser import chromium_path, load_page
 from gradlab.cli import main
 from gradlab.report.page import write_report
 

@@ -24,7 +24,7 @@ from gradlab.train.nonfinite import NonFiniteError
 from gradlab.train.runner import Runner
 from gradlab.runfile.writer import RunWriter
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def dump(path: Path) -> dict[str, np.ndarray]:
@@ -162,7 +162,7 @@ SMALL = {"subset": 128, "test_subset": 32}  # 4 batches of 32: the crash tests r
 @pytest.fixture(scope="module")
 def ref_keep_all(tmp_path_factory):
     """Uninterrupted 3-epoch run that also keeps raw gradients (datasets created mid-epoch)."""
-    from conftest import tiny_config
+    from tests.conftest import tiny_config
 
     path = tmp_path_factory.mktemp("ref")
     Runner(tiny_config(path, data=SMALL, train={"epochs": 3}, track={"keep_grads": "all"}), progress=False,

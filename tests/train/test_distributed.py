@@ -22,7 +22,7 @@ from gradlab.train.distributed import SINGLE, NullWriter, SyncBatchNorm2d, check
 from gradlab.errors import ConfigError
 from gradlab.train.runner import Runner
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_rank_slices_of_an_augmented_batch_equal_the_whole_batch():
