@@ -1,7 +1,8 @@
 """Real faults: two writers on one file, a dead writer's lock, a really full disk, flipped
-bits in a data chunk, and damaged files of every kind."""
+bits in a data chunk, damaged files of every kind, and a simulated full disk."""
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -15,8 +16,11 @@ import numpy as np
 import pytest
 
 import gradlab
+from gradlab import open_run
+from gradlab.cli import main
 from gradlab.errors import RunFileError
 from gradlab.runfile.lock import lock_path
+from gradlab.runfile.writer import RunWriter
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TINY = ["--no-score-cache", "--set", "data.subset=512", "--set", "data.test_subset=64", "--set", "train.batch_size=64",
@@ -172,3 +176,34 @@ def test_damaged_files_are_one_line_everywhere(tmp_path, how):
     _, err = res.communicate(timeout=300)
     assert res.returncode == 2 and len(err.strip().splitlines()) == 1, err
     assert "--overwrite" in err and "restore" in err
+
+
+# ---------------------------------------------------------------------------------- disk full, simulated
+
+def test_disk_full_is_one_line_and_keeps_committed_epochs(tiny, tmp_path, monkeypatch, capsys):
+    calls = {"n": 0}
+    real = RunWriter.write_pending
+
+    def full(self):
+        if self._pending:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        real(self)
+    monkeypatch.setattr(RunWriter, "write_pending", full)
+    out = tmp_path / "full.h5"
+    rc = main(["run", "studies/quickstart.toml", "--quiet", "--out", str(out), "--set", "data.subset=128",
+               "--set", "data.test_subset=64", "--set", "train.epochs=2", "--set", "train.batch_size=64",
+               "--set", "output.heatmaps=false", "--set", "train.device=\"cpu\""])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "disk full" in err and "--resume" in err
+    with open_run(out) as run:
+        assert run.status == "failed" and run.epochs_done == 1 and "disk full" in run.failure
+    monkeypatch.undo()
+    assert main(["run", "studies/quickstart.toml", "--quiet", "--out", str(out), "--resume",
+                 "--set", "data.subset=128", "--set", "data.test_subset=64", "--set", "train.epochs=2",
+                 "--set", "train.batch_size=64", "--set", "output.heatmaps=false",
+                 "--set", "train.device=\"cpu\""]) == 0
+    with open_run(out) as run:
+        assert run.status == "complete" and run.epochs_done == 2
