@@ -8,12 +8,9 @@ from gradlab import open_run
 from gradlab.cli import main
 
 
-def test_quickstart_writes_readable_run(tmp_path, capsys):
-    out = tmp_path / "q.h5"
-    rc = main(["run", "studies/quickstart.toml", "--quiet", "--out", str(out),
-               "--set", "data.subset=512", "--set", "data.test_subset=128", "--set", "train.epochs=3",
-               "--set", "train.milestones=[1, 2]"])
-    assert rc == 0
+def test_quickstart_writes_readable_run(quickstart_run, capsys):
+    """``gradlab run studies/quickstart.toml`` shrunk: the session's shared quickstart_run (tests/conftest.py)."""
+    out = quickstart_run
     with open_run(out) as run:
         assert run.status == "complete" and run.epochs_done == 3
         assert run.probes == ["intensity", "random"]

@@ -5,20 +5,13 @@ import pytest
 from gradlab import open_run
 from gradlab.report import plots
 from gradlab.errors import GradlabError
-from gradlab.train.runner import Runner
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    from tests.conftest import tiny_config
-
-    paths = []
-    for norm in ("bn", "agc"):
-        tmp = tmp_path_factory.mktemp(norm)
-        cfg = tiny_config(tmp, model={"norm": norm}, track={"enabled": False, "param_stats": "every:4"},
-                          data={"subset": 128, "test_subset": 32}, train={"epochs": 2})
-        paths.append(Runner(cfg, progress=False, log=lambda s: None).run())
-    opened = [open_run(p) for p in paths]
+def runs(bn_run, agc_run):
+    """The session's shared BN and AGC runs (tests/conftest.py): 2 epochs of 4 steps, parameter
+    statistics every 4 steps."""
+    opened = [open_run(p) for p in (bn_run, agc_run)]
     yield opened
     for r in opened:
         r.close()

@@ -21,6 +21,7 @@ from gradlab.cli import main
 from gradlab.errors import RunFileError
 from gradlab.runfile.lock import lock_path
 from gradlab.runfile.writer import RunWriter
+from tests.conftest import QUICKSTART_ARGS
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TINY = ["--no-score-cache", "--set", "data.subset=512", "--set", "data.test_subset=64", "--set", "train.batch_size=64",
@@ -127,16 +128,18 @@ def _chunk_of(path: Path, name: str) -> tuple[int, int]:
         return info.byte_offset, info.size
 
 
-def test_flipped_bytes_in_a_chunk_are_detected(tmp_path):
+def test_flipped_bytes_in_a_chunk_are_detected(tmp_path, quickstart_run):
     out = tmp_path / "f.h5"
-    assert _cli(out, epochs=2).wait(timeout=300) == 0
+    shutil.copy(quickstart_run, out)  # the session's shared run (tests/conftest.py): damage a copy
     name = "probes/random/distance_l2"
     offset, size = _chunk_of(out, name)
     with open(out, "r+b") as fh:
         fh.seek(offset)
-        raw = fh.read(min(size, 64))
+        # up to 64 bytes inverted inside the data, not the chunk's trailing 4-byte fletcher32 checksum: a
+        # chunk inverted whole, checksum included, checks out (one's complements sum to the inverted sums)
+        raw = fh.read(min(size - 4, 64))
         fh.seek(offset)
-        fh.write(bytes(b ^ 0xFF for b in raw))  # 64 bytes inverted inside the data
+        fh.write(bytes(b ^ 0xFF for b in raw))
     with gradlab.open_run(out) as run, pytest.raises(RunFileError, match=f"dataset /{name} is damaged.*checksum"):
         run.distances("random")
     res = subprocess.run([sys.executable, "-m", "gradlab", "report", str(out), "--out", str(tmp_path / "r.html")],
@@ -159,9 +162,8 @@ def _damage(src: Path, dst: Path, how: str) -> None:
 
 
 @pytest.mark.parametrize("how", ["truncated", "garbage header", "damaged object"])
-def test_damaged_files_are_one_line_everywhere(tmp_path, how):
-    good = tmp_path / "good.h5"
-    assert _cli(good, epochs=2).wait(timeout=300) == 0
+def test_damaged_files_are_one_line_everywhere(tmp_path, quickstart_run, how):
+    good = quickstart_run  # the session's shared run (tests/conftest.py): only read, damaged as a copy
     bad = tmp_path / "bad.h5"
     _damage(good, bad, how)
     shutil.copy(good.with_suffix(".ckpt.pt"), bad.with_suffix(".ckpt.pt"))
@@ -172,7 +174,9 @@ def test_damaged_files_are_one_line_everywhere(tmp_path, how):
     with pytest.raises(RunFileError, match=str(bad)):
         with gradlab.open_run(bad) as run:
             run.distances("random")
-    res = _cli(bad, "--resume", epochs=3)
+    res = subprocess.Popen([sys.executable, "-m", "gradlab", "run", "studies/quickstart.toml", "--out", str(bad),
+                            "--resume", *QUICKSTART_ARGS, "--set", "train.epochs=4"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     _, err = res.communicate(timeout=300)
     assert res.returncode == 2 and len(err.strip().splitlines()) == 1, err
     assert "--overwrite" in err and "restore" in err

@@ -23,20 +23,16 @@ from gradlab.runfile import annotate, names
 from gradlab.runfile.reader import open_run
 from gradlab.runfile.writer import RunWriter
 from gradlab.track.layout import ParamLayout
-from gradlab.train.runner import Runner
-from tests.conftest import tiny_config
 
 DESIGN = Path(__file__).resolve().parents[2] / "docs" / "design.md"
 IN_QUICKSTART = ("always", "per_layer", "param_stats", "keep_grads")  # options the fixture's run turns on
 
 
-@pytest.fixture(scope="module")
-def quickstart(tmp_path_factory) -> Path:
-    """A tiny study like the quickstart, with per-layer distances, parameter statistics and kept grads."""
-    tmp = tmp_path_factory.mktemp("quick")
-    cfg = tiny_config(tmp, data={"subset": 96, "test_subset": 32}, train={"batch_size": 16},
-                      track={"param_stats": "every:4", "keep_grads": "last"})
-    return Path(Runner(cfg, progress=False, log=lambda s: None).run())
+@pytest.fixture
+def quickstart(bn_run) -> Path:
+    """A tiny study like the quickstart, with per-layer distances, parameter statistics and kept grads:
+    the session's shared bn_run (tests/conftest.py), read only."""
+    return bn_run
 
 
 def _datasets(path: Path) -> dict[str, tuple[tuple[int, ...], dict, list[str], list[int]]]:

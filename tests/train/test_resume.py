@@ -23,6 +23,7 @@ from gradlab.runfile.swmr import open_read
 from gradlab.train.nonfinite import NonFiniteError
 from gradlab.train.runner import Runner
 from gradlab.runfile.writer import RunWriter
+from tests.conftest import KEEP_ALL
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -156,26 +157,17 @@ class Boom(Exception):
     pass
 
 
-SMALL = {"subset": 128, "test_subset": 32}  # 4 batches of 32: the crash tests run 10+ short runs
-
-
-@pytest.fixture(scope="module")
-def ref_keep_all(tmp_path_factory):
-    """Uninterrupted 3-epoch run that also keeps raw gradients (datasets created mid-epoch)."""
-    from tests.conftest import tiny_config
-
-    path = tmp_path_factory.mktemp("ref")
-    Runner(tiny_config(path, data=SMALL, train={"epochs": 3}, track={"keep_grads": "all"}), progress=False,
-           log=lambda m: None).run()
-    return path / "run.h5"
+SMALL = dict(KEEP_ALL["data"])  # 4 batches of 32: the crash tests run 10+ short runs
+# The uninterrupted reference, keep_all_run, is trained once per session (tests/conftest.py): 3 epochs
+# that also keep raw gradients (datasets created mid-epoch); tiny(**KEEP_ALL) is its config.
 
 
 @pytest.mark.parametrize("window", ["before_checkpoint", "after_checkpoint", "in_probe"])
-def test_crash_windows_resume_consistently(tiny, ref_keep_all, monkeypatch, window):
+def test_crash_windows_resume_consistently(tiny, keep_all_run, monkeypatch, window):
     """A crash between "rows written" and "checkpoint saved", between "checkpoint saved" and
     "marker moved", or mid-epoch, all resume to the uninterrupted result."""
-    ref = ref_keep_all
-    cfg = tiny(data=SMALL, train={"epochs": 3}, track={"keep_grads": "all"})
+    ref = keep_all_run
+    cfg = tiny(**KEEP_ALL)
     out = Path(cfg.output.path)
     import gradlab.train.runner as runner_mod
 
@@ -224,14 +216,13 @@ def test_crash_windows_resume_consistently(tiny, ref_keep_all, monkeypatch, wind
     assert_identical(ref, out)
 
 
-def test_resume_extends_a_complete_run(tiny, ref_keep_all):
+def test_resume_extends_a_complete_run(tiny, keep_all_run):
     cfg2 = tiny(data=SMALL, train={"epochs": 2}, track={"keep_grads": "all"})
     Runner(cfg2, progress=False, log=lambda m: None).run()
     with pytest.raises(GradlabError, match="already complete.*train.epochs"):
         Runner(cfg2, progress=False, log=lambda m: None, resume=True)
-    Runner(tiny(data=SMALL, train={"epochs": 3}, track={"keep_grads": "all"}), progress=False, log=lambda m: None,
-           resume=True).run()
-    assert_identical(ref_keep_all, Path(cfg2.output.path))
+    Runner(tiny(**KEEP_ALL), progress=False, log=lambda m: None, resume=True).run()
+    assert_identical(keep_all_run, Path(cfg2.output.path))
 
 
 def test_resume_missing_file_starts_fresh_and_refuses_incompatible_changes(tiny, tmp_path):
