@@ -8,6 +8,7 @@ from gradlab import open_run
 from gradlab.cli import main
 
 
+@pytest.mark.e2e
 def test_quickstart_writes_readable_run(quickstart_run, capsys):
     """``gradlab run studies/quickstart.toml`` shrunk: the session's shared quickstart_run (tests/conftest.py)."""
     out = quickstart_run

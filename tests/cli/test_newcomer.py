@@ -79,6 +79,7 @@ def test_help_and_argument_errors_import_no_heavy_library():
     assert res.stdout.strip().splitlines()[-1] == "[]", res.stdout + res.stderr
 
 
+@pytest.mark.e2e
 def test_log_file_gets_one_line_per_epoch_and_the_next_command(tmp_path):
     """stderr redirected to a file: no progress bars, one plain line per epoch, final numbers."""
     out = tmp_path / "q.h5"

@@ -21,6 +21,7 @@ def _legend_names(fig):
     return [t.name for t in fig.data if t.showlegend]
 
 
+@pytest.mark.e2e
 def test_param_stats_facets_by_kind_and_names_runs(runs):
     fig = plots.param_stats(runs, "mean", names=["BN", "AGC"])
     kinds = [a.text for a in fig.layout.annotations]
@@ -34,6 +35,7 @@ def test_param_stats_facets_by_kind_and_names_runs(runs):
     assert all(len(t.x) == 3 for t in fig.data)  # steps 0, 4, 8 (4 steps per epoch)
 
 
+@pytest.mark.e2e
 def test_param_stats_kind_aggregate_and_layer_view(runs):
     fig = plots.param_stats(runs, "grad_norm", kinds=["conv.weight"], by="kind")
     assert len(fig.data) == 2 and fig.layout.yaxis.type == "log"
@@ -48,6 +50,7 @@ def test_param_stats_kind_aggregate_and_layer_view(runs):
         plots.param_stats(runs[0], "mean", kinds=["agc.lambda"])
 
 
+@pytest.mark.e2e
 def test_agc_lambda_plot(runs):
     fig = plots.agc_lambda(runs[1])
     n_agc = int((runs[1].layers().kind == "agc.lambda").sum())

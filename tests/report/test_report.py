@@ -92,6 +92,7 @@ def test_png_export_with_chromium(tmp_path, fake_run):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000, p
 
 
+@pytest.mark.e2e
 def test_param_stats_section_from_real_runs(tmp_path, agc_run, fake_run):
     """A real AGC run with parameter statistics (the session's shared agc_run, tests/conftest.py)
     gets the mean/var/grad_norm and AGC-lambda figures."""

@@ -50,6 +50,7 @@ def _datasets(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
+@pytest.mark.e2e
 def test_second_writer_refuses_and_first_completes(tmp_path):
     out = tmp_path / "x.h5"
     first = _cli(out, epochs=4)
@@ -65,6 +66,7 @@ def test_second_writer_refuses_and_first_completes(tmp_path):
     assert resume.wait(timeout=300) == 0
 
 
+@pytest.mark.e2e
 def test_lock_of_a_killed_writer_is_taken_over(tmp_path):
     out = tmp_path / "k.h5"
     first = _cli(out, epochs=50)
@@ -89,6 +91,8 @@ def _mount_tmpfs(where: Path, size: str) -> None:
                     f"needs root")
 
 
+@pytest.mark.slow  # 4 CLI runs and a tmpfs: 64 s (load 4, 2 cores); the simulated disk full below stays
+@pytest.mark.e2e
 def test_real_disk_full_is_one_line_and_resume_completes(tmp_path):
     ref = tmp_path / "ref.h5"
     assert _cli(ref, epochs=3).wait(timeout=300) == 0
@@ -128,6 +132,7 @@ def _chunk_of(path: Path, name: str) -> tuple[int, int]:
         return info.byte_offset, info.size
 
 
+@pytest.mark.e2e
 def test_flipped_bytes_in_a_chunk_are_detected(tmp_path, quickstart_run):
     out = tmp_path / "f.h5"
     shutil.copy(quickstart_run, out)  # the session's shared run (tests/conftest.py): damage a copy
@@ -161,6 +166,7 @@ def _damage(src: Path, dst: Path, how: str) -> None:
     dst.write_bytes(bytes(data))
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("how", ["truncated", "garbage header", "damaged object"])
 def test_damaged_files_are_one_line_everywhere(tmp_path, quickstart_run, how):
     good = quickstart_run  # the session's shared run (tests/conftest.py): only read, damaged as a copy
@@ -184,6 +190,7 @@ def test_damaged_files_are_one_line_everywhere(tmp_path, quickstart_run, how):
 
 # ---------------------------------------------------------------------------------- disk full, simulated
 
+@pytest.mark.e2e
 def test_disk_full_is_one_line_and_keeps_committed_epochs(tiny, tmp_path, monkeypatch, capsys):
     calls = {"n": 0}
     real = RunWriter.write_pending

@@ -46,6 +46,7 @@ def _datasets(path: Path) -> dict[str, tuple[tuple[int, ...], dict, list[str], l
     return out
 
 
+@pytest.mark.e2e
 def test_every_dataset_has_description_units_and_named_dimensions(quickstart):
     found = _datasets(quickstart)
     assert len(found) > 40 and "probes/intensity/grads/epoch_1" in found and "params/mean" in found
@@ -68,6 +69,7 @@ def test_every_dataset_has_description_units_and_named_dimensions(quickstart):
         assert f[names.PARAM_MEAN].dims[0][0].name == "/params/step"
 
 
+@pytest.mark.e2e
 def test_file_reads_in_hdf5_1_10_tools(quickstart):
     """Scale references use the pre-1.12 encoding (HDF5 1.10 tools cannot read the new one), and,
     where Debian's h5dump is installed, ``h5dump -A`` prints every attribute and exits 0."""
@@ -92,6 +94,7 @@ def _doc_patterns() -> dict[str, str]:
     return {re.match(r"\| `/([^`]+)`", r).group(1): r.rstrip(" |").rsplit("| ", 1)[1] for r in rows}
 
 
+@pytest.mark.e2e
 def test_design_document_lists_exactly_the_datasets_of_a_run(quickstart):
     text = DESIGN.read_text()
     assert annotate.markdown_table() in text, "regenerate the table: python -m gradlab.runfile.annotate"
@@ -106,6 +109,7 @@ def test_design_document_lists_exactly_the_datasets_of_a_run(quickstart):
     assert "probes/<o>/grads/epoch_<e>" in doc and doc["test/miou"] == "segmentation"
 
 
+@pytest.mark.e2e
 def test_xarray_opens_a_probe_as_a_labelled_dataset(quickstart):
     with open_run(quickstart) as run:
         d = run.distance_matrix("intensity", "l2")
@@ -162,6 +166,7 @@ def _expected_tables(path: Path) -> dict[str, pd.DataFrame]:
         }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_export_tables_read_back_equal_to_run_frames(quickstart, tmp_path, fmt, capsys):
     out = tmp_path / fmt

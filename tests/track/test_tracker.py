@@ -69,6 +69,7 @@ def test_full_gradient_equals_whole_dataset_gradient_without_bn():
     torch.testing.assert_close(full.mean(), ref, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.e2e
 def test_distances_match_numpy_from_stored_grads(keep_all_run):
     """The shared 3-epoch run of tests/conftest.py (intensity and random probes, every epoch's gradients kept)."""
     with h5py.File(keep_all_run, "r") as f:
@@ -90,6 +91,7 @@ def test_distances_match_numpy_from_stored_grads(keep_all_run):
                 np.testing.assert_allclose(g["full_norm"][e], np.linalg.norm(full), rtol=1e-5)
 
 
+@pytest.mark.e2e
 def test_stored_epoch0_grads_equal_autograd_on_fresh_model(tiny, keep_all_run):
     """End to end: the run file's epoch-0 gradients are those of the seeded initial model
     (the shared run of tests/conftest.py; tiny(**KEEP_ALL) builds the same seeded study)."""
@@ -104,6 +106,7 @@ def test_stored_epoch0_grads_equal_autograd_on_fresh_model(tiny, keep_all_run):
         torch.testing.assert_close(stored[k], _naive_grads(reference, x, y), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.e2e
 def test_tracking_does_not_change_training(tiny):
     weights = []
     for enabled in (True, False):

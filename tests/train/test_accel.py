@@ -68,6 +68,7 @@ def test_amp_none_is_identity():
     assert accelerate(model, "none", False) is model and type(model) is cls
 
 
+@pytest.mark.e2e
 def test_runner_with_bf16_channels_last_on_cpu(tiny, tmp_path):
     paths = []
     for amp, cl in (("none", False), ("bf16", True)):

@@ -121,6 +121,8 @@ def _kill_rng() -> random.Random:
     return random.Random(seed)
 
 
+@pytest.mark.slow  # 3 CLI runs at once plus resumes: 97 s (load 4, 2 cores); the in-process crash windows below stay
+@pytest.mark.e2e
 def test_sigkill_resume_is_bit_identical(tmp_path):
     """Kill -9 twice at random moments, resume each time: the final run file equals an
     uninterrupted run's, dataset by dataset, bit for bit (timings excepted)."""
@@ -162,6 +164,7 @@ SMALL = dict(KEEP_ALL["data"])  # 4 batches of 32: the crash tests run 10+ short
 # that also keep raw gradients (datasets created mid-epoch); tiny(**KEEP_ALL) is its config.
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("window", ["before_checkpoint", "after_checkpoint", "in_probe"])
 def test_crash_windows_resume_consistently(tiny, keep_all_run, monkeypatch, window):
     """A crash between "rows written" and "checkpoint saved", between "checkpoint saved" and
@@ -216,6 +219,7 @@ def test_crash_windows_resume_consistently(tiny, keep_all_run, monkeypatch, wind
     assert_identical(ref, out)
 
 
+@pytest.mark.e2e
 def test_resume_extends_a_complete_run(tiny, keep_all_run):
     cfg2 = tiny(data=SMALL, train={"epochs": 2}, track={"keep_grads": "all"})
     Runner(cfg2, progress=False, log=lambda m: None).run()
@@ -272,6 +276,7 @@ def test_exception_marks_failed_and_keeps_epochs(tiny, monkeypatch):
         assert len(run.train_curves()) == 1
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("policy", ["stop", "continue"])
 def test_nonfinite_loss_policy(tiny, monkeypatch, policy):
     import gradlab.train.loop as loop_mod
@@ -339,6 +344,7 @@ def test_disk_full_in_checkpoint(tiny, monkeypatch):
         assert run.status == "failed" and run.epochs_done == 1
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_sigkill_many_random_moments(tmp_path):
     """Stress version: up to 6 kills at random moments (including before the first commit);
