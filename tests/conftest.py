@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -32,6 +33,61 @@ def tiny_config(tmp_path, **sections) -> StudyConfig:
 @pytest.fixture
 def tiny(tmp_path):
     return lambda **sections: tiny_config(tmp_path, **sections)
+
+
+# ------------------------------------------------------------------------ real runs, trained once per session
+# Several test files read the same small real run: each is trained once, in a tmp_path_factory folder.
+# They are shared: read them, never change them; a test that modifies a run copies it first.
+
+# 3 epochs of 4 batches of 32 that keep every epoch's raw gradients (train/test_resume.py's
+# uninterrupted reference, track/test_tracker.py's stored gradients); tiny(**KEEP_ALL) is its config.
+KEEP_ALL = {"data": {"subset": 128, "test_subset": 32}, "train": {"epochs": 3}, "track": {"keep_grads": "all"}}
+
+
+@pytest.fixture(scope="session")
+def keep_all_run(tmp_path_factory):
+    from gradlab.train.runner import Runner
+
+    cfg = tiny_config(tmp_path_factory.mktemp("keep_all"), **KEEP_ALL)
+    return Path(Runner(cfg, progress=False, log=lambda m: None).run())
+
+
+def _param_stats_run(tmp_path_factory, norm: str) -> Path:
+    """2 epochs of 4 batches of 32, intensity + random probes, parameter statistics every 4 steps
+    and the last epoch's raw gradients: the options a run file can describe (runfile/test_selfdescribing.py),
+    the parameter plots (report/test_paramplots.py) and the report's parameter section (report/test_report.py)."""
+    from gradlab.train.runner import Runner
+
+    cfg = tiny_config(tmp_path_factory.mktemp(f"params_{norm}"), model={"norm": norm},
+                      data={"subset": 128, "test_subset": 32}, train={"epochs": 2},
+                      track={"param_stats": "every:4", "keep_grads": "last"})
+    return Path(Runner(cfg, progress=False, log=lambda m: None).run())
+
+
+@pytest.fixture(scope="session")
+def bn_run(tmp_path_factory):
+    return _param_stats_run(tmp_path_factory, "bn")
+
+
+@pytest.fixture(scope="session")
+def agc_run(tmp_path_factory):
+    return _param_stats_run(tmp_path_factory, "agc")
+
+
+# The quickstart, shrunk (512 images, 4 batches of 128, 3 epochs in 3 phases), run as a user runs it:
+# ``gradlab run studies/quickstart.toml`` with these overrides; it writes the run file, its checkpoint
+# and the heatmap page. Read by cli/test_cli.py and, through copies, by runfile/test_faults.py.
+QUICKSTART_ARGS = ("--set", "data.subset=512", "--set", "data.test_subset=128", "--set", "train.epochs=3",
+                   "--set", "train.milestones=[1, 2]")
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory):
+    from gradlab.cli import main
+
+    out = tmp_path_factory.mktemp("quickstart") / "q.h5"
+    assert main(["run", "studies/quickstart.toml", "--quiet", "--out", str(out), *QUICKSTART_ARGS]) == 0
+    return out
 
 
 def write_fake_run(path, *, epochs=6, commit=None, milestones=(3,), batches=20, layers=3, seed=0,

@@ -23,20 +23,16 @@ from gradlab.runfile import annotate, names
 from gradlab.runfile.reader import open_run
 from gradlab.runfile.writer import RunWriter
 from gradlab.track.layout import ParamLayout
-from gradlab.train.runner import Runner
-from tests.conftest import tiny_config
 
-DESIGN = Path(__file__).resolve().parents[1] / "docs" / "design.md"
+DESIGN = Path(__file__).resolve().parents[2] / "docs" / "design.md"
 IN_QUICKSTART = ("always", "per_layer", "param_stats", "keep_grads")  # options the fixture's run turns on
 
 
-@pytest.fixture(scope="module")
-def quickstart(tmp_path_factory) -> Path:
-    """A tiny study like the quickstart, with per-layer distances, parameter statistics and kept grads."""
-    tmp = tmp_path_factory.mktemp("quick")
-    cfg = tiny_config(tmp, data={"subset": 96, "test_subset": 32}, train={"batch_size": 16},
-                      track={"param_stats": "every:4", "keep_grads": "last"})
-    return Path(Runner(cfg, progress=False, log=lambda s: None).run())
+@pytest.fixture
+def quickstart(bn_run) -> Path:
+    """A tiny study like the quickstart, with per-layer distances, parameter statistics and kept grads:
+    the session's shared bn_run (tests/conftest.py), read only."""
+    return bn_run
 
 
 def _datasets(path: Path) -> dict[str, tuple[tuple[int, ...], dict, list[str], list[int]]]:
@@ -50,6 +46,7 @@ def _datasets(path: Path) -> dict[str, tuple[tuple[int, ...], dict, list[str], l
     return out
 
 
+@pytest.mark.e2e
 def test_every_dataset_has_description_units_and_named_dimensions(quickstart):
     found = _datasets(quickstart)
     assert len(found) > 40 and "probes/intensity/grads/epoch_1" in found and "params/mean" in found
@@ -72,6 +69,7 @@ def test_every_dataset_has_description_units_and_named_dimensions(quickstart):
         assert f[names.PARAM_MEAN].dims[0][0].name == "/params/step"
 
 
+@pytest.mark.e2e
 def test_file_reads_in_hdf5_1_10_tools(quickstart):
     """Scale references use the pre-1.12 encoding (HDF5 1.10 tools cannot read the new one), and,
     where Debian's h5dump is installed, ``h5dump -A`` prints every attribute and exits 0."""
@@ -96,6 +94,7 @@ def _doc_patterns() -> dict[str, str]:
     return {re.match(r"\| `/([^`]+)`", r).group(1): r.rstrip(" |").rsplit("| ", 1)[1] for r in rows}
 
 
+@pytest.mark.e2e
 def test_design_document_lists_exactly_the_datasets_of_a_run(quickstart):
     text = DESIGN.read_text()
     assert annotate.markdown_table() in text, "regenerate the table: python -m gradlab.runfile.annotate"
@@ -110,6 +109,7 @@ def test_design_document_lists_exactly_the_datasets_of_a_run(quickstart):
     assert "probes/<o>/grads/epoch_<e>" in doc and doc["test/miou"] == "segmentation"
 
 
+@pytest.mark.e2e
 def test_xarray_opens_a_probe_as_a_labelled_dataset(quickstart):
     with open_run(quickstart) as run:
         d = run.distance_matrix("intensity", "l2")
@@ -169,6 +169,7 @@ def _expected_tables(path: Path) -> dict[str, pd.DataFrame]:
         }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
 def test_export_tables_read_back_equal_to_run_frames(quickstart, tmp_path, fmt, capsys):
     out = tmp_path / fmt

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import h5py
 import numpy as np
+import pytest
 import pandas as pd
 import torch
 
@@ -25,6 +26,7 @@ def test_pooled_noise_scale_against_numpy():
     assert neg.pooled.isna().all() and list(neg.undefined) == [3, 3]
 
 
+@pytest.mark.e2e
 def test_run_stores_components_and_nan_for_undefined(tiny):
     """The stored components reproduce the stored ratio, NaN exactly where g2 <= 0, and the
     components match the definition on the stored distances."""

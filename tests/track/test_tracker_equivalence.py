@@ -7,6 +7,7 @@ import textwrap
 
 import h5py
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -82,6 +83,7 @@ def _datasets(path):
     return out
 
 
+@pytest.mark.e2e
 def test_runner_and_user_loop_write_the_same_file(tiny, tmp_path, monkeypatch):
     (tmp_path / "eqnet.py").write_text(textwrap.dedent(MODULE))
     monkeypatch.syspath_prepend(str(tmp_path))

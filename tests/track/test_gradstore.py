@@ -158,6 +158,7 @@ def test_recompute_needs_a_replayable_source(probe):
     np.testing.assert_allclose(a.distance["l2"], b.distance["l2"], rtol=1e-6)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("grads", ["disk", "recompute", "sketch"])
 def test_runner_with_each_store_matches_memory(tiny, tmp_path, grads):
     common = {"probes": ["random"], "per_layer": grads != "sketch", "keep_grads": "all"}

@@ -5,20 +5,13 @@ import pytest
 from gradlab import open_run
 from gradlab.report import plots
 from gradlab.errors import GradlabError
-from gradlab.train.runner import Runner
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    from tests.conftest import tiny_config
-
-    paths = []
-    for norm in ("bn", "agc"):
-        tmp = tmp_path_factory.mktemp(norm)
-        cfg = tiny_config(tmp, model={"norm": norm}, track={"enabled": False, "param_stats": "every:4"},
-                          data={"subset": 128, "test_subset": 32}, train={"epochs": 2})
-        paths.append(Runner(cfg, progress=False, log=lambda s: None).run())
-    opened = [open_run(p) for p in paths]
+def runs(bn_run, agc_run):
+    """The session's shared BN and AGC runs (tests/conftest.py): 2 epochs of 4 steps, parameter
+    statistics every 4 steps."""
+    opened = [open_run(p) for p in (bn_run, agc_run)]
     yield opened
     for r in opened:
         r.close()
@@ -28,6 +21,7 @@ def _legend_names(fig):
     return [t.name for t in fig.data if t.showlegend]
 
 
+@pytest.mark.e2e
 def test_param_stats_facets_by_kind_and_names_runs(runs):
     fig = plots.param_stats(runs, "mean", names=["BN", "AGC"])
     kinds = [a.text for a in fig.layout.annotations]
@@ -41,6 +35,7 @@ def test_param_stats_facets_by_kind_and_names_runs(runs):
     assert all(len(t.x) == 3 for t in fig.data)  # steps 0, 4, 8 (4 steps per epoch)
 
 
+@pytest.mark.e2e
 def test_param_stats_kind_aggregate_and_layer_view(runs):
     fig = plots.param_stats(runs, "grad_norm", kinds=["conv.weight"], by="kind")
     assert len(fig.data) == 2 and fig.layout.yaxis.type == "log"
@@ -55,6 +50,7 @@ def test_param_stats_kind_aggregate_and_layer_view(runs):
         plots.param_stats(runs[0], "mean", kinds=["agc.lambda"])
 
 
+@pytest.mark.e2e
 def test_agc_lambda_plot(runs):
     fig = plots.agc_lambda(runs[1])
     n_agc = int((runs[1].layers().kind == "agc.lambda").sum())

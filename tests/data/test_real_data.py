@@ -61,6 +61,7 @@ def test_missing_wheel_names_the_install_command(monkeypatch):
         load_split(DataConfig(dataset="mnist"), True)
 
 
+@pytest.mark.e2e
 def test_run_file_records_the_normalisation(tiny):
     from gradlab.train.runner import Runner
 

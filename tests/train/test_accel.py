@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -65,6 +68,7 @@ def test_amp_none_is_identity():
     assert accelerate(model, "none", False) is model and type(model) is cls
 
 
+@pytest.mark.e2e
 def test_runner_with_bf16_channels_last_on_cpu(tiny, tmp_path):
     paths = []
     for amp, cl in (("none", False), ("bf16", True)):
@@ -82,3 +86,53 @@ def test_amp_config_is_typed(tiny):
 
     with pytest.raises(ConfigError, match="train.amp"):
         tiny(train={"amp": "fp8"})
+
+
+# --------------------------------------------------------------------------- train.threads
+
+@pytest.mark.parametrize("spec, want", [("auto", None), (1, 1), (3, 3)])
+def test_threads_setting(spec, want, monkeypatch):
+    from gradlab.train.accel import resolve_threads
+
+    if spec == "auto":
+        from gradlab.train import accel
+
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(os, "cpu_count", lambda: 2)
+        for busy, threads in ((1.2, 1), (0.1, 2), (5.0, 1)):  # one core busy: one thread
+            monkeypatch.setattr(accel, "busy_cores", lambda cores, b=busy: b)
+            assert resolve_threads("auto") == threads
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's explicit choice wins over the load
+        assert resolve_threads("auto") == 2
+    else:
+        assert resolve_threads(spec) == want
+
+
+def test_busy_cores_sees_a_spinning_process_not_the_load_average(monkeypatch):
+    """``auto`` measures the cores busy now; the 1-minute load average lags (a run just finished
+    still counts there), so it must not be what decides on Linux."""
+    import time
+
+    from gradlab.train.accel import busy_cores
+
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("no /proc/stat here: busy_cores falls back to the load average")
+    monkeypatch.setattr(os, "getloadavg", lambda: (7.0, 7.0, 7.0))  # must be ignored
+    quiet = busy_cores(os.cpu_count() or 1)
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        loaded = busy_cores(os.cpu_count() or 1, window_s=0.5)
+    finally:
+        hog.kill()
+    cores = os.cpu_count() or 1  # one spinning process is about one more busy core, up to all of them
+    assert quiet < 7.0 and loaded >= min(quiet + 0.5, cores - 0.5), (quiet, loaded)
+
+
+def test_threads_config_errors():
+    from gradlab.config import config_from_dict
+    from gradlab.errors import ConfigError
+
+    for bad in ("fast", 0, 2.5):
+        with pytest.raises(ConfigError, match="train.threads"):
+            config_from_dict({"train": {"threads": bad}})

@@ -26,6 +26,7 @@ def train_orders(monkeypatch):
     return seen
 
 
+@pytest.mark.e2e
 def test_paper_mode_trains_and_probes_the_sorted_order(tiny, train_orders):
     cfg = tiny(track={"order": "edges", "probes": ["random"]}, data={"augment": False, "subset": 128})
     r = Runner(cfg, progress=False, log=lambda s: None)
@@ -51,6 +52,7 @@ def test_paper_mode_does_not_probe_its_order_twice(tiny):
     assert [p.name for p in s.probes] == ["hsv", "intensity", "random"]
 
 
+@pytest.mark.e2e
 def test_probe_mode_probes_all_orders_at_the_same_theta(tiny, train_orders, tmp_path, monkeypatch):
     probes = ["intensity", "hsv", "edges", "random"]
     if lw.jax_checkpoint() is not None:

@@ -139,6 +139,7 @@ def test_runner_builds_every_cut_once(tiny, tmp_path):
     assert strat.index[m:2 * m].tolist() == ranked[1::k].tolist()  # batch 1 = sorted positions 1, 1 + K, ...
 
 
+@pytest.mark.e2e
 def test_gradlab_run_with_references_and_its_report(tiny, tmp_path):
     """End to end: a study with both cuts and gradient orders runs, inspects and reports."""
     from gradlab.report.page import build_report
@@ -156,7 +157,9 @@ def test_gradlab_run_with_references_and_its_report(tiny, tmp_path):
     assert sum(f.slug.startswith("references") for f in figs) == 2  # one figure per phase
 
 
-@pytest.mark.parametrize("norm", ["bn", pytest.param("none", marks=pytest.mark.slow)])
+@pytest.mark.e2e
+@pytest.mark.slow  # 2,048 images, 3 epochs, per-sample gradients: the longest test (107 s for bn, load 4, 2 cores)
+@pytest.mark.parametrize("norm", ["bn", "none"])
 def test_align_cuts_on_the_quickstart_data(tmp_path, norm):
     """The issue's prototype, on the quickstart's data (smallcnn, 2,048 synthetic images, 16
     batches of 128, 3 epochs), averaged over epochs in the random control's unit: stratified

@@ -23,8 +23,9 @@ from gradlab.runfile.swmr import open_read
 from gradlab.train.nonfinite import NonFiniteError
 from gradlab.train.runner import Runner
 from gradlab.runfile.writer import RunWriter
+from tests.conftest import KEEP_ALL
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def dump(path: Path) -> dict[str, np.ndarray]:
@@ -120,6 +121,8 @@ def _kill_rng() -> random.Random:
     return random.Random(seed)
 
 
+@pytest.mark.slow  # 3 CLI runs at once plus resumes: 97 s (load 4, 2 cores); the in-process crash windows below stay
+@pytest.mark.e2e
 def test_sigkill_resume_is_bit_identical(tmp_path):
     """Kill -9 twice at random moments, resume each time: the final run file equals an
     uninterrupted run's, dataset by dataset, bit for bit (timings excepted)."""
@@ -156,26 +159,18 @@ class Boom(Exception):
     pass
 
 
-SMALL = {"subset": 128, "test_subset": 32}  # 4 batches of 32: the crash tests run 10+ short runs
+SMALL = dict(KEEP_ALL["data"])  # 4 batches of 32: the crash tests run 10+ short runs
+# The uninterrupted reference, keep_all_run, is trained once per session (tests/conftest.py): 3 epochs
+# that also keep raw gradients (datasets created mid-epoch); tiny(**KEEP_ALL) is its config.
 
 
-@pytest.fixture(scope="module")
-def ref_keep_all(tmp_path_factory):
-    """Uninterrupted 3-epoch run that also keeps raw gradients (datasets created mid-epoch)."""
-    from conftest import tiny_config
-
-    path = tmp_path_factory.mktemp("ref")
-    Runner(tiny_config(path, data=SMALL, train={"epochs": 3}, track={"keep_grads": "all"}), progress=False,
-           log=lambda m: None).run()
-    return path / "run.h5"
-
-
+@pytest.mark.e2e
 @pytest.mark.parametrize("window", ["before_checkpoint", "after_checkpoint", "in_probe"])
-def test_crash_windows_resume_consistently(tiny, ref_keep_all, monkeypatch, window):
+def test_crash_windows_resume_consistently(tiny, keep_all_run, monkeypatch, window):
     """A crash between "rows written" and "checkpoint saved", between "checkpoint saved" and
     "marker moved", or mid-epoch, all resume to the uninterrupted result."""
-    ref = ref_keep_all
-    cfg = tiny(data=SMALL, train={"epochs": 3}, track={"keep_grads": "all"})
+    ref = keep_all_run
+    cfg = tiny(**KEEP_ALL)
     out = Path(cfg.output.path)
     import gradlab.train.runner as runner_mod
 
@@ -224,14 +219,14 @@ def test_crash_windows_resume_consistently(tiny, ref_keep_all, monkeypatch, wind
     assert_identical(ref, out)
 
 
-def test_resume_extends_a_complete_run(tiny, ref_keep_all):
+@pytest.mark.e2e
+def test_resume_extends_a_complete_run(tiny, keep_all_run):
     cfg2 = tiny(data=SMALL, train={"epochs": 2}, track={"keep_grads": "all"})
     Runner(cfg2, progress=False, log=lambda m: None).run()
     with pytest.raises(GradlabError, match="already complete.*train.epochs"):
         Runner(cfg2, progress=False, log=lambda m: None, resume=True)
-    Runner(tiny(data=SMALL, train={"epochs": 3}, track={"keep_grads": "all"}), progress=False, log=lambda m: None,
-           resume=True).run()
-    assert_identical(ref_keep_all, Path(cfg2.output.path))
+    Runner(tiny(**KEEP_ALL), progress=False, log=lambda m: None, resume=True).run()
+    assert_identical(keep_all_run, Path(cfg2.output.path))
 
 
 def test_resume_missing_file_starts_fresh_and_refuses_incompatible_changes(tiny, tmp_path):
@@ -281,6 +276,7 @@ def test_exception_marks_failed_and_keeps_epochs(tiny, monkeypatch):
         assert len(run.train_curves()) == 1
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("policy", ["stop", "continue"])
 def test_nonfinite_loss_policy(tiny, monkeypatch, policy):
     import gradlab.train.loop as loop_mod
@@ -326,35 +322,6 @@ def test_nonfinite_gradient_is_caught(tiny):
         g.check(0, torch.tensor(1.0), [p])
 
 
-def test_disk_full_is_one_line_and_keeps_committed_epochs(tiny, tmp_path, monkeypatch, capsys):
-    calls = {"n": 0}
-    real = RunWriter.write_pending
-
-    def full(self):
-        if self._pending:
-            calls["n"] += 1
-            if calls["n"] == 2:
-                raise OSError(errno.ENOSPC, "No space left on device")
-        real(self)
-    monkeypatch.setattr(RunWriter, "write_pending", full)
-    out = tmp_path / "full.h5"
-    rc = main(["run", "studies/quickstart.toml", "--quiet", "--out", str(out), "--set", "data.subset=128",
-               "--set", "data.test_subset=64", "--set", "train.epochs=2", "--set", "train.batch_size=64",
-               "--set", "output.heatmaps=false", "--set", "train.device=\"cpu\""])
-    assert rc == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "disk full" in err and "--resume" in err
-    with open_run(out) as run:
-        assert run.status == "failed" and run.epochs_done == 1 and "disk full" in run.failure
-    monkeypatch.undo()
-    assert main(["run", "studies/quickstart.toml", "--quiet", "--out", str(out), "--resume",
-                 "--set", "data.subset=128", "--set", "data.test_subset=64", "--set", "train.epochs=2",
-                 "--set", "train.batch_size=64", "--set", "output.heatmaps=false",
-                 "--set", "train.device=\"cpu\""]) == 0
-    with open_run(out) as run:
-        assert run.status == "complete" and run.epochs_done == 2
-
-
 def test_disk_full_in_checkpoint(tiny, monkeypatch):
     import gradlab.train.checkpoint as ck_mod
 
@@ -377,34 +344,7 @@ def test_disk_full_in_checkpoint(tiny, monkeypatch):
         assert run.status == "failed" and run.epochs_done == 1
 
 
-# ---------------------------------------------------------------------------------- CLI one-liners
-
-@pytest.mark.parametrize("args, msg", [
-    (["--set", "train.bach_size=3"], 'did you mean "train.batch_size"'),
-    (["--set", "train.epochs=\"three\""], "train.epochs must be an integer"),
-    (["--set", "train.on_nonfinite=skip"], "train.on_nonfinite must be one of"),
-    (["--set", "data.dataset=cifar10", "--set", "data.download=false", "--set", "data.root=/nonexistent/x"],
-     "CIFAR-10"),
-])
-def test_cli_bad_input_is_one_line(args, msg, tmp_path, capsys):
-    rc = main(["run", "studies/quickstart.toml", "--quiet", "--out", str(tmp_path / "x.h5"), *args])
-    err = capsys.readouterr().err
-    assert rc == 2 and err.count("\n") == 1 and msg in err, err
-
-
-def test_cli_non_gradlab_file(tmp_path, capsys):
-    for content in (b"not hdf5 at all", None):
-        p = tmp_path / "other.h5"
-        if content is None:
-            with h5py.File(p, "w") as f:
-                f["x"] = 1
-        else:
-            p.write_bytes(content)
-        assert main(["inspect", str(p)]) == 2
-        err = capsys.readouterr().err
-        assert err.count("\n") == 1 and ("not a gradlab run" in err or "not a readable HDF5 file" in err)
-
-
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_sigkill_many_random_moments(tmp_path):
     """Stress version: up to 6 kills at random moments (including before the first commit);

@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from browser import chromium_path, load_page
+from tests.browser import chromium_path, load_page
 from gradlab.cli import main
 from gradlab.report.page import write_report
 
@@ -92,14 +92,12 @@ def test_png_export_with_chromium(tmp_path, fake_run):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000, p
 
 
-def test_param_stats_section_from_real_runs(tmp_path, tiny, fake_run):
-    """A real AGC run with parameter statistics gets the mean/var/grad_norm and AGC-lambda figures."""
-    from gradlab.train.runner import Runner
-
-    cfg = tiny(model={"norm": "agc"}, train={"epochs": 2}, track={"param_stats": "every:4", "probes": ["random"]})
-    path = Runner(cfg, progress=False, log=lambda s: None).run()
+@pytest.mark.e2e
+def test_param_stats_section_from_real_runs(tmp_path, agc_run, fake_run):
+    """A real AGC run with parameter statistics (the session's shared agc_run, tests/conftest.py)
+    gets the mean/var/grad_norm and AGC-lambda figures."""
     out = tmp_path / "r.html"
-    rep = write_report([path, fake_run(tmp_path / "q.h5", epochs=1, batches=8)], out, n_perm=10)
+    rep = write_report([agc_run, fake_run(tmp_path / "q.h5", epochs=1, batches=8)], out, n_perm=10)
     page = out.read_text(encoding="utf-8")
     for fig_id in ("params_mean", "params_var", "params_grad_norm", "agc_lambda"):
         assert f'id="fig-{fig_id}' in page, fig_id

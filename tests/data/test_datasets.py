@@ -58,3 +58,14 @@ def test_loader_drops_last_and_normalises():
     assert len(batches) == len(loader) == 3 and all(len(b[1]) == 32 for b in batches)
     assert torch.equal(batches[1][1], y[32:64])
     assert abs(float(batches[0][0].mean())) < 1.5
+
+
+def test_cifar10_without_download_does_not_talk_of_downloading(tmp_path):
+    with pytest.raises(DatasetError) as e:
+        load_split(DataConfig(dataset="cifar10", root=str(tmp_path), download=False), True)
+    msg = str(e.value)
+    assert "data.download = false" in msg and "could not be downloaded" not in msg and "download=True" not in msg
+    (tmp_path / "cifar-10-batches-py").mkdir()  # present but empty: damaged, not "download it"
+    with pytest.raises(DatasetError) as e:
+        load_split(DataConfig(dataset="cifar10", root=str(tmp_path), download=True), True)
+    assert "incomplete or damaged" in str(e.value) and "download=True" not in str(e.value)

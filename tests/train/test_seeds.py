@@ -61,6 +61,7 @@ def test_parse_seeds():
         parse_seeds("a,b")
 
 
+@pytest.mark.e2e
 def test_cli_seeds_with_variants(tmp_path, capsys):
     study = tmp_path / "s.toml"
     study.write_text('[data]\nsubset = 128\ntest_subset = 32\naugment = false\n[train]\nepochs = 1\nbatch_size = 32\n'

@@ -77,6 +77,7 @@ def test_recorder_matches_numpy_and_autograd():
     assert {"conv.weight", "agc.lambda", "agc.gamma", "agc.beta", "linear.weight", "bias"} <= kinds
 
 
+@pytest.mark.e2e
 def test_run_writes_params_and_reader_tidies(tiny):
     cfg = tiny(track={"enabled": False, "param_stats": "every:3"}, train={"epochs": 2, "batch_size": 32})
     runner = Runner(cfg, progress=False, log=lambda s: None)

@@ -1,7 +1,8 @@
 """Real faults: two writers on one file, a dead writer's lock, a really full disk, flipped
-bits in a data chunk, and damaged files of every kind."""
+bits in a data chunk, damaged files of every kind, and a simulated full disk."""
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -15,8 +16,12 @@ import numpy as np
 import pytest
 
 import gradlab
+from gradlab import open_run
+from gradlab.cli import main
 from gradlab.errors import RunFileError
 from gradlab.runfile.lock import lock_path
+from gradlab.runfile.writer import RunWriter
+from tests.conftest import QUICKSTART_ARGS
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TINY = ["--no-score-cache", "--set", "data.subset=512", "--set", "data.test_subset=64", "--set", "train.batch_size=64",
@@ -45,6 +50,7 @@ def _datasets(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
+@pytest.mark.e2e
 def test_second_writer_refuses_and_first_completes(tmp_path):
     out = tmp_path / "x.h5"
     first = _cli(out, epochs=4)
@@ -60,6 +66,7 @@ def test_second_writer_refuses_and_first_completes(tmp_path):
     assert resume.wait(timeout=300) == 0
 
 
+@pytest.mark.e2e
 def test_lock_of_a_killed_writer_is_taken_over(tmp_path):
     out = tmp_path / "k.h5"
     first = _cli(out, epochs=50)
@@ -84,6 +91,8 @@ def _mount_tmpfs(where: Path, size: str) -> None:
                     f"needs root")
 
 
+@pytest.mark.slow  # 4 CLI runs and a tmpfs: 64 s (load 4, 2 cores); the simulated disk full below stays
+@pytest.mark.e2e
 def test_real_disk_full_is_one_line_and_resume_completes(tmp_path):
     ref = tmp_path / "ref.h5"
     assert _cli(ref, epochs=3).wait(timeout=300) == 0
@@ -123,16 +132,19 @@ def _chunk_of(path: Path, name: str) -> tuple[int, int]:
         return info.byte_offset, info.size
 
 
-def test_flipped_bytes_in_a_chunk_are_detected(tmp_path):
+@pytest.mark.e2e
+def test_flipped_bytes_in_a_chunk_are_detected(tmp_path, quickstart_run):
     out = tmp_path / "f.h5"
-    assert _cli(out, epochs=2).wait(timeout=300) == 0
+    shutil.copy(quickstart_run, out)  # the session's shared run (tests/conftest.py): damage a copy
     name = "probes/random/distance_l2"
     offset, size = _chunk_of(out, name)
     with open(out, "r+b") as fh:
         fh.seek(offset)
-        raw = fh.read(min(size, 64))
+        # up to 64 bytes inverted inside the data, not the chunk's trailing 4-byte fletcher32 checksum: a
+        # chunk inverted whole, checksum included, checks out (one's complements sum to the inverted sums)
+        raw = fh.read(min(size - 4, 64))
         fh.seek(offset)
-        fh.write(bytes(b ^ 0xFF for b in raw))  # 64 bytes inverted inside the data
+        fh.write(bytes(b ^ 0xFF for b in raw))
     with gradlab.open_run(out) as run, pytest.raises(RunFileError, match=f"dataset /{name} is damaged.*checksum"):
         run.distances("random")
     res = subprocess.run([sys.executable, "-m", "gradlab", "report", str(out), "--out", str(tmp_path / "r.html")],
@@ -154,10 +166,10 @@ def _damage(src: Path, dst: Path, how: str) -> None:
     dst.write_bytes(bytes(data))
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("how", ["truncated", "garbage header", "damaged object"])
-def test_damaged_files_are_one_line_everywhere(tmp_path, how):
-    good = tmp_path / "good.h5"
-    assert _cli(good, epochs=2).wait(timeout=300) == 0
+def test_damaged_files_are_one_line_everywhere(tmp_path, quickstart_run, how):
+    good = quickstart_run  # the session's shared run (tests/conftest.py): only read, damaged as a copy
     bad = tmp_path / "bad.h5"
     _damage(good, bad, how)
     shutil.copy(good.with_suffix(".ckpt.pt"), bad.with_suffix(".ckpt.pt"))
@@ -168,7 +180,41 @@ def test_damaged_files_are_one_line_everywhere(tmp_path, how):
     with pytest.raises(RunFileError, match=str(bad)):
         with gradlab.open_run(bad) as run:
             run.distances("random")
-    res = _cli(bad, "--resume", epochs=3)
+    res = subprocess.Popen([sys.executable, "-m", "gradlab", "run", "studies/quickstart.toml", "--out", str(bad),
+                            "--resume", *QUICKSTART_ARGS, "--set", "train.epochs=4"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     _, err = res.communicate(timeout=300)
     assert res.returncode == 2 and len(err.strip().splitlines()) == 1, err
     assert "--overwrite" in err and "restore" in err
+
+
+# ---------------------------------------------------------------------------------- disk full, simulated
+
+@pytest.mark.e2e
+def test_disk_full_is_one_line_and_keeps_committed_epochs(tiny, tmp_path, monkeypatch, capsys):
+    calls = {"n": 0}
+    real = RunWriter.write_pending
+
+    def full(self):
+        if self._pending:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        real(self)
+    monkeypatch.setattr(RunWriter, "write_pending", full)
+    out = tmp_path / "full.h5"
+    rc = main(["run", "studies/quickstart.toml", "--quiet", "--out", str(out), "--set", "data.subset=128",
+               "--set", "data.test_subset=64", "--set", "train.epochs=2", "--set", "train.batch_size=64",
+               "--set", "output.heatmaps=false", "--set", "train.device=\"cpu\""])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "disk full" in err and "--resume" in err
+    with open_run(out) as run:
+        assert run.status == "failed" and run.epochs_done == 1 and "disk full" in run.failure
+    monkeypatch.undo()
+    assert main(["run", "studies/quickstart.toml", "--quiet", "--out", str(out), "--resume",
+                 "--set", "data.subset=128", "--set", "data.test_subset=64", "--set", "train.epochs=2",
+                 "--set", "train.batch_size=64", "--set", "output.heatmaps=false",
+                 "--set", "train.device=\"cpu\""]) == 0
+    with open_run(out) as run:
+        assert run.status == "complete" and run.epochs_done == 2

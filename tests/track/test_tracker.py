@@ -19,6 +19,7 @@ from gradlab.models import build_model
 from gradlab.train.runner import Runner, build_study
 from gradlab.runfile.writer import RunWriter
 from gradlab.track.probe import FrozenModel, probe_pass
+from tests.conftest import KEEP_ALL
 
 
 def _data(n=96):
@@ -69,15 +70,15 @@ def test_full_gradient_equals_whole_dataset_gradient_without_bn():
     torch.testing.assert_close(full.mean(), ref, rtol=1e-5, atol=1e-6)
 
 
-def test_distances_match_numpy_from_stored_grads(tiny, tmp_path):
-    cfg = tiny(track={"keep_grads": "all", "probes": ["intensity", "random"]}, train={"epochs": 2})
-    path = Runner(cfg, progress=False, log=lambda s: None).run()
-    with h5py.File(path, "r") as f:
+@pytest.mark.e2e
+def test_distances_match_numpy_from_stored_grads(keep_all_run):
+    """The shared 3-epoch run of tests/conftest.py (intensity and random probes, every epoch's gradients kept)."""
+    with h5py.File(keep_all_run, "r") as f:
         sizes = f["layers/numel"][()]
         off = np.concatenate([[0], np.cumsum(sizes)])
         for probe in ("intensity", "random"):
             g = f[f"probes/{probe}"]
-            for e in range(2):
+            for e in range(3):
                 G = g[f"grads/epoch_{e}"][()].astype(np.float64)
                 full = G.mean(0)  # equal batch sizes: the weighted mean is the plain mean
                 diff = G - full
@@ -91,20 +92,22 @@ def test_distances_match_numpy_from_stored_grads(tiny, tmp_path):
                 np.testing.assert_allclose(g["full_norm"][e], np.linalg.norm(full), rtol=1e-5)
 
 
-def test_stored_epoch0_grads_equal_autograd_on_fresh_model(tiny):
-    """End to end: the run file's epoch-0 gradients are those of the seeded initial model."""
-    cfg = tiny(track={"keep_grads": "all", "probes": ["random"]}, train={"epochs": 1})
+@pytest.mark.e2e
+def test_stored_epoch0_grads_equal_autograd_on_fresh_model(tiny, keep_all_run):
+    """End to end: the run file's epoch-0 gradients are those of the seeded initial model
+    (the shared run of tests/conftest.py; tiny(**KEEP_ALL) builds the same seeded study)."""
+    cfg = tiny(**KEEP_ALL)
     study = build_study(cfg)
     reference = copy.deepcopy(study.model)
-    path = Runner(cfg, progress=False, log=lambda s: None).run()
     loader = BatchLoader(study.train, torch.device("cpu"), cfg.train.batch_size)
-    with h5py.File(path, "r") as f:
+    with h5py.File(keep_all_run, "r") as f:
         index = torch.from_numpy(f["probes/random/index"][()])
         stored = torch.from_numpy(f["probes/random/grads/epoch_0"][()])
     for k, (x, y) in enumerate(loader.batches(index)):
         torch.testing.assert_close(stored[k], _naive_grads(reference, x, y), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.e2e
 def test_tracking_does_not_change_training(tiny):
     weights = []
     for enabled in (True, False):
