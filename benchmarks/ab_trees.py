@@ -22,11 +22,11 @@ def main() -> None:
     ap.add_argument("a", help="tree A (the checkout before the change)")
     ap.add_argument("b", help="tree B (the checkout after)")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("script", nargs=argparse.REMAINDER, help="-- SCRIPT [ARGS...] under benchmarks/ of each tree")
-    a = ap.parse_args()
-    script = [s for s in a.script if s != "--"]
-    if not script:
+    argv = sys.argv[1:]
+    if "--" not in argv or argv.index("--") == len(argv) - 1:
         ap.error("name the benchmark after --, e.g. -- tracked_vs_plain.py --models smallcnn")
+    cut = argv.index("--")
+    a, script = ap.parse_args(argv[:cut]), argv[cut + 1:]
     for r in range(a.rounds):
         for label, tree in (("A", a.a), ("B", a.b)):
             tree = str(Path(tree).resolve())
