@@ -18,7 +18,7 @@ import torch
 from gradlab.runfile import names
 from gradlab.runfile.annotate import annotate, detach
 from gradlab.errors import RunFileError
-from gradlab.runfile.swmr import WRITE_LIBVER, open_clearing_flags, open_read
+from gradlab.runfile.swmr import WRITE_LIBVER, open_clearing_flags, open_elsewhere, open_read
 
 class Layers(Protocol):
     """The parameter tensors of a model, as ``/layers`` records them (``gradlab.track.layout.ParamLayout``)."""
@@ -68,7 +68,8 @@ class RunWriter:
         a[names.EPOCHS_DONE] = 0
         a[names.RUN_ID] = self.run_id = uuid.uuid4().hex  # ties the checkpoint to this file
         for k, v in provenance.items():
-            a[k] = v if isinstance(v, (int, float, np.ndarray)) else str(v)  # plain str: torch.__version__ is a subclass
+            # plain str: torch.__version__ is a subclass
+            a[k] = v if isinstance(v, (int, float, np.ndarray)) else str(v)
         g = self.f.create_group(names.LAYERS)
         g.create_dataset("name", data=np.array(layout.names, dtype=object), dtype=STR)
         g.create_dataset("kind", data=np.array(layout.kinds, dtype=object), dtype=STR)
@@ -92,7 +93,8 @@ class RunWriter:
         try:
             self.f = open_clearing_flags(self.path)
         except OSError as exc:
-            raise RunFileError(f"cannot reopen {self.path} to resume it ({exc}); start again with --overwrite") from None
+            raise RunFileError(f"cannot reopen {self.path} to resume it ({exc}); "
+                               f"start again with --overwrite") from None
         a = self.f.attrs
         if text_attr(a.get(names.SCHEMA, "")) != SCHEMA:
             self.f.close()
@@ -147,7 +149,7 @@ class RunWriter:
             self.f.flush()
             self.f.close()
             self.f = h5py.File(self.path, "r+", libver=WRITE_LIBVER, locking=False)
-    
+
     # ------------------------------------------------------------------ writing
     def add_probe(self, name: str, index: np.ndarray, batch_score: np.ndarray, score_label: str,
                   batch_size: int, per_epoch: bool = False, attrs: dict[str, Any] | None = None) -> None:
@@ -283,10 +285,14 @@ def open_h5(path: str | Path) -> h5py.File:
     try:
         f = open_read(path)
     except OSError as exc:
+        text = " ".join(str(exc).split())
+        if open_elsewhere(exc):  # the opener, not the file: never reported as damage
+            raise RunFileError(f"{path} is open elsewhere with HDF5 access flags gradlab cannot share ({text}); "
+                               f"close the other handle (h5py, xarray, another program) and open it again; the "
+                               f"file itself is intact") from None
         if "already open for write" in str(exc) or "SWMR" in str(exc):
             raise RunFileError(f"{path} was left open by a gradlab run that was killed while creating datasets; "
                                f"continue it with gradlab run --resume (or clear it with h5clear -s)") from None
-        text = " ".join(str(exc).split())
         if "truncated" in text:
             raise RunFileError(f"{path} is truncated ({text}): part of the file is missing; restore it from a copy "
                                f"or rerun it (gradlab run --overwrite)") from None
@@ -300,7 +306,8 @@ def open_h5(path: str | Path) -> h5py.File:
                            f"or rerun it (gradlab run --overwrite)") from None
     if not schema.startswith("gradlab.run/"):
         f.close()
-        raise RunFileError(f"{path} is HDF5 but not a gradlab run (no schema attribute); pass a file written by gradlab run")
+        raise RunFileError(f"{path} is HDF5 but not a gradlab run (no schema attribute); "
+                           f"pass a file written by gradlab run")
     from gradlab.runfile.schema import resolve  # version check, migration of older files (gradlab/schema.py)
 
     return resolve(path, f, str(schema))
