@@ -167,6 +167,7 @@ class GradientProbe(ProbeBatches):
             raise ConfigError(f"probe {self.name!r}: {len(loader.data)} images make no batch of {self.batch_size}")
         self.score_label = self.order.label
         self.attrs = {"batching": batching, "order_kind": "gradient", "score_mode": SCORE_MODE}
+        self.preprocessing = loader.data.preprocessing()
         self.index = np.zeros(0, dtype=np.int64)
         self.batch_score = np.zeros(self.num_batches)
         self._idx: list[torch.Tensor] = []

@@ -37,6 +37,22 @@ from gradlab.track.stores import make_store
 __all__ = ["Tracker", "TrackOptions", "Runtime", "ProbeBatches"]
 
 
+def probe_attrs(p: ProbeBatches) -> dict[str, Any]:
+    """The probe group's record of its inputs: how they were made, and unequal batch sizes."""
+    out: dict[str, Any] = {}
+    pre = p.preprocessing
+    if pre is not None:
+        out[names.PREPROCESSING] = pre.kind
+        if pre.transform:
+            out[names.TRANSFORM] = pre.transform
+        if pre.mean is not None and pre.std is not None:
+            out[names.INPUT_MEAN] = np.asarray(pre.mean, dtype=np.float64)
+            out[names.INPUT_STD] = np.asarray(pre.std, dtype=np.float64)
+    if p.batch_sizes is not None:
+        out[names.BATCH_SIZES] = np.asarray(p.batch_sizes, dtype=np.int64)
+    return out
+
+
 class Tracker:
     """Probe every mini-batch gradient of fixed orders at each epoch's start parameters.
 
@@ -144,7 +160,7 @@ class Tracker:
         writer = RunWriter(self.out, config, prov, self.layout)
         for name, p in self.probes.items():
             writer.add_probe(name, p.index, p.batch_score, p.score_label, p.batch_size, per_epoch=p.per_epoch,
-                             attrs=p.attrs)
+                             attrs={**p.attrs, **probe_attrs(p)})
         return writer
 
     def _device(self) -> torch.device:

@@ -6,11 +6,12 @@ rows, checkpoint, commit ``epochs_done``. The tracking itself lives in ``gradlab
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -30,7 +31,8 @@ from gradlab.track.gradorders import gradient_probes
 from gradlab.track.layout import ParamLayout
 from gradlab.track.options import Runtime, TrackOptions
 from gradlab.track.tracker import Tracker
-from gradlab.train.accel import accelerate, resolve_device, resolve_threads  # resolve_device: also gradlab.train.runner's API
+# resolve_device: also gradlab.train.runner's API
+from gradlab.train.accel import accelerate, resolve_device, resolve_threads
 from gradlab.train.checkpoint import (check_resume_config, checkpoint_path, load_checkpoint, rng_state,
                                      save_checkpoint, set_rng_state)
 from gradlab.train.distributed import check_batch_size
@@ -39,10 +41,17 @@ from gradlab.train.nonfinite import NonFiniteGuard
 from gradlab.usercode import is_import_path, load_object
 
 
-def data_attrs(data: ImageSet) -> dict[str, np.ndarray]:
-    """The per-channel normalisation the model saw (fraction of 255), for the run file."""
-    return {names.DATA_MEAN: np.asarray(data.mean, dtype=np.float64),
-            names.DATA_STD: np.asarray(data.std, dtype=np.float64)}
+def data_attrs(data: ImageSet) -> dict[str, Any]:
+    """How the model's inputs were made, for the run file's root: the per-channel normalisation
+    (fraction of 255), or the user's transform (``gradlab.data.inputs``)."""
+    pre = data.preprocessing()
+    out: dict[str, Any] = {names.DATA_PREPROCESSING: pre.kind}
+    if pre.mean is not None and pre.std is not None:
+        out[names.DATA_MEAN] = np.asarray(pre.mean, dtype=np.float64)
+        out[names.DATA_STD] = np.asarray(pre.std, dtype=np.float64)
+    if pre.transform:
+        out[names.DATA_TRANSFORM] = pre.transform
+    return out
 
 
 @dataclass
@@ -71,7 +80,8 @@ def build_study(cfg: StudyConfig, scores: ScoreFn = compute_scores, device: torc
     if is_import_path(cfg.model.name):
         load_object(cfg.model.name, "model.name")  # an unresolvable import path fails before the data loads
     train = load_split(cfg.data, train=True)
-    test = load_split(cfg.data, train=False)
+    # the test images are normalised as the training images are (user data: the train split's measured constants)
+    test = dataclasses.replace(load_split(cfg.data, train=False), mean=train.mean, std=train.std)
     bs = cfg.train.batch_size
     if len(train) < bs:
         raise ConfigError(f"the training set has {len(train)} images, fewer than train.batch_size = {bs}; "
