@@ -70,6 +70,10 @@ def test_user_batches_of_127_to_129_run_three_epochs_and_match_autograd(tmp_path
     with gradlab.open_run(out) as run:
         assert run.status == "complete" and run.epochs_done == 3
         assert list(run.f["probes/random"].attrs["batch_sizes"]) == list(SIZES)
+    from gradlab.report.inspect import describe
+
+    assert "6 batches of 127–129" in describe(out) and "inputs: user batches" in describe(out)
+    with gradlab.open_run(out) as run:
         d = run.distance_matrix("random")
         trace = run.quantity("random", "noise_trace").noise_trace.to_numpy()
         g2 = run.quantity("random", "noise_g2").noise_g2.to_numpy()
