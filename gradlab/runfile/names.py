@@ -20,6 +20,7 @@ RUN_ID = "run_id"
 RESUMES = "resumes"
 DATA_MEAN = "data_mean"  # per-channel normalisation the model saw (fraction of 255), when known
 DATA_STD = "data_std"
+CPU_THREADS = "cpu_threads"  # provenance: torch's intra-op threads; --resume with threads = "auto" reuses it
 DATA_TRANSFORM = "data_transform"  # repr of data.transform, the user's preprocessing of every image
 DATA_PREPROCESSING = "data_preprocessing"  # how gradlab run made the model's inputs (gradlab.data.inputs)
 

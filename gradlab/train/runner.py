@@ -69,14 +69,17 @@ class Study:
     gradient_orders: list[str] = field(default_factory=list)  # rebuilt at every theta_e (gradlab.track.gradorders)
 
 
-def build_study(cfg: StudyConfig, scores: ScoreFn = compute_scores, device: torch.device | None = None) -> Study:
+def build_study(cfg: StudyConfig, scores: ScoreFn = compute_scores, device: torch.device | None = None,
+                threads: int | None = None) -> Study:
     """Load data, build the model (seeded) and the orders; validates names early.
-    ``device`` overrides ``train.device`` (a torchrun rank's own device)."""
+    ``device`` overrides ``train.device`` (a torchrun rank's own device); ``threads`` overrides
+    ``train.threads`` (a resumed run's recorded count)."""
     t = cfg.track
     if t.enabled:
         TrackOptions.from_study(cfg)  # validates the tracker's options before any work
     device = device or resolve_device(cfg.train.device)
-    torch.set_num_threads(resolve_threads(cfg.train.threads))  # before any work; recorded as cpu_threads
+    # before any work; recorded as cpu_threads
+    torch.set_num_threads(threads if threads is not None else resolve_threads(cfg.train.threads))
     if is_import_path(cfg.model.name):
         load_object(cfg.model.name, "model.name")  # an unresolvable import path fails before the data loads
     train = load_split(cfg.data, train=True)
@@ -155,7 +158,7 @@ class Runner:
                              f"which is no longer running")
             self._check_output(resume)
             self.resume_from = self._plan_resume() if resume else None
-            self.study = build_study(cfg, scores, rank_device)
+            self.study = build_study(cfg, scores, rank_device, threads=self._resume_threads())
         except BaseException:
             if self.lock is not None:
                 self.lock.release()
@@ -182,6 +185,17 @@ class Runner:
         if self.dist.any(failure is not None):
             raise failure or GradlabError(f"rank 0 could not resume {self.out}; see its error")
         return self.dist.broadcast_object(ck)
+
+    def _resume_threads(self) -> int | None:
+        """``train.threads = "auto"`` on ``--resume``: the thread count the run recorded (``cpu_threads``),
+        not a new measurement of the free cores, so that intra-op reductions, and with them every
+        number, continue exactly as the run began. None: decide as usual."""
+        recorded = (self.resume_from or {}).get(names.CPU_THREADS)
+        if self.cfg.train.threads != "auto" or not recorded:
+            return None
+        self.log(f"gradlab run: --resume uses the {recorded} CPU thread(s) {self.out} was started with "
+                 f"(train.threads = \"auto\")")
+        return int(recorded)
 
     # ------------------------------------------------------------------ restore
     def _tracker(self, model: nn.Module, steps: int) -> tuple[Tracker, int]:
@@ -375,10 +389,12 @@ def plan_resume(out: Path, ckpt_path: Path, cfg: StudyConfig, log: Callable[[str
     (killed before the first epoch was committed). Refuses incompatible config changes."""
     from gradlab.runfile.writer import open_h5, text_attr
 
+    threads = None
     try:
         with open_h5(out) as f:
             done = int(f.attrs[names.EPOCHS_DONE])
             status = text_attr(f.attrs[names.STATUS])
+            threads = f.attrs.get(names.CPU_THREADS)
     except RunFileError as exc:
         if not ckpt_path.exists() and cfg.output.checkpoint:
             # every commit is preceded by a checkpoint: no checkpoint, no committed epoch to lose
@@ -392,6 +408,7 @@ def plan_resume(out: Path, ckpt_path: Path, cfg: StudyConfig, log: Callable[[str
             try:
                 with open_clearing_flags(out) as f:
                     done, status = int(f.attrs[names.EPOCHS_DONE]), "running"
+                    threads = f.attrs.get(names.CPU_THREADS)
             except (OSError, KeyError, RuntimeError):
                 raise RunFileError(f"{out} is damaged and cannot be resumed ({exc}); restore the run file from a "
                                    f"copy and resume again (its checkpoint {ckpt_path} is intact), or start again "
@@ -413,4 +430,6 @@ def plan_resume(out: Path, ckpt_path: Path, cfg: StudyConfig, log: Callable[[str
     if epoch + 1 >= cfg.train.epochs and status == "complete":
         raise GradlabError(f"{out} is already complete with {epoch + 1} epochs; raise train.epochs "
                            f"(--set train.epochs=N) to continue it")
+    if threads is not None:
+        ck[names.CPU_THREADS] = int(threads)  # train.threads = "auto" continues with it (Runner._resume_threads)
     return ck
