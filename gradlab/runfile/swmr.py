@@ -145,3 +145,26 @@ def open_clearing_flags(path: str | Path) -> h5py.File:
         raise OSError(f"could not clear the status flags of {path}; run `h5clear -s {path}`")
     fid = h5py.h5f.open(os.fsencode(str(path)), h5py.h5f.ACC_RDWR, fapl=fapl)
     return h5py.File(fid)
+
+
+
+def stop_writing(f: h5py.File) -> None:
+    """Point HDF5's descriptor of ``f`` at ``/dev/null``: from here on nothing reaches the file on disk.
+
+    After a failed write (ENOSPC, EIO) HDF5's state is unreliable: closing normally flushes
+    again, fails again, and can leave a file that SWMR readers refuse, or crash the process (a
+    dataset handle closed after its file). With the descriptor on ``/dev/null`` the flushes of
+    closing succeed and reach nothing: the file stays exactly as the failure left it, as a kill
+    would leave it, which SWMR keeps readable to its last commit. Close ``f`` afterwards.
+    """
+    if not f.id.valid:
+        return
+    try:
+        fd = f.id.get_vfd_handle()
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+    except (OSError, ValueError, RuntimeError, TypeError):  # a driver without a descriptor: nothing to point
+        pass

@@ -25,7 +25,7 @@ from torch import nn
 
 from gradlab import registry
 from gradlab.data.probes import Batch, ProbeBatches, as_probe
-from gradlab.errors import GradlabError
+from gradlab.errors import GradlabError, is_disk_full
 from gradlab.runfile import names
 from gradlab.track.layout import ParamLayout
 from gradlab.track.options import Runtime, TrackOptions, json_config
@@ -276,6 +276,23 @@ class Tracker:
             finally:
                 self._release()
 
+    def close_failed(self, exc: BaseException, reason: str = "") -> None:
+        """Close as ``failed`` because of ``exc`` (``reason``: the message to record, else ``exc``'s).
+
+        A full disk (in the run file or elsewhere, the checkpoint) without room left to record
+        the status leaves the run file as a kill would (``RunWriter.abandon``): a write that fails
+        there can leave a file SWMR readers refuse. Its committed epochs stay readable and
+        ``--resume`` continues it once there is space. (A write of the run file that failed has
+        abandoned it already.)"""
+        if is_disk_full(exc) and not self._closed and not self.writer.has_room():
+            self._closed = True
+            try:
+                self.writer.abandon(exc)
+            finally:
+                self._release()
+            return
+        self.close("failed", reason or f"{type(exc).__name__}: {exc}")
+
     def __enter__(self) -> "Tracker":
         return self
 
@@ -283,4 +300,4 @@ class Tracker:
         if exc is None:
             self.close("complete")
         else:
-            self.close("failed", f"{type(exc).__name__}: {exc}")
+            self.close_failed(exc)

@@ -350,7 +350,7 @@ class Runner:
     def _fail(self, tracker: Tracker, exc: BaseException, e: int) -> None:
         reason = self._as_disk_full(exc, e).args[0] if is_disk_full(exc) else f"{type(exc).__name__}: {exc}"
         try:
-            tracker.close("failed", reason)
+            tracker.close_failed(exc, reason)
         except Exception as close_exc:  # noqa: BLE001 - e.g. still no space: the committed epochs are on disk
             self.log(f"gradlab run: could not record the failure in {self.out}: {close_exc}")
         self.dist.close()
