@@ -252,3 +252,28 @@ def test_study_file_transform_only_for_user_data(tiny):
         tiny(data={"transform": "x.y:T"})
     with pytest.raises(ConfigError, match="import path"):
         tiny(data={"dataset": "imagefolder", "transform": "not a path"})
+
+
+def test_study_file_imagefolder_with_transform(tmp_path, monkeypatch, tiny):
+    from torchvision.datasets import ImageFolder
+
+    from gradlab.data.datasets import BatchLoader
+    from gradlab.data.orders import OrderBatches
+    from gradlab.train.runner import build_study
+
+    px = _pixels(seed=8)
+    for split, rng in (("train", range(N)), ("test", range(8))):
+        for i in rng:
+            folder = tmp_path / "imgs" / split / "ab"[i % 2]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(px[i].permute(1, 2, 0).numpy()).save(folder / f"{i:03d}.png")
+    (tmp_path / "tfmod21.py").write_text("from torchvision import transforms as T\n"
+                                         "TRANSFORM = T.Compose([T.ToTensor(), T.Normalize((0.5,) * 3, (0.25,) * 3)])\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("tfmod21", None)
+    cfg = tiny(data={"dataset": "imagefolder", "root": str(tmp_path / "imgs"), "transform": "tfmod21:TRANSFORM",
+                     "subset": 0, "test_subset": 0}, model={"num_classes": 2}, train={"batch_size": M})
+    s = build_study(cfg)
+    loader = BatchLoader(s.train, s.device, M)
+    for order in s.probes:
+        _assert_same(OrderBatches(order, loader), ImageFolder(str(tmp_path / "imgs" / "train"), transform=_transform()))
