@@ -267,8 +267,9 @@ def test_study_file_imagefolder_with_transform(tmp_path, monkeypatch, tiny):
             folder = tmp_path / "imgs" / split / "ab"[i % 2]
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(px[i].permute(1, 2, 0).numpy()).save(folder / f"{i:03d}.png")
-    (tmp_path / "tfmod21.py").write_text("from torchvision import transforms as T\n"
-                                         "TRANSFORM = T.Compose([T.ToTensor(), T.Normalize((0.5,) * 3, (0.25,) * 3)])\n")
+    (tmp_path / "tfmod21.py").write_text(
+        "from torchvision import transforms as T\n"
+        "TRANSFORM = T.Compose([T.ToTensor(), T.Normalize((0.5,) * 3, (0.25,) * 3)])\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     sys.modules.pop("tfmod21", None)
     cfg = tiny(data={"dataset": "imagefolder", "root": str(tmp_path / "imgs"), "transform": "tfmod21:TRANSFORM",
