@@ -33,6 +33,11 @@ class DataConfig:
     augment: bool = True  # train-time random crop (pad 4) + horizontal flip; probes never augment
     download: bool = True  # let torchvision try the real CIFAR-10 download when missing
     tile: int = 64  # segmentation sets (buildings, segfolder): tile side in pixels, a multiple of 16
+    # your own preprocessing of one raw image, "package.module:attr" naming the transform object itself
+    # (a torchvision Compose or any callable, as in your training loop); imagefolder and import-path
+    # datasets only. Training, test and probe inputs are transform(image); "" = normalise with the
+    # data's own per-channel mean/std (gradlab.data.inputs)
+    transform: str = ""
 
 
 @dataclass
@@ -143,6 +148,7 @@ class StudyConfig:
         if self.data.subset < 0 or self.data.test_subset < 0:
             raise ConfigError("data.subset and data.test_subset must be >= 0 (0 = all)")
         _check_dataset_name(self.data.dataset)
+        _check_transform(self.data)
         _check_orders(self.track)
         Schedule.parse(self.track.param_stats)
         if t.threads != "auto" and (isinstance(t.threads, str) or t.threads < 1):
@@ -184,6 +190,18 @@ def _check_dataset_name(name: str) -> None:
     """A built-in dataset or an import path; checked before anything loads."""
     if not is_import_path(name):
         registry.DATASETS.check(name)
+
+
+def _check_transform(d: DataConfig) -> None:
+    """``data.transform``: an import path, for the user's own data (imagefolder or an import path)."""
+    if not d.transform:
+        return
+    if not is_import_path(d.transform):
+        raise ConfigError(f'data.transform = {d.transform!r} is not an import path; name your transform object as '
+                          f'"package.module:name"')
+    if d.dataset != "imagefolder" and not is_import_path(d.dataset):
+        raise ConfigError(f"data.transform applies to your own data (data.dataset = \"imagefolder\" or an import "
+                          f"path), not to the built-in {d.dataset!r}; remove data.transform")
 
 
 _EVERY = re.compile(r"^every:([1-9][0-9]*)$")

@@ -284,16 +284,30 @@ def noise_scale(sq_dists: np.ndarray, full_sq_norm: float, batch_size: int, n: i
     return tr_sigma / g2 if g2 > 0 else math.nan
 
 
+def noise_scale_parts_unequal(sq_dists: np.ndarray, full_sq_norm: float, sizes: np.ndarray) -> tuple[float, float]:
+    """``noise_scale_parts`` for K batches of unequal sizes m_k partitioning n = sum m_k examples.
+
+    Each batch is a sample without replacement, so E|g_k - G|^2 = tr(Sigma) (n - m_k) / (m_k n);
+    summing over k, tr(Sigma) = sum_k |g_k - G|^2 / sum_k (n - m_k) / (m_k n) is unbiased, and
+    |G_true|^2 = |G|^2 - tr(Sigma)/n as before. With equal sizes it is the same estimator
+    (``noise_parts`` keeps the equal-size formula there, so those results stay bit-identical).
+    """
+    m = np.asarray(sizes, dtype=np.float64)
+    n = float(m.sum())
+    tr_sigma = float(np.sum(sq_dists)) / float(np.sum((n - m) / (m * n)))
+    return tr_sigma, full_sq_norm - tr_sigma / n
+
+
 def noise_parts(r: Reductions) -> tuple[float, float]:
-    """``(tr(Sigma), |G_true|^2)`` of one pass; NaN when K < 2 or n <= m (no spread to measure)."""
-    sizes = np.asarray(r[BATCH_SIZE])
-    m = int(sizes[0])
-    if np.any(sizes != m):
-        raise ValueError("noise scale assumes equal batch sizes (drop_last)")
+    """``(tr(Sigma), |G_true|^2)`` of one pass, for equal or unequal batch sizes; NaN when K < 2
+    or a batch holds every example (no spread to measure)."""
+    sizes = np.asarray(r[BATCH_SIZE], dtype=np.int64)
     n, sq = int(sizes.sum()), r[SQ_DIST]
-    if n <= m or len(sq) < 2:
+    if len(sq) < 2 or n <= int(sizes.max()):
         return math.nan, math.nan
-    return noise_scale_parts(sq, r[FULL_SQ_NORM], m, n)
+    if np.all(sizes == sizes[0]):  # the equal-size formula, bit for bit as before
+        return noise_scale_parts(sq, r[FULL_SQ_NORM], int(sizes[0]), n)
+    return noise_scale_parts_unequal(sq, r[FULL_SQ_NORM], sizes)
 
 
 class NoiseG2(Quantity):

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from gradlab.config import DataConfig
 from gradlab import registry
+from gradlab.data.inputs import NORMALISE, ItemInputs, Preprocessing
 from gradlab.errors import DatasetError, did_you_mean
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -37,12 +38,18 @@ class ImageSet:
     """Images and labels of one split."""
 
     name: str
-    images: torch.Tensor  # uint8 [N, 3, H, W]
+    # uint8 [N, 3, H, W]: the raw pixels the metrics score; None for a dataset of float tensors that are
+    # not raw pixels (already normalised), which only orders without a metric can use
+    images: torch.Tensor | None
     labels: torch.Tensor  # int64 [N]; for segmentation sets uint8 masks [N, H, W] (gradlab.data.segmentation)
     classes: tuple[str, ...]
-    # per-channel normalisation of this data (fraction of 255); CIFAR-10's unless the dataset has its own
+    # per-channel normalisation of this data (fraction of 255): the built-in dataset's constants, or those
+    # measured on the user's images (gradlab.data.inputs.channel_stats); used when ``inputs`` is None
     mean: tuple[float, float, float] = MEAN
     std: tuple[float, float, float] = STD
+    # the model's inputs read per image from the user's dataset (their transform, or float tensors as
+    # given); None: the normalised images above (gradlab.data.inputs)
+    inputs: ItemInputs | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -51,7 +58,23 @@ class ImageSet:
         """The first ``n`` images (all when n is 0 or larger than the set)."""
         if n <= 0 or n >= len(self):
             return self
-        return ImageSet(self.name, self.images[:n], self.labels[:n], self.classes, self.mean, self.std)
+        images = self.images[:n] if self.images is not None else None
+        return ImageSet(self.name, images, self.labels[:n], self.classes, self.mean, self.std, self.inputs)
+
+    def preprocessing(self) -> Preprocessing:
+        """How this set's model inputs are made (recorded in every probe group of it)."""
+        if self.inputs is not None:
+            return self.inputs.preprocessing()
+        return Preprocessing(NORMALISE, mean=tuple(map(float, self.mean)), std=tuple(map(float, self.std)))
+
+    def pixels(self, why: str) -> torch.Tensor:
+        """The raw uint8 images, or one ``DatasetError`` saying why they are needed and what to pass."""
+        if self.images is None:
+            raise DatasetError(f"dataset {self.name!r} yields float tensors that are not raw pixels (outside [0, 1], "
+                               f"e.g. after Normalize()), and {why} needs raw pixels; pass the raw dataset (PIL images "
+                               f"or uint8 tensors) with your preprocessing as transform= (data.transform in a study "
+                               f"file), or use the random order")
+        return self.images
 
 
 # --------------------------------------------------------------------------- sources
@@ -188,7 +211,8 @@ class BatchLoader:
         self.data = data
         self.batch_size = batch_size
         self.device = device
-        self.images = data.images.to(device)
+        self.inputs = data.inputs  # the user's preprocessing, per image; None: normalise the images
+        self.images = data.images.to(device) if self.inputs is None else None
         self.labels = data.labels.to(device)
         self.segmentation = is_segmentation(data)
         self.mean = torch.tensor(data.mean, device=device).view(1, 3, 1, 1)  # the data's own normalisation
@@ -217,6 +241,10 @@ class BatchLoader:
     def get(self, idx: torch.Tensor, augment: torch.Generator | None = None,
             part: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch ``idx``; ``part = (start, total)``: ``idx`` is rows start.. of a batch of ``total``."""
+        if self.inputs is not None:  # the user's own tensors: augmentation (crop, flip) comes after them
+            x = self.inputs(idx.tolist()).to(self.device)
+            x = random_crop_flip(x, augment, part=part) if augment is not None else x
+            return x, self.labels[idx.to(self.device)]
         idx = idx.to(self.device)
         x = self.images[idx].float().div_(255)
         if self.segmentation:  # masks: augment image and mask together

@@ -47,7 +47,7 @@ ScoreFn = Callable[[str, ImageSet], np.ndarray]
 
 def compute_scores(metric: str, data: ImageSet) -> np.ndarray:
     """Scores of every image of ``data`` under ``metric`` (no cache)."""
-    return get_metric(metric).compute(data.images)
+    return get_metric(metric).compute(data.pixels(f"the {metric} metric"))
 
 
 def random_order(n: int, batch_size: int, seed: int) -> Order:
@@ -199,6 +199,7 @@ def build_order(name: str, data: ImageSet, batch_size: int, seed: int, scores: S
             return order
         return Order(probe_name(RANDOM, batching), cut(batching, order.index, batch_size, data.labels),
                      order.batch_score, order.score_label, batching)
+    data.pixels(f"the {name!r} order")  # one line before any scoring when there are no raw pixels
     return metric_order(name, data, batch_size, scores(name, data), batching)
 
 
@@ -214,6 +215,7 @@ class OrderBatches(ProbeBatches):
         self.batch_size = loader.batch_size
         self.index, self.batch_score, self.score_label = order.index, order.batch_score, order.score_label
         self.attrs = {"batching": order.batching}
+        self.preprocessing = loader.data.preprocessing()
         self._idx = loader.batch_indices(torch.from_numpy(order.index))
 
     def batches(self, ks: Sequence[int] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from gradlab.data.inputs import USER_BATCHES, Preprocessing
 from gradlab.errors import ConfigError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -36,6 +37,9 @@ class ProbeBatches:
     per_epoch = False
     needs_full = False  # prepare() needs the full gradient of the reference probe's pass
     attrs: Mapping[str, Any] = {}  # extra attributes of the probe's group in the run file (read only)
+    # how the input tensors were made (recorded in the probe's group; gradlab.data.inputs)
+    preprocessing: Preprocessing | None = None
+    batch_sizes: np.ndarray | None = None  # int64 [K] images per batch when they differ; None: batch_size each
 
     def prepare(self, frozen: Any, full: torch.Tensor | None) -> None:
         """Rebuild the order at theta_e (``frozen``, a ``gradlab.track.probe.FrozenModel``);
@@ -48,9 +52,15 @@ class ProbeBatches:
 class IterableProbe(ProbeBatches):
     """A user's re-iterable of ``(x, y)`` batches (a list, a non-shuffling DataLoader, ...).
 
-    The batches must be the same at every epoch. Counting them costs one pass over the
-    iterable at construction when it has no ``len``; batch scores are the batch numbers.
+    The batches must be the same at every epoch; their sizes may differ (the full gradient is
+    the size-weighted mean, the noise scale uses the unequal-size estimator). One pass over the
+    iterable at construction checks every batch, so anything unsupported is refused then, in one
+    line, never after an epoch was trained: a one-shot iterator, a shuffling DataLoader, no
+    batches, a batch that is not an ``(x, y)`` pair of tensors, or whose x and y disagree in
+    length, or that is empty. Batch scores are the batch numbers; the tensors are used as given.
     """
+
+    preprocessing = Preprocessing(USER_BATCHES)
 
     def __init__(self, name: str, source: Iterable[Batch]):
         if iter(source) is source:
@@ -61,11 +71,12 @@ class IterableProbe(ProbeBatches):
             raise ConfigError(f"probe {name!r}: its DataLoader shuffles, so its batches change every epoch; "
                               f"use shuffle=False (a probe order must be fixed)")
         self.source = source
-        first = next(iter(source), None)
-        if first is None:
+        sizes = np.array([_batch_size(name, k, b) for k, b in enumerate(source)], dtype=np.int64)
+        if not len(sizes):
             raise ConfigError(f"probe {name!r} has no batches")
-        self.batch_size = len(first[1])
-        self.num_batches = len(source) if hasattr(source, "__len__") else sum(1 for _ in source)  # type: ignore[arg-type]
+        self.num_batches = len(sizes)
+        self.batch_size = int(sizes.max())
+        self.batch_sizes = sizes if np.any(sizes != sizes[0]) else None
         self.index = np.zeros(0, dtype=np.int64)
         self.batch_score = np.arange(self.num_batches, dtype=np.float64)
         self.score_label = "batch number"
@@ -75,6 +86,21 @@ class IterableProbe(ProbeBatches):
         for k, (x, y) in enumerate(self.source):
             if want is None or k in want:
                 yield x, y
+
+
+def _batch_size(name: str, k: int, batch: Any) -> int:
+    """Images in batch ``k`` of a user's probe, or one ``ConfigError`` saying what is wrong with it."""
+    if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+        raise ConfigError(f"probe {name!r}: batch {k} is a {type(batch).__name__}, not an (x, y) pair; "
+                          f"a probe yields (inputs, targets) batches")
+    x, y = batch
+    if not (torch.is_tensor(x) and torch.is_tensor(y)):
+        what = type(x).__name__ if not torch.is_tensor(x) else type(y).__name__
+        raise ConfigError(f"probe {name!r}: batch {k} holds a {what}; x and y must be tensors")
+    if x.dim() == 0 or y.dim() == 0 or len(x) != len(y) or len(y) == 0:
+        raise ConfigError(f"probe {name!r}: batch {k} has {len(x) if x.dim() else 0} inputs and "
+                          f"{len(y) if y.dim() else 0} targets; each batch needs as many of both, at least one")
+    return len(y)
 
 
 def as_probe(name: str, source: Iterable[Batch] | ProbeBatches) -> ProbeBatches:

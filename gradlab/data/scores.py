@@ -68,10 +68,11 @@ class ScoreCache:
 
     def fingerprint(self, data: ImageSet) -> str:
         """Fingerprint of ``data.images``, hashed once per tensor."""
-        key = id(data.images)
+        images = data.pixels("the score cache")
+        key = id(images)
         hit = self._fp.get(key)
-        if hit is None or hit[0] is not data.images:
-            hit = (data.images, fingerprint(data.images))
+        if hit is None or hit[0] is not images:
+            hit = (images, fingerprint(images))
             self._fp[key] = hit
         return hit[1]
 
@@ -113,7 +114,7 @@ class ScoreCache:
         self.misses += 1
         t0 = time.perf_counter()
         with tqdm(total=len(data), desc=f"scores {name}", unit="img", leave=False, disable=not self.progress) as bar:
-            out = metric.compute(data.images, progress=bar.update)
+            out = metric.compute(data.pixels(f"the {name} metric"), progress=bar.update)
         self.store(metric, data, out, time.perf_counter() - t0)
         return out
 

@@ -5,7 +5,10 @@
 Install with ``pip install gradlab[lightning]``. The callback builds a ``gradlab.Tracker`` on
 the LightningModule at fit start, freezes theta_e at each training epoch's start, counts
 optimizer steps, and at the epoch's end probes every order and commits the epoch's rows:
-the learning rate of the first optimizer's first group at the epoch's start, and every scalar in
+the learning rate of the first optimizer's first group at the epoch's start, ``train/loss`` as
+the epoch's mean training loss (of the losses ``training_step`` returned, weighted by batch
+size, as ``/train/loss`` is defined; a logged ``train_loss``, whose value depends on
+``on_step``/``on_epoch``, is replaced by it), and every other scalar in
 ``trainer.callback_metrics`` (``val_x`` is stored as ``test/x``, ``train_x`` as ``train/x``,
 anything else as ``user/<name>``). The probe's forward pass is ``module(x)`` and its loss
 ``loss_fn(output, y)`` (cross-entropy unless given): the LightningModule's ``forward`` must
@@ -17,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import pytorch_lightning as pl
+import torch
 
 from gradlab.data.probes import ProbeBatches
 from gradlab.track.tracker import Tracker
@@ -30,6 +34,7 @@ class GradlabCallback(pl.Callback):
         self.out, self.probes, self.kwargs = Path(out), probes, tracker_kwargs
         self.tracker: Tracker | None = None
         self._lr: float | None = None
+        self._loss_sum, self._seen = 0.0, 0  # this epoch's training losses x batch sizes, and images
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.world_size > 1:
@@ -45,10 +50,16 @@ class GradlabCallback(pl.Callback):
         # the epoch's learning rate, read now: Lightning steps epoch-wise schedulers before
         # on_train_epoch_end runs
         self._lr = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else None
+        self._loss_sum, self._seen = 0.0, 0
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         self.tracker.step()
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if torch.is_tensor(loss) and loss.numel() == 1:
+            n = _batch_size(batch)
+            self._loss_sum += float(loss.detach()) * n
+            self._seen += n
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         scalars = {}
@@ -61,6 +72,8 @@ class GradlabCallback(pl.Callback):
             except (TypeError, ValueError):
                 continue
             scalars[name.replace("/", "_")] = v
+        if self._seen:
+            scalars["train_loss"] = self._loss_sum / self._seen  # the epoch's mean, not the last batch's
         was_training = pl_module.training
         self.tracker.epoch_end(**scalars)
         pl_module.train(was_training)
@@ -72,3 +85,10 @@ class GradlabCallback(pl.Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if self.tracker is not None:
             self.tracker.close("failed", f"{type(exception).__name__}: {exception}")
+
+
+def _batch_size(batch: Any) -> int:
+    """Images in a training batch: the length of its first tensor (``(x, y)``, ``{"x": ...}``), else 1."""
+    while isinstance(batch, (tuple, list, Mapping)) and len(batch):
+        batch = next(iter(batch.values())) if isinstance(batch, Mapping) else batch[0]
+    return len(batch) if torch.is_tensor(batch) and batch.dim() else 1

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gradlab.runfile import names
 from gradlab.runfile.reader import Run, open_run
 
 
@@ -47,8 +48,12 @@ def _describe(run: Run) -> str:
         rng = f", scores {scores.min():.4g}–{scores.max():.4g}" if scores.size else ""
         how = ("" if run.batching(p) == "contiguous" else f" ({run.batching(p)} cut)") + (
             " (order rebuilt at every epoch's parameters)" if run.is_per_epoch(p) else "")
-        out.append(f"  {p}: {k} batches of {run.probe_attrs(p).get('batch_size', '?')}{how}, {run.score_label(p)}{rng}; "
-                   f"measures {', '.join(run.measures(p)) or 'none'}")
+        attrs = run.probe_attrs(p)
+        sizes = attrs.get(names.BATCH_SIZES)
+        size = f"{int(np.min(sizes))}–{int(np.max(sizes))}" if sizes is not None else attrs.get("batch_size", "?")
+        inputs = attrs.get(names.PREPROCESSING)
+        out.append(f"  {p}: {k} batches of {size}{how}, {run.score_label(p)}{rng}; "
+                   f"measures {', '.join(run.measures(p)) or 'none'}" + (f"; inputs: {inputs}" if inputs else ""))
     out.append("")
     out.append("datasets (rows beyond epochs_done are uncommitted and ignored by readers):")
     ds = run.datasets()

@@ -20,6 +20,9 @@ RUN_ID = "run_id"
 RESUMES = "resumes"
 DATA_MEAN = "data_mean"  # per-channel normalisation the model saw (fraction of 255), when known
 DATA_STD = "data_std"
+CPU_THREADS = "cpu_threads"  # provenance: torch's intra-op threads; --resume with threads = "auto" reuses it
+DATA_TRANSFORM = "data_transform"  # repr of data.transform, the user's preprocessing of every image
+DATA_PREPROCESSING = "data_preprocessing"  # how gradlab run made the model's inputs (gradlab.data.inputs)
 
 # ---------------------------------------------------------------- static groups
 LAYERS = "layers"
@@ -75,6 +78,15 @@ def scalar(key: str) -> str:
 # ---------------------------------------------------------------- one probe order
 PER_EPOCH_ORDER = "per_epoch_order"  # probe-group attribute: index and batch_score are [E, N] and [E, K]
 BATCHING = "batching"  # probe-group attribute: "contiguous", "stratified" or "class" (gradlab.registry.BATCHINGS)
+BATCH_SIZES = "batch_sizes"  # probe-group attribute [K]: images per batch, where they differ (user batches)
+# probe-group attributes: how the probe's input tensors were made (gradlab.data.inputs): "normalise" |
+# "transform" | "as given" | "user batches"; the transform's repr; the normalisation (fraction of 255)
+PREPROCESSING = "preprocessing"
+TRANSFORM = "transform"
+INPUT_MEAN = "input_mean"
+INPUT_STD = "input_std"
+
+
 def probe(name: str) -> str:
     return f"{PROBES}/{name}"
 

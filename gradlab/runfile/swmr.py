@@ -14,6 +14,13 @@ first commit) and goes straight back in (see ``store.py``).
 ``open_clearing_flags`` is the equivalent of ``h5clear -s``: it sets HDF5's own
 ``clear_status_flags`` file-access property (the one h5clear uses) so a killed run file can
 be reopened for writing by ``--resume``.
+
+File locking. HDF5 shares one open file per process, and a second open must ask for the same
+file-locking flags as the first ("file locking flag values don't match" otherwise). Readers
+therefore open with h5py's default flags first, the ones h5py and xarray's ``h5netcdf`` use, and
+then with the other settings (``READ_LOCKINGS``), so a run already open in this process through
+h5py or xarray opens in gradlab too, and the other way round. The writer keeps ``locking=False``
+(a reader's shared HDF5 lock must never stop it); ``<run>.lock`` keeps out a second writer.
 """
 from __future__ import annotations
 
@@ -43,19 +50,51 @@ def _fapl() -> h5py.h5p.PropFAID:
     return fapl
 
 
+# h5py's default (None: HDF5's best-effort locking, what h5py.File and xarray use) first, then
+# the flags another handle of this process may hold (gradlab's writer: False).
+READ_LOCKINGS: tuple[bool | None, ...] = (None, False, True)
+# HDF5's words for "this file is already open in this process with other access flags" or "another
+# program holds its lock": the file is fine, its opener is not; never reported as damage.
+OPEN_ELSEWHERE = ("flag values don't match", "unable to lock file", "already open for read-only",
+                  "SWMR read access flag not the same", "file close degree doesn't match")
+
+
+def lock_mismatch(exc: BaseException) -> bool:
+    """Whether ``exc`` says the file is open in this process with other file-locking flags."""
+    return "flag values don't match" in str(exc)
+
+
+def open_elsewhere(exc: BaseException) -> bool:
+    """Whether ``exc`` is about the file being open elsewhere (or locked), not about its bytes."""
+    return any(words in str(exc) for words in OPEN_ELSEWHERE)
+
+
+def _open_r(path: str | Path, **kw: object) -> h5py.File:
+    """``h5py.File(path, "r")`` with the first locking setting of ``READ_LOCKINGS`` this process accepts."""
+    for i, locking in enumerate(READ_LOCKINGS):
+        try:
+            return h5py.File(path, "r", libver="latest", locking=locking, **kw)
+        except OSError as exc:
+            if not lock_mismatch(exc) or i == len(READ_LOCKINGS) - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def open_read(path: str | Path, retry_s: float = 1.0) -> h5py.File:
     """Open for reading: a closed file normally; a file being written (or whose SWMR writer
     was killed) as an SWMR reader. A live writer is briefly out of SWMR while it creates
-    datasets, so that case is retried for ``retry_s``. Raises ``OSError`` when nothing works."""
+    datasets, so that case is retried for ``retry_s``. A handle already open in this process
+    (h5py, xarray, gradlab's writer) is shared with whatever locking flags it has. Raises
+    ``OSError`` when nothing works."""
     deadline = time.monotonic() + retry_s
     while True:
         try:
-            return h5py.File(path, "r", libver="latest", locking=False)
+            return _open_r(path)
         except OSError as exc:
             if "already open for write" not in str(exc):
                 raise
         try:
-            return h5py.File(path, "r", libver="latest", locking=False, swmr=True)
+            return _open_r(path, swmr=True)
         except OSError:
             if time.monotonic() > deadline:
                 raise
@@ -106,3 +145,26 @@ def open_clearing_flags(path: str | Path) -> h5py.File:
         raise OSError(f"could not clear the status flags of {path}; run `h5clear -s {path}`")
     fid = h5py.h5f.open(os.fsencode(str(path)), h5py.h5f.ACC_RDWR, fapl=fapl)
     return h5py.File(fid)
+
+
+
+def stop_writing(f: h5py.File) -> None:
+    """Point HDF5's descriptor of ``f`` at ``/dev/null``: from here on nothing reaches the file on disk.
+
+    After a failed write (ENOSPC, EIO) HDF5's state is unreliable: closing normally flushes
+    again, fails again, and can leave a file that SWMR readers refuse, or crash the process (a
+    dataset handle closed after its file). With the descriptor on ``/dev/null`` the flushes of
+    closing succeed and reach nothing: the file stays exactly as the failure left it, as a kill
+    would leave it, which SWMR keeps readable to its last commit. Close ``f`` afterwards.
+    """
+    if not f.id.valid:
+        return
+    try:
+        fd = f.id.get_vfd_handle()
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+    except (OSError, ValueError, RuntimeError, TypeError):  # a driver without a descriptor: nothing to point
+        pass

@@ -6,10 +6,13 @@ reader that trusts only rows ``< epochs_done`` never sees a half-written epoch.
 """
 from __future__ import annotations
 
+import functools
 import json
+import shutil
+import traceback
 import uuid
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 import h5py
 import numpy as np
@@ -17,8 +20,34 @@ import torch
 
 from gradlab.runfile import names
 from gradlab.runfile.annotate import annotate, detach
-from gradlab.errors import RunFileError
-from gradlab.runfile.swmr import WRITE_LIBVER, open_clearing_flags, open_read
+from gradlab.errors import RunFileError, is_disk_full
+from gradlab.runfile.swmr import WRITE_LIBVER, open_clearing_flags, open_elsewhere, open_read, stop_writing
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _writes(method: F) -> F:
+    """A method that writes the run file: when HDF5 fails (ENOSPC, EIO, ...) the writer abandons the
+    file (``RunWriter.abandon``) before the error propagates, and does not touch it again."""
+
+    @functools.wraps(method)
+    def wrapper(self: "RunWriter", *args: Any, **kwargs: Any) -> Any:
+        if self.abandoned:
+            raise RunFileError(f"{self.path}: an earlier write failed, so the file was left as it was; free space "
+                               f"or fix the disk, then continue with gradlab run --resume")
+        try:
+            return method(self, *args, **kwargs)
+        except (OSError, RuntimeError) as exc:
+            if write_failed(exc):
+                self.abandon(exc)
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
+
+def write_failed(exc: BaseException) -> bool:
+    """Whether HDF5 failed to write (h5py raises ``OSError``, or ``RuntimeError`` for a failed flush)."""
+    return isinstance(exc, OSError) or is_disk_full(exc) or "write failed" in str(exc)
 
 class Layers(Protocol):
     """The parameter tensors of a model, as ``/layers`` records them (``gradlab.track.layout.ParamLayout``)."""
@@ -29,6 +58,7 @@ class Layers(Protocol):
     shapes: Sequence[Sequence[int]]
 
 
+STATUS_ROOM = 1 << 20  # bytes free that recording a failure needs at most (superblock, attributes, metadata)
 SCHEMA = "gradlab.run/3"  # gradlab/runfile/schema.py: what changed in each version
 STR = h5py.string_dtype()
 # Fletcher-32 checksum on every numeric dataset (HDF5 allows no filters on variable-length
@@ -55,6 +85,8 @@ class RunWriter:
     for the first time (normally all at the first commit) and re-enters it at once. Any
     name may therefore be appended at any epoch; nothing has to be declared up front.
     """
+
+    abandoned = False  # a write failed: the file is left as the failure left it (``abandon``)
 
     def __init__(self, path: str | Path, config: dict[str, Any], provenance: dict[str, Any], layout: Layers):
         self.path = Path(path)
@@ -137,6 +169,7 @@ class RunWriter:
         """Whether the file is in SWMR-write mode now (h5py's own flag)."""
         return bool(self.f.swmr_mode)
 
+    @_writes
     def start(self) -> None:
         """Flush, and enter SWMR-write mode if not in it (call once the static datasets exist)."""
         self.f.flush()
@@ -151,6 +184,7 @@ class RunWriter:
             self.f = h5py.File(self.path, "r+", libver=WRITE_LIBVER, locking=False)
 
     # ------------------------------------------------------------------ writing
+    @_writes
     def add_probe(self, name: str, index: np.ndarray, batch_score: np.ndarray, score_label: str,
                   batch_size: int, per_epoch: bool = False, attrs: dict[str, Any] | None = None) -> None:
         """A probe group. A fixed order writes ``index [N]`` and ``batch_score [K]`` now; a
@@ -171,6 +205,7 @@ class RunWriter:
         if was:
             self.start()
 
+    @_writes
     def append(self, name: str, row: np.ndarray | float | int, epoch: int) -> None:
         """Write ``row`` as row ``epoch`` of the growing dataset ``name`` (at the next commit).
 
@@ -184,9 +219,10 @@ class RunWriter:
 
     def _create(self, name: str, row: np.ndarray) -> None:
         self.f.create_dataset(name, shape=(0, *row.shape), maxshape=(None, *row.shape), dtype=row.dtype,
-                              chunks=(1, *row.shape) if row.size > 1 else (256,), **CHECKSUM)
+                              chunks=(1, *row.shape) if row.size > 1 else (256, *row.shape), **CHECKSUM)
         annotate(self.f, name)
 
+    @_writes
     def write_pending(self) -> None:
         """Write every appended row to the file and flush (the marker does not move)."""
         if not self._pending:
@@ -217,6 +253,7 @@ class RunWriter:
             ep.resize(rows, axis=0)
             ep[n:rows] = np.arange(n, rows)
 
+    @_writes
     def write_grads(self, name: str, grads: torch.Tensor) -> None:
         """Store raw batch gradients ``[K, P]`` (optional ``/probes/<o>/grads/epoch_<e>``)."""
         arr, dtype = h5_array(grads)
@@ -235,6 +272,7 @@ class RunWriter:
         """Rows of every dataset now (a checkpoint stores this to cut the file back on resume)."""
         return {n: int(ds.shape[0]) if ds.shape else 0 for n, ds in _datasets(self.f).items()}
 
+    @_writes
     def commit(self, epoch: int) -> None:
         """Make epoch ``epoch`` visible to readers: write and flush its rows, then move the marker."""
         self.write_pending()  # ends in start(), which flushes
@@ -242,9 +280,10 @@ class RunWriter:
         self.f.flush()
 
     def close(self, status: str, reason: str = "") -> None:
-        """Drop uncommitted rows, leave SWMR and record ``status`` (and the failure reason)."""
+        """Drop uncommitted rows, leave SWMR and record ``status`` (and the failure reason); a
+        writer that abandoned its file leaves it as it is."""
         self._pending = {}
-        if not self.f.id.valid:
+        if self.abandoned or not self.f.id.valid:
             return
         try:
             self._plain()  # new attributes cannot be written in SWMR mode
@@ -252,9 +291,36 @@ class RunWriter:
             if reason:
                 self.f.attrs[names.FAILURE] = reason
             self.f.flush()
+        except (OSError, RuntimeError) as exc:
+            if write_failed(exc):
+                self.abandon(exc)
+            raise
         finally:
             if self.f.id.valid:
                 self.f.close()
+
+    def has_room(self) -> bool:
+        """Whether the disk has room to record a failure (``STATUS_ROOM``): on a full disk the
+        writes of leaving SWMR and setting the status fail and can spoil a readable file."""
+        try:
+            return shutil.disk_usage(self.path.parent).free >= STATUS_ROOM
+        except OSError:
+            return False
+
+    def abandon(self, exc: BaseException | None = None) -> None:
+        """Leave the file exactly as it is on disk, as a kill would (every committed epoch stays
+        readable, ``--resume`` continues it), and release every HDF5 handle without writing:
+        after a failed write (``exc``) or when the disk is full, a close that writes fails again
+        and can leave a file SWMR readers refuse. The handles in ``exc``'s frames go first."""
+        self._pending = {}
+        self.abandoned = True
+        stop_writing(self.f)
+        if exc is not None and exc.__traceback__ is not None:
+            traceback.clear_frames(exc.__traceback__)  # dataset handles of the failed write, before the file
+        try:
+            self.f.close()
+        except (OSError, RuntimeError, ValueError):
+            pass
 
 
 def text_attr(v: Any) -> str:
@@ -285,10 +351,14 @@ def open_h5(path: str | Path) -> h5py.File:
     try:
         f = open_read(path)
     except OSError as exc:
+        text = " ".join(str(exc).split())
+        if open_elsewhere(exc):  # the opener, not the file: never reported as damage
+            raise RunFileError(f"{path} is open elsewhere with HDF5 access flags gradlab cannot share ({text}); "
+                               f"close the other handle (h5py, xarray, another program) and open it again; the "
+                               f"file itself is intact") from None
         if "already open for write" in str(exc) or "SWMR" in str(exc):
             raise RunFileError(f"{path} was left open by a gradlab run that was killed while creating datasets; "
                                f"continue it with gradlab run --resume (or clear it with h5clear -s)") from None
-        text = " ".join(str(exc).split())
         if "truncated" in text:
             raise RunFileError(f"{path} is truncated ({text}): part of the file is missing; restore it from a copy "
                                f"or rerun it (gradlab run --overwrite)") from None

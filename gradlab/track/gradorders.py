@@ -171,6 +171,7 @@ class GradientProbe(ProbeBatches):
         # the class of every image, for the cuts that read labels (class): refused here for masks
         self.labels = (class_labels(loader.data.labels, f'probe "{self.name}"')
                        if registry.LABELS in registry.BATCHINGS[batching].traits else None)
+        self.preprocessing = loader.data.preprocessing()
         self.index = np.zeros(0, dtype=np.int64)
         self.batch_score = np.zeros(self.num_batches)
         self._idx: list[torch.Tensor] = []

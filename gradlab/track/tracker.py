@@ -25,7 +25,7 @@ from torch import nn
 
 from gradlab import registry
 from gradlab.data.probes import Batch, ProbeBatches, as_probe
-from gradlab.errors import GradlabError
+from gradlab.errors import GradlabError, is_disk_full
 from gradlab.runfile import names
 from gradlab.track.layout import ParamLayout
 from gradlab.track.options import Runtime, TrackOptions, json_config
@@ -35,6 +35,22 @@ from gradlab.track.shard import NullWriter
 from gradlab.track.stores import make_store
 
 __all__ = ["Tracker", "TrackOptions", "Runtime", "ProbeBatches"]
+
+
+def probe_attrs(p: ProbeBatches) -> dict[str, Any]:
+    """The probe group's record of its inputs: how they were made, and unequal batch sizes."""
+    out: dict[str, Any] = {}
+    pre = p.preprocessing
+    if pre is not None:
+        out[names.PREPROCESSING] = pre.kind
+        if pre.transform:
+            out[names.TRANSFORM] = pre.transform
+        if pre.mean is not None and pre.std is not None:
+            out[names.INPUT_MEAN] = np.asarray(pre.mean, dtype=np.float64)
+            out[names.INPUT_STD] = np.asarray(pre.std, dtype=np.float64)
+    if p.batch_sizes is not None:
+        out[names.BATCH_SIZES] = np.asarray(p.batch_sizes, dtype=np.int64)
+    return out
 
 
 class Tracker:
@@ -144,7 +160,7 @@ class Tracker:
         writer = RunWriter(self.out, config, prov, self.layout)
         for name, p in self.probes.items():
             writer.add_probe(name, p.index, p.batch_score, p.score_label, p.batch_size, per_epoch=p.per_epoch,
-                             attrs=p.attrs)
+                             attrs={**p.attrs, **probe_attrs(p)})
         return writer
 
     def _device(self) -> torch.device:
@@ -260,6 +276,23 @@ class Tracker:
             finally:
                 self._release()
 
+    def close_failed(self, exc: BaseException, reason: str = "") -> None:
+        """Close as ``failed`` because of ``exc`` (``reason``: the message to record, else ``exc``'s).
+
+        A full disk (in the run file or elsewhere, the checkpoint) without room left to record
+        the status leaves the run file as a kill would (``RunWriter.abandon``): a write that fails
+        there can leave a file SWMR readers refuse. Its committed epochs stay readable and
+        ``--resume`` continues it once there is space. (A write of the run file that failed has
+        abandoned it already.)"""
+        if is_disk_full(exc) and not self._closed and not self.writer.has_room():
+            self._closed = True
+            try:
+                self.writer.abandon(exc)
+            finally:
+                self._release()
+            return
+        self.close("failed", reason or f"{type(exc).__name__}: {exc}")
+
     def __enter__(self) -> "Tracker":
         return self
 
@@ -267,4 +300,4 @@ class Tracker:
         if exc is None:
             self.close("complete")
         else:
-            self.close("failed", f"{type(exc).__name__}: {exc}")
+            self.close_failed(exc)

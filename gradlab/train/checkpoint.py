@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gradlab.config import flatten
+from gradlab.config import StudyConfig, flatten
 from gradlab.atomic import atomic_torch_save
 from gradlab.errors import ConfigError, GradlabError
 
@@ -95,7 +95,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def check_resume_config(old: dict[str, Any], new: dict[str, Any], epochs_done: int) -> list[str]:
     """Raise ``ConfigError`` naming every key whose change would break the run; return the
     (allowed) keys that changed."""
-    a, b = flatten(old), flatten(new)
+    defaults = flatten(StudyConfig().to_dict())  # a key added since the checkpoint was written had its default
+    a, b = {**defaults, **flatten(old)}, {**defaults, **flatten(new)}
     changed = sorted(k for k in a.keys() | b.keys() if a.get(k, "<unset>") != b.get(k, "<unset>"))
     bad = [k for k in changed if k not in RESUMABLE_CHANGES]
     if bad:

@@ -6,11 +6,12 @@ rows, checkpoint, commit ``epochs_done``. The tracking itself lives in ``gradlab
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -40,10 +41,17 @@ from gradlab.train.nonfinite import NonFiniteGuard
 from gradlab.usercode import is_import_path, load_object
 
 
-def data_attrs(data: ImageSet) -> dict[str, np.ndarray]:
-    """The per-channel normalisation the model saw (fraction of 255), for the run file."""
-    return {names.DATA_MEAN: np.asarray(data.mean, dtype=np.float64),
-            names.DATA_STD: np.asarray(data.std, dtype=np.float64)}
+def data_attrs(data: ImageSet) -> dict[str, Any]:
+    """How the model's inputs were made, for the run file's root: the per-channel normalisation
+    (fraction of 255), or the user's transform (``gradlab.data.inputs``)."""
+    pre = data.preprocessing()
+    out: dict[str, Any] = {names.DATA_PREPROCESSING: pre.kind}
+    if pre.mean is not None and pre.std is not None:
+        out[names.DATA_MEAN] = np.asarray(pre.mean, dtype=np.float64)
+        out[names.DATA_STD] = np.asarray(pre.std, dtype=np.float64)
+    if pre.transform:
+        out[names.DATA_TRANSFORM] = pre.transform
+    return out
 
 
 @dataclass
@@ -61,18 +69,22 @@ class Study:
     gradient_orders: list[str] = field(default_factory=list)  # rebuilt at every theta_e (gradlab.track.gradorders)
 
 
-def build_study(cfg: StudyConfig, scores: ScoreFn = compute_scores, device: torch.device | None = None) -> Study:
+def build_study(cfg: StudyConfig, scores: ScoreFn = compute_scores, device: torch.device | None = None,
+                threads: int | None = None) -> Study:
     """Load data, build the model (seeded) and the orders; validates names early.
-    ``device`` overrides ``train.device`` (a torchrun rank's own device)."""
+    ``device`` overrides ``train.device`` (a torchrun rank's own device); ``threads`` overrides
+    ``train.threads`` (a resumed run's recorded count)."""
     t = cfg.track
     if t.enabled:
         TrackOptions.from_study(cfg)  # validates the tracker's options before any work
     device = device or resolve_device(cfg.train.device)
-    torch.set_num_threads(resolve_threads(cfg.train.threads))  # before any work; recorded as cpu_threads
+    # before any work; recorded as cpu_threads
+    torch.set_num_threads(threads if threads is not None else resolve_threads(cfg.train.threads))
     if is_import_path(cfg.model.name):
         load_object(cfg.model.name, "model.name")  # an unresolvable import path fails before the data loads
     train = load_split(cfg.data, train=True)
-    test = load_split(cfg.data, train=False)
+    # the test images are normalised as the training images are (user data: the train split's measured constants)
+    test = dataclasses.replace(load_split(cfg.data, train=False), mean=train.mean, std=train.std)
     bs = cfg.train.batch_size
     if len(train) < bs:
         raise ConfigError(f"the training set has {len(train)} images, fewer than train.batch_size = {bs}; "
@@ -147,7 +159,7 @@ class Runner:
                              f"which is no longer running")
             self._check_output(resume)
             self.resume_from = self._plan_resume() if resume else None
-            self.study = build_study(cfg, scores, rank_device)
+            self.study = build_study(cfg, scores, rank_device, threads=self._resume_threads())
         except BaseException:
             if self.lock is not None:
                 self.lock.release()
@@ -174,6 +186,17 @@ class Runner:
         if self.dist.any(failure is not None):
             raise failure or GradlabError(f"rank 0 could not resume {self.out}; see its error")
         return self.dist.broadcast_object(ck)
+
+    def _resume_threads(self) -> int | None:
+        """``train.threads = "auto"`` on ``--resume``: the thread count the run recorded (``cpu_threads``),
+        not a new measurement of the free cores, so that intra-op reductions, and with them every
+        number, continue exactly as the run began. None: decide as usual."""
+        recorded = (self.resume_from or {}).get(names.CPU_THREADS)
+        if self.cfg.train.threads != "auto" or not recorded:
+            return None
+        self.log(f"gradlab run: --resume uses the {recorded} CPU thread(s) {self.out} was started with "
+                 f"(train.threads = \"auto\")")
+        return int(recorded)
 
     # ------------------------------------------------------------------ restore
     def _tracker(self, model: nn.Module, steps: int) -> tuple[Tracker, int]:
@@ -328,7 +351,7 @@ class Runner:
     def _fail(self, tracker: Tracker, exc: BaseException, e: int) -> None:
         reason = self._as_disk_full(exc, e).args[0] if is_disk_full(exc) else f"{type(exc).__name__}: {exc}"
         try:
-            tracker.close("failed", reason)
+            tracker.close_failed(exc, reason)
         except Exception as close_exc:  # noqa: BLE001 - e.g. still no space: the committed epochs are on disk
             self.log(f"gradlab run: could not record the failure in {self.out}: {close_exc}")
         self.dist.close()
@@ -367,10 +390,12 @@ def plan_resume(out: Path, ckpt_path: Path, cfg: StudyConfig, log: Callable[[str
     (killed before the first epoch was committed). Refuses incompatible config changes."""
     from gradlab.runfile.writer import open_h5, text_attr
 
+    threads = None
     try:
         with open_h5(out) as f:
             done = int(f.attrs[names.EPOCHS_DONE])
             status = text_attr(f.attrs[names.STATUS])
+            threads = f.attrs.get(names.CPU_THREADS)
     except RunFileError as exc:
         if not ckpt_path.exists() and cfg.output.checkpoint:
             # every commit is preceded by a checkpoint: no checkpoint, no committed epoch to lose
@@ -384,6 +409,7 @@ def plan_resume(out: Path, ckpt_path: Path, cfg: StudyConfig, log: Callable[[str
             try:
                 with open_clearing_flags(out) as f:
                     done, status = int(f.attrs[names.EPOCHS_DONE]), "running"
+                    threads = f.attrs.get(names.CPU_THREADS)
             except (OSError, KeyError, RuntimeError):
                 raise RunFileError(f"{out} is damaged and cannot be resumed ({exc}); restore the run file from a "
                                    f"copy and resume again (its checkpoint {ckpt_path} is intact), or start again "
@@ -405,4 +431,6 @@ def plan_resume(out: Path, ckpt_path: Path, cfg: StudyConfig, log: Callable[[str
     if epoch + 1 >= cfg.train.epochs and status == "complete":
         raise GradlabError(f"{out} is already complete with {epoch + 1} epochs; raise train.epochs "
                            f"(--set train.epochs=N) to continue it")
+    if threads is not None:
+        ck[names.CPU_THREADS] = int(threads)  # train.threads = "auto" continues with it (Runner._resume_threads)
     return ck
