@@ -103,3 +103,26 @@ def test_lightning_tutorial_runs_as_pasted(tmp_path):
     res = run_script("\n".join(python_blocks(DOCS / "tutorials" / "lightning.md")), tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "test_acc" in res.stdout
+
+
+def test_orders_howto_runs_after_the_tracker_tutorial(tmp_path):
+    blocks = python_blocks(DOCS / "tutorials" / "tracker.md") + python_blocks(DOCS / "howto" / "orders-and-cuts.md")
+    res = run_script("\n".join(blocks), tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "'align@strat'" in res.stdout and "'match'" in res.stdout
+
+
+QUICKSTART_PAGES = ("reference/api.md", "explanation/noise-scale.md")  # blocks that read runs/quickstart.h5
+
+
+@pytest.mark.slow
+def test_quickstart_blocks_run_after_the_quickstart(tmp_path):
+    """The pages whose Python blocks read ``runs/quickstart.h5``: run the quickstart (2 of its
+    6 epochs, to keep this short), then each page's blocks."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    subprocess.run([sys.executable, "-m", "gradlab", "run", str(ROOT / "studies" / "quickstart.toml"), "--quiet",
+                    "--set", "train.epochs=2", "--set", "output.heatmaps=false", "--no-score-cache"],
+                   cwd=tmp_path, check=True, env=env, timeout=1200)
+    for page in QUICKSTART_PAGES:
+        res = run_script("\n".join(python_blocks(DOCS / page)), tmp_path)
+        assert res.returncode == 0, f"{page}:\n{res.stderr[-3000:]}"
