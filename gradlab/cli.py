@@ -1,4 +1,4 @@
-"""Command line: ``gradlab run | scores | inspect | report`` (see README.md).
+"""Command line: ``gradlab run | scores | inspect | report | export`` (reference: docs/reference/cli.md).
 
 Every ``GradlabError`` ends the command with one line on stderr and exit status 2.
 """

@@ -24,8 +24,8 @@ from gradlab.usercode import is_import_path
 
 @dataclass
 class DataConfig:
-    # cifar10 | synthetic | cifar10-sample | buildings | segfolder | imagefolder, or an import
-    # path "package.module:load" to a function taking this DataConfig, returning (train, test)
+    # a built-in dataset (gradlab.registry.DATASETS), or an import path "package.module:load" to a
+    # function taking this DataConfig, returning (train, test)
     dataset: str = "synthetic"
     root: str = "data"  # CIFAR-10 lives in <root>/cifar-10-batches-py
     subset: int = 0  # training images used, first N of the set; 0 = all
@@ -42,8 +42,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    # dpn92 | dpn26 | resnet18 | smallcnn | resunet (gradlab.models.MODELS), or an import path
-    # "package.module:factory" to a callable taking this ModelConfig and returning an nn.Module
+    # a built-in network (gradlab.registry.MODELS), or an import path "package.module:factory" to a
+    # callable taking this ModelConfig and returning an nn.Module
     name: str = "smallcnn"
     norm: str = "bn"  # bn | agc | none (see gradlab.models.norm.NORMS)
     series_weight: float = 1.0  # weight mechanism alpha on series-connection concat input (dpn*, resunet)
@@ -54,14 +54,14 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 6
-    batch_size: int = 128
-    lr: float = 0.1
+    epochs: int = 6  # training epochs; each starts with a theta_e snapshot and ends with the probe passes
+    batch_size: int = 128  # images per batch, in training and in every probe order (global batch under torchrun)
+    lr: float = 0.1  # SGD learning rate of phase 0; epoch e uses lr x gamma^phase(e)
     milestones: list[int] = field(default_factory=lambda: [2, 4])  # LR x gamma at these epochs
-    gamma: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    seed: int = 0
+    gamma: float = 0.1  # factor applied to the learning rate at each milestone
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 5e-4  # SGD weight decay (L2 penalty on every parameter)
+    seed: int = 0  # initialisation, data order, augmentation and the random probe order; recorded in the run file
     # several seeds: one run file per seed, <stem>-s<seed>.h5 (also --seeds 0,1,2); [] = just train.seed
     seeds: list[int] = field(default_factory=list)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -97,7 +97,9 @@ class TrackConfig:
     per_sample_mb: int = 256
     match_dim: int = 256  # CountSketch buckets of each per-sample gradient for the "match" order
     grads: str = "memory"  # where batch gradients wait for the epoch end (gradlab.registry.STORES)
+    # dtype of the stored batch gradients (memory and disk stores); 16 bits: half the memory, rounded gradients
     grad_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    # distance measures, each stored as /probes/<o>/distance_<m> (gradlab.quantities.measures())
     measures: list[str] = field(default_factory=lambda: ["l2", "cosine"])
     per_layer: bool = True  # per-layer l2 distance [E, K, L]
     keep_grads: Literal["none", "last", "all"] = "none"  # per-batch gradients kept in the run file
@@ -114,7 +116,7 @@ class TrackConfig:
 
 @dataclass
 class OutputConfig:
-    path: str = "runs/run.h5"
+    path: str = "runs/run.h5"  # the run file (HDF5); --out overrides it
     heatmaps: bool = True  # write <path without .h5>.html with the distance heatmaps
     checkpoint: bool = True  # write <path without .h5>.ckpt.pt each epoch end, for --resume
 

@@ -2,7 +2,8 @@
 
     trainer = pl.Trainer(max_epochs=6, callbacks=[GradlabCallback("runs/lit.h5", probes={...})])
 
-Install with ``pip install gradlab[lightning]``. The callback builds a ``gradlab.Tracker`` on
+Install with ``pip install -e ".[lightning]"`` in a checkout (the distribution is
+``gradlab-minibatch``; ``install.sh`` includes it). The callback builds a ``gradlab.Tracker`` on
 the LightningModule at fit start, freezes theta_e at each training epoch's start, counts
 optimizer steps, and at the epoch's end probes every order and commits the epoch's rows:
 the learning rate of the first optimizer's first group at the epoch's start, ``train/loss`` as

@@ -140,7 +140,7 @@ def test_to_xarray_keeps_only_committed_epochs(tmp_path, fake_run):
         assert raw.sizes["epoch"] == 4  # raw xarray sees the uncommitted row
         with h5py.File(path, "r") as f:
             done = int(f.attrs["epochs_done"])
-        cut = raw.isel(epoch=slice(0, done)).load()  # the README's recipe
+        cut = raw.isel(epoch=slice(0, done)).load()  # the recipe of docs/tutorials/analysis.md
     with open_run(path) as run:
         ds = run.to_xarray("random")
         np.testing.assert_array_equal(ds.distance_l2.values, run.distance_matrix("random", "l2"))
