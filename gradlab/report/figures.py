@@ -81,7 +81,8 @@ def summary_profile_figure(summaries: dict[str, pd.DataFrame], bins: int, all_pr
         fig.update_xaxes(title_text=f"quantile bin of batch score ({labels[0]} = lowest)", row=1, col=j + 1)
     fig.update_yaxes(title_text=f"D ({measure}) / random control's mean; 1 = random batch", row=1, col=1)
     fig.update_layout(template="plotly_white", height=360, margin=dict(t=50, b=60, l=70, r=20),
-                      title=dict(text=f"Relative distance per score quantile ({measure}); lower = closer to ∇<sub>e</sub>"),
+                      title=dict(text=f"Relative distance per score quantile ({measure}); "
+                                      f"lower = closer to ∇<sub>e</sub>"),
                       legend=dict(orientation="h", y=-0.25))
     return fig
 
@@ -128,7 +129,8 @@ def norms_figure(runs: Sequence[Run], names: list[str], all_probes: list[str]) -
             label = f"{name} · {probe}" if multi else probe
             line = dict(color=RUN_COLOURS[ri % len(RUN_COLOURS)] if multi else probe_colour(probe, all_probes),
                         dash=dashes[all_probes.index(probe) % len(dashes)] if multi else "solid")
-            series = [(nm.epoch, nm.full), (nm.epoch, nm.batch)] + ([(ns.epoch, ns.noise_scale)] if ns is not None else [])
+            series = [(nm.epoch, nm.full), (nm.epoch, nm.batch)]
+            series += [(ns.epoch, ns.noise_scale)] if ns is not None else []
             for j, (x, y) in enumerate(series):
                 fig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=label, legendgroup=label,
                                          showlegend=(j == 0), line=line, marker=dict(size=5)), row=1, col=j + 1)

@@ -119,7 +119,8 @@ def summary_table(summaries: dict[str, pd.DataFrame], runs_colour: dict[str, str
         cells = [f"<td><b>{esc(r.probe)}</b><br><span class='note'>{esc(r.score_label)}</span></td>",
                  f"<td>{int(r.phase)}<br><span class='note'>epochs {esc(r.epochs)}, lr {r.lr:g}</span></td>"]
         if multi:
-            cells.append(f"<td class='run'><span class='swatch' style='background:{runs_colour[r.run]}'></span>{esc(r.run)}</td>")
+            swatch = f"<span class='swatch' style='background:{runs_colour[r.run]}'></span>"
+            cells.append(f"<td class='run'>{swatch}{esc(r.run)}</td>")
         for b in range(bins):
             v = float(r[f"bin_{b + 1}"])
             bg, fg = cell_colour(v, lo, hi)

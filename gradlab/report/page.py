@@ -74,7 +74,8 @@ def _glance_keys() -> list[tuple[str, Any]]:
         ("dataset", lambda r: f"{_dig(r.config, ('data', 'dataset'))}, subset {_dig(r.config, ('data', 'subset'))}"),
         ("batch size", c("train", "batch_size")),
         ("lr / milestones / gamma", lambda r: f"{_dig(r.config, ('train', 'lr'))} / "
-                                              f"{_dig(r.config, ('train', 'milestones'))} / {_dig(r.config, ('train', 'gamma'))}"),
+                                              f"{_dig(r.config, ('train', 'milestones'))} / "
+                                              f"{_dig(r.config, ('train', 'gamma'))}"),
         ("training order", c("track", "order")),
         ("probes", lambda r: ", ".join(r.probes)),
         ("final test accuracy", lambda r: (f"{r.train_curves().test_acc.iloc[-1]:.4f}"
@@ -144,7 +145,8 @@ def _summary_intro(bins: int, n_perm: int) -> str:
         f"<p class='note'>The paper's question, per training phase (a span of constant learning rate): "
         f"<b>which quantile of batches, by metric score, is closest to the full gradient ∇<sub>e</sub>?</b> "
         f"<b>Unit:</b> each epoch's distances are divided by the <code>{CONTROL}</code> control's mean D at the same "
-        f"epoch (same θ<sub>e</sub>, same ∇<sub>e</sub>), so every probe is in one common unit and late epochs, whose D "
+        f"epoch (same θ<sub>e</sub>, same ∇<sub>e</sub>), so every probe is in one common unit and late epochs, "
+        f"whose D "
         f"is smaller, weigh the same; then averaged over the phase and grouped into score {qname} "
         f"({bin_label(0, bins)} = lowest scores). Cells show each bin's mean D in that unit: <b>1.00 is a typical "
         f"random batch, below 1 is closer</b>, lighter is closer; the closest bin is outlined. A run without the "
@@ -153,7 +155,8 @@ def _summary_intro(bins: int, n_perm: int) -> str:
         f"<i>chance best</i> is the best-bin value expected when batches are put into bins at random "
         f"(permutation test, {n_perm} shuffles; <i>p</i> is the share of shuffles whose best bin is as close). "
         f"The <code>{CONTROL}</code> probe, binned the same way by batch number, shows what no signal looks like: "
-        f"its best bin and the spread between its bins; <i>gain ÷ control spread</i> above 1 means the metric's best bin "
+        f"its best bin and the spread between its bins; <i>gain ÷ control spread</i> above 1 means the metric's "
+        f"best bin "
         f"is further below 1 than the random control's bins spread. A metric beats chance when "
         f"p &lt; 0.05; with many probes and phases about one row in twenty does so by luck alone, so look for "
         f"effects that repeat across phases, measures or runs.</p>")
@@ -209,7 +212,8 @@ def _heatmap_cell(pg: _Page, i: int, run: Run, name: str, probe: str, ph: int,
 
 def _heatmaps_section(pg: _Page) -> Section:
     body = (f"<p class='note'>D[e, k] = ‖∇<sub>k</sub> − ∇<sub>e</sub>‖ ({esc(pg.measure)}) for every epoch e "
-            "(rows) and batch k (columns, in probe order, labelled by score), at the epoch-start parameters θ<sub>e</sub>. "
+            "(rows) and batch k (columns, in probe order, labelled by score), at the epoch-start parameters "
+            "θ<sub>e</sub>. "
             "Light = close to the full gradient, dark = far, as in the paper. Within one run and phase, all probes "
             "share one colour range, so the metric and the random control compare directly. D shrinks as training "
             "converges, so early epochs dominate the colours: the <i>D / epoch mean</i> button above each heatmap "

@@ -179,7 +179,8 @@ def agc_lambda(run: Run, x: str = "epoch") -> go.Figure:
     df = run.param_stats(["mean", "var"])
     df = df[df.kind == "agc.lambda"]
     if df.empty:
-        raise GradlabError(f"{run.path} has no AGC λ statistics (model.norm = {run.config.get('model', {}).get('norm')!r}, "
+        norm = run.config.get('model', {}).get('norm')
+        raise GradlabError(f"{run.path} has no AGC λ statistics (model.norm = {norm!r}, "
                            f"track.param_stats = {run.config.get('track', {}).get('param_stats', 'epoch')!r}); "
                            f"agc_lambda needs a run with model.norm = \"agc\" and parameter statistics on")
     mean = df[df.stat == "mean"]

@@ -148,7 +148,8 @@ def write_heatmaps(run: Run, path: str | Path, measure: str = "l2") -> Path:
     path = Path(path)
     intro = (f"<p>{html.escape(str(run.path))}: {run.epochs_done} epochs, status {run.status}. "
              f"D = |g<sub>k</sub> − G| at the epoch-start parameters; light = close to the full gradient.</p>")
-    path.write_text(figures_html(heatmaps(run, measure), f"gradlab heatmaps — {run.path.stem}", intro), encoding="utf-8")
+    page = figures_html(heatmaps(run, measure), f"gradlab heatmaps — {run.path.stem}", intro)
+    path.write_text(page, encoding="utf-8")
     return path
 
 
@@ -179,7 +180,8 @@ def reference_figure(table: "pd.DataFrame", phase: int) -> go.Figure:
     fig.add_vline(x=1.0, line=dict(color="#999999", dash="dot"))
     n_seeds = int(t.n_seeds.max()) if len(t) else 0
     fig.update_layout(
-        title=f"Phase {phase}: every order and cut in one unit" + (f" ({n_seeds} seeds, 95% CI)" if n_seeds > 1 else ""),
+        title=(f"Phase {phase}: every order and cut in one unit"
+               + (f" ({n_seeds} seeds, 95% CI)" if n_seeds > 1 else "")),
         xaxis=dict(title="D / random control's mean D (1 = typical random batch; left = closer)", type="log"),
         yaxis=dict(title="", categoryorder="array", categoryarray=list(t.probe)),
         template="plotly_white", height=max(300, 110 + 26 * len(t)), legend=dict(orientation="h", y=-0.25),

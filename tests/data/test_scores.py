@@ -4,7 +4,6 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-import torch
 
 from gradlab.cli import main
 from gradlab.config import DataConfig

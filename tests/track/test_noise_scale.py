@@ -5,7 +5,6 @@ import h5py
 import numpy as np
 import pytest
 import pandas as pd
-import torch
 
 from gradlab import open_run
 from gradlab.report.summary import pooled_noise_scale

@@ -18,7 +18,7 @@ from gradlab.track.layout import ParamLayout
 from gradlab.models import build_model
 from gradlab.train.runner import Runner, build_study
 from gradlab.runfile.writer import RunWriter
-from gradlab.track.probe import FrozenModel, probe_pass
+from gradlab.track.probe import FrozenModel
 from tests.conftest import KEEP_ALL
 
 
