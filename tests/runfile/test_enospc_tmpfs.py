@@ -93,7 +93,7 @@ def test_tracker_run_file_survives_enospc_mid_epoch_and_resumes(tmpfs, tmp_path)
     out = disk / "run.h5"
     ck = tmp_path / "ck.json"
     script = tmp_path / "loop.py"
-    script.write_text(textwrap.dedent(LOOP.format(tests=str(ROOT / "tests"))))
+    script.write_text(textwrap.dedent(LOOP.format(tests=str(Path(__file__).resolve().parent))))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     res = subprocess.run([sys.executable, str(script), str(out), str(ck)], capture_output=True, text=True, env=env,
                          timeout=300)

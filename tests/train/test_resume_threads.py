@@ -18,7 +18,7 @@ import gradlab.train.accel as accel
 from gradlab import open_run
 from gradlab.runfile.writer import RunWriter
 from gradlab.train.runner import Runner
-from test_reliability import assert_identical  # every dataset but /timing, bit for bit
+from tests.train.test_resume import assert_identical  # every dataset but /timing, bit for bit
 
 ROOT = Path(__file__).resolve().parents[2]
 CORES = os.cpu_count() or 1
