@@ -65,6 +65,16 @@ class CountSketch:
             out[i].index_add_(0, self.bucket, self._signed)
         return out
 
+    def add_rows(self, out: torch.Tensor, g: torch.Tensor, offset: int) -> None:
+        """``out[i] += S g_i`` for rows ``g`` [c, n] that are coordinates ``offset .. offset + n`` of the
+        flat vector: one parameter tensor's per-sample gradients, sketched as they are formed
+        (``gradlab.track.ghost``), so ``add_rows`` over every tensor equals ``rows`` of the whole."""
+        n = g.shape[1]
+        bucket, sign, signed = self.bucket[offset:offset + n], self.sign[offset:offset + n], self._signed[:n]
+        for i in range(g.shape[0]):
+            torch.mul(g[i].to(torch.float32), sign, out=signed)
+            out[i].index_add_(0, bucket, signed)
+
 
 def sketch_reductions(sketches: torch.Tensor, sq_norms: np.ndarray, full_sketch: torch.Tensor,
                       full_sq_norm: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
