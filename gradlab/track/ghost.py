@@ -20,8 +20,9 @@ Private Learners", ghost clipping):
   <g_i, G_W> = <B_i, G_W A_i>, never forming g_i.
 
 ``ghost`` is chosen where 2 T^2 < p d (Li et al.'s rule: it is then also the cheaper in
-flops for the norm). ``match`` needs S g_i, which only a formed g_i gives: a ``ghost`` layer
-then forms it in slices of images that hold at most ``max_bytes`` and sketches each slice.
+flops for the norm). ``match`` needs S g_i: a ``ghost`` layer gets it from its factors by FFT
+when the sketch hashes its weight as a tensor product (``CountSketch(shapes=...)``, what the
+scorer uses), and otherwise forms g_i in slices of images that hold at most ``max_bytes``.
 
 Norm layers' affine parameters (BatchNorm in eval mode, GroupNorm, LayerNorm, AGC) have a
 per-sample gradient of size C, formed directly from x_i and b_i.
@@ -118,20 +119,32 @@ def linear_op(sink: Sink, spec: LayerSpec, mod: nn.Module, x: torch.Tensor, b: t
         sink.block(bname, b.flatten(2).sum(2) if spec.kind == "conv" else b.reshape(c, -1, b.shape[-1]).sum(1))
     if wname is None:
         return
-    size = x.element_size()
-    if spec.method == "mat" or sink.sk is not None:
-        for r in _slices(c, spec.groups * (spec.p * spec.d + spec.d * spec.t), max_bytes, size):
+    size, g, t = x.element_size(), spec.groups, spec.t
+    kron = sink.sk is not None and spec.method == "ghost" and _kron_cheaper(spec, sink.sketch, sink.offsets[wname])
+    if spec.method == "mat" or (sink.sk is not None and not kron):
+        for r in _slices(c, g * (spec.p * spec.d + spec.d * t), max_bytes, size):
             a, bb = factors(spec, mod, x[r], b[r])
             sink.block(wname, torch.einsum("cgpt,cgdt->cgpd", bb, a).reshape(a.shape[0], -1), r)
         return
-    for r in _slices(c, spec.groups * (2 * spec.t * spec.t + spec.d * spec.t + spec.p * spec.t), max_bytes, size):
+    per_row = g * (2 * t * t + spec.d * t + spec.p * t) + (4 * g * sink.sketch.dim * t if kron else 0)
+    for r in _slices(c, per_row, max_bytes, size):
         a, bb = factors(spec, mod, x[r], b[r])
         sq = (torch.einsum("cgdt,cgds->cgts", a, a) * torch.einsum("cgpt,cgps->cgts", bb, bb)).sum((1, 2, 3))
         dot = None
         if sink.dot is not None:
-            w = sink.pieces[wname].to(a.dtype).view(spec.groups, spec.p, spec.d)
+            w = sink.pieces[wname].to(a.dtype).view(g, spec.p, spec.d)
             dot = (torch.einsum("gpd,cgdt->cgpt", w, a) * bb).sum((1, 2, 3))
         sink.add(r, sq, dot)
+        if kron:
+            sink.sketch.add_outer(sink.sk[r], sink.offsets[wname], bb, a)
+
+
+def _kron_cheaper(spec: LayerSpec, sketch: CountSketch, offset: int) -> bool:
+    """Sketch a Gram-form layer from its factors by FFT (T (p + d + d' log d') per group, d' the sketch
+    width) rather than forming its gradient (T p d per group)? Needs a tensor-product hash for it."""
+    if offset not in sketch.factors:
+        return False
+    return spec.p + spec.d + sketch.dim * max(1, sketch.dim.bit_length()) < spec.p * spec.d
 
 
 def norm_op(sink: Sink, spec: LayerSpec, mod: nn.Module, x: torch.Tensor, b: torch.Tensor,

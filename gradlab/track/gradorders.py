@@ -144,9 +144,11 @@ class SampleScorer:
         for lo in range(0, n, size):
             yield self.loader.get(torch.arange(lo, min(n, lo + size)))
 
-    def sketch(self, num_params: int, device: torch.device) -> CountSketch:
+    def sketch(self, num_params: int, device: torch.device, shapes=None) -> CountSketch:
+        """The CountSketch of ``match`` (made once; ``shapes``, the layout's, hash each weight as a tensor
+        product, so that the fast path sketches a Gram-form layer from its factors)."""
         if self._sketch is None:
-            self._sketch = CountSketch(num_params, self.sketch_dim, device, seed=self.seed + 0x3A7C)
+            self._sketch = CountSketch(num_params, self.sketch_dim, device, seed=self.seed + 0x3A7C, shapes=shapes)
         return self._sketch
 
     def scores(self, frozen: FrozenModel, full: torch.Tensor | None) -> SampleScores:
@@ -154,7 +156,7 @@ class SampleScorer:
         if self._memo is not None and self._memo[0]() is frozen and (full is None or self._memo[1].dot is not None):
             return self._memo[1]
         device = next(iter(frozen.params.values())).device
-        sk = self.sketch(frozen.layout.size, device) if self.needs_sketch else None
+        sk = self.sketch(frozen.layout.size, device, frozen.layout.shapes) if self.needs_sketch else None
         plan = self.plan(frozen) if self.per_sample == "fast" else None
         if plan is not None and not plan.batch_dependent:
             size = plan.chunk_size(self.max_bytes, self.loader.batch_size)
