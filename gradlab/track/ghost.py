@@ -10,19 +10,25 @@ CountSketch S g_i, layer by layer, without an [N, P] tensor.
 
 Linear and Conv2d (``linear_op``): with A_i [G, d, T] the (unfolded) input and B_i [G, p, T]
 the output gradient of each of G groups over T positions, the weight gradient is
-g_i = B_i A_i^T [G, p, d]. Per layer, one of two forms (Bu et al. 2022, "Scalable and
-Efficient Training of Large Convolutional Neural Networks with Differential Privacy",
-mixed ghost norm; Li et al. 2022, "Large Language Models Can Be Strong Differentially
-Private Learners", ghost clipping):
+g_i = B_i A_i^T [G, p, d].
 
-- ``mat``: form g_i, then |g_i|^2, <g_i, G_W> and S g_i from it (memory p d per image);
-- ``ghost``: |g_i|^2 = <A_i^T A_i, B_i^T B_i> (two T x T Gram matrices, memory 2 T^2) and
-  <g_i, G_W> = <B_i, G_W A_i>, never forming g_i.
+Per layer, one of two forms (Bu et al. 2022, "Scalable and Efficient Training of Large
+Convolutional Neural Networks with Differential Privacy": the per-layer choice, "mixed ghost
+norm"), each in slices of images that hold at most ``max_bytes``:
 
-``ghost`` is chosen where 2 T^2 < p d (Li et al.'s rule: it is then also the cheaper in
-flops for the norm). ``match`` needs S g_i: a ``ghost`` layer gets it from its factors by FFT
-when the sketch hashes its weight as a tensor product (``CountSketch(shapes=...)``, what the
-scorer uses), and otherwise forms g_i in slices of images that hold at most ``max_bytes``.
+- ``mat`` forms g_i: for Conv2d as one convolution weight gradient with the images as groups
+  (about the cost of the batch's own weight gradient, without unfolding the input; PyTorch's
+  expanded weights use this form too), for Linear as sum_t b_t a_t^T; then |g_i|^2,
+  <g_i, G_W> and S g_i from it at O(p d) per image.
+- ``ghost`` never forms g_i: |g_i|^2 = <A_i^T A_i, B_i^T B_i>, two T x T Gram matrices per
+  image (Li et al. 2022, "Large Language Models Can Be Strong Differentially Private
+  Learners", ghost clipping), and <g_i, G_W> = <B_i, G_W A_i>, one product of G_W with every
+  image's A.
+
+``ghost`` is chosen where 2 T^2 < p d (Li et al.'s rule; then g_i is also the larger to hold).
+S g_i for ``match``: where T (p + d) < p d and the sketch hashes the weight as a tensor product
+(``CountSketch(shapes=...)``, what the scorer uses), from the factors by FFT without hashing
+p d elements per image (``CountSketch.add_outer``); otherwise by hashing the formed g_i.
 
 Norm layers' affine parameters (BatchNorm in eval mode, GroupNorm, LayerNorm, AGC) have a
 per-sample gradient of size C, formed directly from x_i and b_i.
@@ -53,16 +59,17 @@ class Sink:
         self.dot = None if pieces is None else torch.zeros(n, dtype=torch.float64, device=device)
         self.sk = None if sketch is None else torch.zeros(n, sketch.dim, dtype=torch.float32, device=device)
 
-    def block(self, name: str, g: torch.Tensor, rows: slice = slice(None)) -> None:
-        """Per-sample gradients ``g`` [s, numel] of parameter ``name`` for images ``rows``."""
-        self.sq[rows] += g.pow(2).sum(1, dtype=torch.float64)
+    def block(self, name: str, g: torch.Tensor, rows: slice = slice(None), sketch: bool = True) -> None:
+        """Per-sample gradients ``g`` [s, numel] of parameter ``name`` for images ``rows`` (``sketch``:
+        hash them into S g_i too; False when the caller sketches them from their factors)."""
+        self.sq[rows] += torch.einsum("ij,ij->i", g, g).double()  # a batched dot: no [s, numel] temporary
         if self.dot is not None:
             self.dot[rows] += (g @ self.pieces[name].to(g.dtype)).double()
-        if self.sk is not None:
+        if self.sk is not None and sketch:
             self.sketch.add_rows(self.sk[rows], g, self.offsets[name])
 
     def add(self, rows: slice, sq: torch.Tensor, dot: torch.Tensor | None) -> None:
-        """|g_i|^2 and <g_i, G> of one parameter tensor, reduced elsewhere (ghost norms), for images ``rows``."""
+        """|g_i|^2 and <g_i, G> of one parameter tensor, taken without forming it, for images ``rows``."""
         self.sq[rows] += sq.double()
         if self.dot is not None:
             self.dot[rows] += dot.double()
@@ -79,17 +86,21 @@ class LayerSpec:
     p: int = 0  # output channels per group (linear / conv)
     d: int = 0  # inputs per group (Cin / G x kernel area)
     t: int = 1  # positions per image
-    method: str = "mat"  # "mat" | "ghost" (linear / conv)
-    state: int = 0  # elements this layer's per-sample work holds per image
+    method: str = "mat"  # "mat" | "ghost": how |g_i|^2 is taken when no <g_i, G> is needed
+    state: int = 0  # elements this layer's per-sample work holds per image, in its smallest slice
 
     def choose(self, unfold_copies: bool) -> None:
-        """Li et al.'s rule, and the per-image state of the form chosen (``Sink`` arrays aside)."""
+        """Li et al.'s rule for the norm-only pass, and the per-image state of the form chosen."""
         if self.kind in ("linear", "conv"):
-            self.method = "ghost" if 2 * self.t * self.t < self.p * self.d else "mat"
-            unfold = self.groups * self.d * self.t if unfold_copies else 0
-            form = self.groups * (2 * self.t * self.t + self.p * self.t) if self.method == "ghost" else \
-                self.groups * self.p * self.d
-            self.state = unfold + form
+            g, t = self.groups, self.t
+            self.method = "ghost" if 2 * t * t < self.p * self.d else "mat"
+            unfold = g * self.d * t if unfold_copies else 0
+            self.state = unfold + g * (2 * t * t + self.p * t) if self.method == "ghost" else g * self.p * self.d
+
+    def kron(self, sketch: CountSketch, offset: int) -> bool:
+        """Sketch the weight from its factors by FFT (hashing T (p + d) elements, plus FFTs) rather than
+        hashing the formed gradient (p d elements)? Needs a tensor-product hash for the tensor."""
+        return offset in sketch.factors and self.t * (self.p + self.d) < self.p * self.d
 
 
 def _slices(n: int, per_row: int, max_bytes: int, itemsize: int):
@@ -111,40 +122,55 @@ def factors(spec: LayerSpec, mod: nn.Module, x: torch.Tensor, b: torch.Tensor) -
     return a.reshape(c, g, spec.d, -1), b.reshape(c, g, spec.p, -1)
 
 
+def weight_grads(spec: LayerSpec, mod: nn.Module, x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Formed per-sample weight gradients [c, numel]. Conv2d: the images as groups of one convolution's
+    weight gradient (c G groups; no unfolded input, about the cost of the batch's weight gradient;
+    PyTorch's expanded weights and Opacus use this form for small batches too); Linear: sum_t b_t a_t^T."""
+    c = x.shape[0]
+    if spec.kind == "linear":
+        return torch.einsum("ctp,ctd->cpd", b.reshape(c, -1, spec.p), x.reshape(c, -1, spec.d)).reshape(c, -1)
+    h, w = x.shape[2:]
+    size = (c * mod.out_channels, mod.in_channels // mod.groups, *mod.kernel_size)
+    gw = torch.nn.grad.conv2d_weight(x.reshape(1, -1, h, w), size, b.reshape(1, -1, *b.shape[2:]), mod.stride,
+                                     mod.padding, mod.dilation, c * mod.groups)
+    return gw.reshape(c, -1)
+
+
 def linear_op(sink: Sink, spec: LayerSpec, mod: nn.Module, x: torch.Tensor, b: torch.Tensor, max_bytes: int) -> None:
-    """Linear / Conv2d: the bias gradient is B summed over positions; the weight's by ``spec.method``."""
+    """Linear / Conv2d: the bias gradient is B summed over positions; the weight's by ``spec.method``, in
+    slices of images within ``max_bytes``; its sketch from the factors by FFT where that is cheaper."""
     wname, bname = spec.params.get("weight"), spec.params.get("bias")
     c = x.shape[0]
     if bname is not None:
         sink.block(bname, b.flatten(2).sum(2) if spec.kind == "conv" else b.reshape(c, -1, b.shape[-1]).sum(1))
     if wname is None:
         return
-    size, g, t = x.element_size(), spec.groups, spec.t
-    kron = sink.sk is not None and spec.method == "ghost" and _kron_cheaper(spec, sink.sketch, sink.offsets[wname])
-    if spec.method == "mat" or (sink.sk is not None and not kron):
-        for r in _slices(c, g * (spec.p * spec.d + spec.d * t), max_bytes, size):
-            a, bb = factors(spec, mod, x[r], b[r])
-            sink.block(wname, torch.einsum("cgpt,cgdt->cgpd", bb, a).reshape(a.shape[0], -1), r)
+    size, g, t, dim = x.element_size(), spec.groups, spec.t, 0 if sink.sk is None else sink.sketch.dim
+    offset = sink.offsets[wname]
+    kron = sink.sk is not None and spec.kron(sink.sketch, offset)
+    if spec.method == "mat":
+        for r in _slices(c, g * spec.p * spec.d + (g * t * (spec.d + 4 * dim) if kron else 0), max_bytes, size):
+            sink.block(wname, weight_grads(spec, mod, x[r], b[r]), r, sketch=not kron)
+            if kron:
+                a, bb = factors(spec, mod, x[r], b[r])
+                sink.sketch.add_outer(sink.sk[r], offset, bb, a)
         return
-    per_row = g * (2 * t * t + spec.d * t + spec.p * t) + (4 * g * sink.sketch.dim * t if kron else 0)
-    for r in _slices(c, per_row, max_bytes, size):
+    for r in _slices(c, spec.state + g * spec.p * t + (4 * g * t * dim if kron else 0), max_bytes, size):
         a, bb = factors(spec, mod, x[r], b[r])
-        sq = (torch.einsum("cgdt,cgds->cgts", a, a) * torch.einsum("cgpt,cgps->cgts", bb, bb)).sum((1, 2, 3))
+        gram_a, gram_b = torch.einsum("cgdt,cgds->cgts", a, a), torch.einsum("cgpt,cgps->cgts", bb, bb)
         dot = None
-        if sink.dot is not None:
-            w = sink.pieces[wname].to(a.dtype).view(g, spec.p, spec.d)
-            dot = (torch.einsum("gpd,cgdt->cgpt", w, a) * bb).sum((1, 2, 3))
-        sink.add(r, sq, dot)
+        if sink.dot is not None:  # <B_i, G_W A_i>: the layer applied with weight G_W, times B
+            w = sink.pieces[wname].to(a.dtype)
+            if spec.kind == "conv":
+                y = F.conv2d(x[r], w.view_as(mod.weight), None, mod.stride, mod.padding, mod.dilation, mod.groups)
+                dot = torch.einsum("cj,cj->c", y.flatten(1), b[r].flatten(1))
+            else:
+                dot = (torch.einsum("gpd,cgdt->cgpt", w.view(g, spec.p, spec.d), a) * bb).sum((1, 2, 3))
+        sink.add(r, (gram_a * gram_b).sum((1, 2, 3)), dot)
         if kron:
-            sink.sketch.add_outer(sink.sk[r], sink.offsets[wname], bb, a)
-
-
-def _kron_cheaper(spec: LayerSpec, sketch: CountSketch, offset: int) -> bool:
-    """Sketch a Gram-form layer from its factors by FFT (T (p + d + d' log d') per group, d' the sketch
-    width) rather than forming its gradient (T p d per group)? Needs a tensor-product hash for it."""
-    if offset not in sketch.factors:
-        return False
-    return spec.p + spec.d + sketch.dim * max(1, sketch.dim.bit_length()) < spec.p * spec.d
+            sink.sketch.add_outer(sink.sk[r], offset, bb, a)
+        elif sink.sk is not None:  # a sketch without a tensor-product hash for this weight: hash g_i
+            sink.sketch.add_rows(sink.sk[r], weight_grads(spec, mod, x[r], b[r]), offset)
 
 
 def norm_op(sink: Sink, spec: LayerSpec, mod: nn.Module, x: torch.Tensor, b: torch.Tensor,
