@@ -9,8 +9,8 @@ then D). Runs alternate (probe, vmap, fast, probe, ...) after a warm-up, so drif
 speed hits all three; medians are printed, with both paths' chunk sizes at ``--mb`` and the
 largest relative difference between their scores. ``--jvp`` also times loss and <g_i, G> by
 forward-mode AD (``torch.func.jvp`` in the direction G), the alternative the fast path does
-not use. Then the peak RSS of each pass above the RSS just before it, each in a fresh
-subprocess, sampled from /proc every 5 ms. ``uptime``'s load is printed before and after.
+not use. Then the peak RSS of each pass over one probe batch's images above the RSS just
+before it, each in a fresh subprocess, sampled from /proc every 5 ms. ``uptime``'s load is printed before and after.
 
     nice -n 10 python benchmarks/per_sample_cost.py                 # smallcnn, resnet18 (256), dpn92 (64)
     python benchmarks/per_sample_cost.py --models smallcnn:1024 --mbs 16 64 256
@@ -198,7 +198,7 @@ def main() -> None:
     if not a.no_rss:
         print("peak memory of each pass (fresh process each):", flush=True)
         for m, n in models:
-            rss_table(m, n, a.batch_size, a.mbs)
+            rss_table(m, min(n, a.batch_size), a.batch_size, a.mbs)  # one probe batch: at most one fast chunk
     print(f"done; {conditions()}; {_load()}")
 
 
