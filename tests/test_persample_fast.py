@@ -211,3 +211,21 @@ def test_tensor_product_sketch_of_factors_equals_the_formed_gradient():
     v = 0.5 * u + v
     est = [float(c(u) @ c(v)) for c in (CountSketch(size, 16, torch.device("cpu"), s, shapes) for s in range(400))]
     assert abs(np.mean(est) - float(u @ v)) < 4 * np.std(est) / np.sqrt(len(est))
+
+
+def test_bf16_autocast_model_is_scored():
+    """``train.amp = "bf16"`` (gradlab.train.accel): a layer's output gradient is bfloat16, its input
+    float32. Against the float32 vmap scores of the same weights (the vmap path itself fails under
+    CPU autocast in eval-mode BatchNorm), at bfloat16's precision."""
+    from gradlab.train.accel import accelerate
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="smallcnn"))
+    x, y = _data(4)
+    x = x.float()
+    frozen = FrozenModel(model, ParamLayout.of(model))
+    full = torch.randn(frozen.layout.size, dtype=torch.float64)
+    ref = score_samples(frozen, [(x, y)], full)
+    accelerate(model, "bf16")
+    fast = score_samples_fast(frozen, make_plan(frozen, x, y), [(x, y)], full)
+    assert _rel(fast.sq_norm, ref.sq_norm) < 0.05 and _rel(fast.dot, ref.dot) < 0.05

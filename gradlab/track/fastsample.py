@@ -203,10 +203,12 @@ class _Hooks:
         if x._version != version or self.calls[spec.module] != 1:
             raise RuntimeError(f"per-sample scores: module {spec.module!r} was called twice or its input changed "
                                f"in place during this forward; use track.per_sample = \"vmap\"")
+        dtype = torch.promote_types(x.dtype, b.dtype)  # under autocast b may be bfloat16, x float32
+        x, b = x.to(dtype), b.detach().to(dtype)
         if spec.kind in ("linear", "conv"):
-            linear_op(sink, spec, mod, x, b.detach(), self.max_bytes)
+            linear_op(sink, spec, mod, x, b, self.max_bytes)
         else:
-            norm_op(sink, spec, mod, x, b.detach(), self.values)
+            norm_op(sink, spec, mod, x, b, self.values)
 
     @contextlib.contextmanager
     def run(self, sink: Sink) -> Iterator[None]:
