@@ -18,6 +18,7 @@ from gradlab.models.agc import AGC
 from gradlab.track.fastsample import make_plan, score_samples_fast
 from gradlab.track.gradorders import SampleScorer, get_gradient_order
 from gradlab.track.layout import ParamLayout
+from gradlab.track.match import greedy_match
 from gradlab.track.persample import score_samples
 from gradlab.track.probe import FrozenModel
 from gradlab.track.sketch import CountSketch
@@ -61,10 +62,15 @@ def _compare(model: nn.Module, n: int, chunk: int, side: int = 16, channels: int
     nosk = score_samples_fast(frozen, plan, chunks, full, None)
     gram = score_samples_fast(frozen, plan, chunks, None, None)  # |g_i|^2 alone: the Gram form where cheaper
     fast_kron = score_samples_fast(frozen, plan, chunks, full, kron)  # sketched from the factors where cheaper
+    ref_kron = score_samples(frozen, chunks, None, kron)
     out = {"loss": _rel(fast.loss, ref.loss), "sq_norm": _rel(fast.sq_norm, ref.sq_norm),
            "dot": _rel(fast.dot, ref.dot), "sketch": _rel(fast.sketch, ref.sketch),
            "dot_nosketch": _rel(nosk.dot, ref.dot), "sq_norm_gram": _rel(gram.sq_norm, ref.sq_norm),
-           "sketch_kron": _rel(fast_kron.sketch, score_samples(frozen, chunks, None, kron).sketch)}
+           "sketch_kron": _rel(fast_kron.sketch, ref_kron.sketch)}
+    target = kron.rows(full.float()[None])[0]  # match's batches, as Match.arrange builds them
+    same = [np.array_equal(greedy_match(a.sketch, target, 2, n // 2)[0], greedy_match(b.sketch, target, 2, n // 2)[0])
+            for a, b in ((fast_kron, ref_kron), (fast, ref))]
+    out["match_index_differs"] = float(not all(same))
     g = float(full.norm())
     for order in ("loss", "gradnorm", "align", "proj"):
         o = get_gradient_order(order)
