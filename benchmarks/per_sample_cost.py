@@ -6,11 +6,13 @@ one forward and backward per chunk) and by the vmap reference (``gradlab.track.p
 vmap over grad, chunked) is compared with a plain probe pass over the same images
 (``gradlab.track.probe.probe_pass``: one mean-loss gradient per batch into the memory store,
 then D). Runs alternate (probe, vmap, fast, probe, ...) after a warm-up, so drift in machine
-speed hits all three; medians are printed, with both paths' chunk sizes at ``--mb`` and the
+speed hits all of them; medians are printed (the fast path also without the sketch, and
+without G: loss and |g_i|^2 only), with both paths' chunk sizes at ``--mb`` and the
 largest relative difference between their scores. ``--jvp`` also times loss and <g_i, G> by
 forward-mode AD (``torch.func.jvp`` in the direction G), the alternative the fast path does
 not use. Then the peak RSS of each pass over one probe batch's images above the RSS just
-before it, each in a fresh subprocess, sampled from /proc every 5 ms. ``uptime``'s load is printed before and after.
+before it, each in a fresh subprocess, sampled from /proc every 5 ms. ``uptime``'s load is
+printed before and after.
 
     nice -n 10 python benchmarks/per_sample_cost.py                 # smallcnn, resnet18 (256), dpn92 (64)
     python benchmarks/per_sample_cost.py --models smallcnn:1024 --mbs 16 64 256
@@ -78,9 +80,9 @@ class Bench:
     def vmap(self, sketch: bool = True):
         return score_samples(self.frozen, _chunks(self.loader, self.vmap_chunk), self.full, self.sk if sketch else None)
 
-    def fast(self, sketch: bool = True):
-        return score_samples_fast(self.frozen, self.plan, _chunks(self.loader, self.fast_chunk), self.full,
-                                  self.sk if sketch else None, self.mb)
+    def fast(self, sketch: bool = True, full: bool = True):
+        return score_samples_fast(self.frozen, self.plan, _chunks(self.loader, self.fast_chunk),
+                                  self.full if full else None, self.sk if sketch else None, self.mb)
 
     def jvp(self):
         """Loss and <g_i, G> of every image by forward-mode AD, in the fast path's chunks."""
@@ -113,7 +115,8 @@ def timings(b: Bench, reps: int, with_jvp: bool) -> None:
     two = [b.loader.get(torch.arange(2))]
     score_samples(b.frozen, two, b.full, b.sk)  # warm-up: vmap's first call traces the model
     score_samples_fast(b.frozen, b.plan, two, b.full, b.sk)
-    t: dict[str, list[float]] = {"probe": [], "vmap": [], "fast": [], "fast, no sketch": [], "jvp": []}
+    t: dict[str, list[float]] = {"probe": [], "vmap": [], "fast": [], "fast, no sketch": [], "fast, norms only": [],
+                                 "jvp": []}
     out = {}
     keep = lambda key, fn: (lambda: out.__setitem__(key, fn()))
     for _ in range(reps):
@@ -121,6 +124,7 @@ def timings(b: Bench, reps: int, with_jvp: bool) -> None:
         t["vmap"].append(b.timed(keep("vmap", b.vmap)))
         t["fast"].append(b.timed(keep("fast", b.fast)))
         t["fast, no sketch"].append(b.timed(lambda: b.fast(sketch=False)))
+        t["fast, norms only"].append(b.timed(lambda: b.fast(sketch=False, full=False)))  # loss and |g_i|^2
         if with_jvp:
             t["jvp"].append(b.timed(b.jvp))
     p = statistics.median(t["probe"])
