@@ -34,10 +34,13 @@ from gradlab.data.orders import batch_means
 from gradlab.data.probes import ProbeBatches
 from gradlab.errors import ConfigError
 from gradlab.track.fastsample import FastPlan, make_plan, score_samples_fast
+from gradlab.track.ghost import KINDS
 from gradlab.track.match import greedy_match
 from gradlab.track.persample import SampleScores, chunk_size, score_samples
 from gradlab.track.probe import FrozenModel
 from gradlab.track.sketch import CountSketch
+
+KIND_NAMES = ", ".join(sorted({t.__name__ for t in KINDS}))
 
 # Written to every gradient probe's group as the attribute ``score_mode``.
 SCORE_MODE = ("per-sample gradients at theta_e in eval mode (BatchNorm uses theta_e's running statistics; "
@@ -174,6 +177,11 @@ class SampleScorer:
             if plan.batch_dependent:
                 warnings.warn("per-sample scores: the model's eval-mode output for an image depends on the other "
                               "images of its batch; scoring with the vmap path (each image alone)", stacklevel=2)
+            elif plan.fallback:
+                warnings.warn(f"per-sample scores: {len(plan.fallback)} parameter tensors (of {plan.fallback[0]!r}, "
+                              f"...) belong to modules the fast path does not handle and are scored by the vmap "
+                              f"path; {'; '.join(plan.notes) or 'module types other than ' + KIND_NAMES}",
+                              stacklevel=2)
             self._plan = (weakref.ref(frozen.model), plan)
         return self._plan[1]
 
