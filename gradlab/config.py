@@ -92,8 +92,13 @@ class TrackConfig:
     # quantile; /probes/<order>@class). random is cut only by "class": random@class, the
     # class-stratified random control (gradlab.registry.random_cuts)
     batching: list[str] = field(default_factory=lambda: ["contiguous"])
-    # gradient-informed orders: MB of per-sample gradients held at once by the scoring pass
-    # (sets its chunk size: MB * 2^20 / (12 bytes x parameters) images; activations come on top)
+    # gradient-informed orders: how the per-sample scores are taken. "fast": per-layer factors of one
+    # forward/backward per chunk (gradlab.track.fastsample; memory follows activations, not parameters);
+    # "vmap": per-sample gradients by torch.func (the reference, gradlab.track.persample)
+    per_sample: Literal["fast", "vmap"] = "fast"
+    # MB of per-sample work the scoring pass holds at once, on top of its chunk's activations. "fast": one
+    # layer's unfolded input and Gram matrices or per-sample gradient block per image; chunks of at most
+    # train.batch_size images. "vmap": every parameter's per-sample gradient, MB * 2^20 / (12 bytes x P) images
     per_sample_mb: int = 256
     match_dim: int = 256  # CountSketch buckets of each per-sample gradient for the "match" order
     grads: str = "memory"  # where batch gradients wait for the epoch end (gradlab.registry.STORES)

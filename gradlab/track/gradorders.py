@@ -5,7 +5,8 @@ gradient can a batch get when its images are chosen by their gradients? Each ord
 recomputed at every epoch's theta_e (``GradientProbe.prepare``), so its ``index`` and
 ``batch_score`` are stored per epoch (``[E, N]`` and ``[E, K]``).
 
-Per-image keys (ascending; ``gradlab.track.persample`` computes the gradients, in eval mode):
+Per-image keys (ascending; in eval mode, from ``gradlab.track.fastsample``'s per-layer factors, or
+``gradlab.track.persample``'s per-sample gradients with ``per_sample = "vmap"``):
 
 - ``loss``: the image's loss;
 - ``gradnorm``: |g_i|;
@@ -20,6 +21,7 @@ the epoch is measured against), so it costs nothing extra; the tracker runs that
 """
 from __future__ import annotations
 
+import warnings
 import weakref
 from typing import Iterator, Sequence
 
@@ -31,10 +33,14 @@ from gradlab.data.datasets import BatchLoader
 from gradlab.data.orders import batch_means, class_labels, cut as cut_index
 from gradlab.data.probes import ProbeBatches
 from gradlab.errors import ConfigError
+from gradlab.track.fastsample import FastPlan, make_plan, score_samples_fast
+from gradlab.track.ghost import KINDS
 from gradlab.track.match import greedy_match
 from gradlab.track.persample import SampleScores, chunk_size, score_samples
 from gradlab.track.probe import FrozenModel
 from gradlab.track.sketch import CountSketch
+
+KIND_NAMES = ", ".join(sorted({t.__name__ for t in KINDS}))
 
 # Written to every gradient probe's group as the attribute ``score_mode``.
 SCORE_MODE = ("per-sample gradients at theta_e in eval mode (BatchNorm uses theta_e's running statistics; "
@@ -117,10 +123,20 @@ def get_gradient_order(name: str) -> GradientOrder:
 
 class SampleScorer:
     """One scoring pass per epoch over every image of a loader, shared by the gradient probes
-    that use it (the pass runs once at each theta_e, whatever the number of orders)."""
+    that use it (the pass runs once at each theta_e, whatever the number of orders).
 
-    def __init__(self, loader: BatchLoader, max_bytes: int = 256 << 20, sketch_dim: int = 256, seed: int = 0):
+    ``per_sample``: ``"fast"`` (per-layer factors of one forward/backward per chunk,
+    ``gradlab.track.fastsample``; chunks of at most the loader's batch size) or ``"vmap"`` (the
+    reference: per-sample gradients by ``torch.func``, ``gradlab.track.persample``). Both give
+    the same scores; ``max_bytes`` bounds the per-sample work held at once in either."""
+
+    def __init__(self, loader: BatchLoader, max_bytes: int = 256 << 20, sketch_dim: int = 256, seed: int = 0,
+                 per_sample: str = "fast"):
+        if per_sample not in ("fast", "vmap"):
+            raise ConfigError(f'per_sample must be "fast" or "vmap", got {per_sample!r}')
         self.loader, self.max_bytes, self.sketch_dim, self.seed = loader, int(max_bytes), int(sketch_dim), seed
+        self.per_sample = per_sample
+        self._plan: tuple[weakref.ref, FastPlan] | None = None  # (the model it was made for, plan)
         self.needs_sketch = False  # set by the probes that use this scorer
         self._sketch: CountSketch | None = None
         # (weak reference to the theta_e it was computed at, scores): a weak reference, not id(),
@@ -132,21 +148,43 @@ class SampleScorer:
         for lo in range(0, n, size):
             yield self.loader.get(torch.arange(lo, min(n, lo + size)))
 
-    def sketch(self, num_params: int, device: torch.device) -> CountSketch:
+    def sketch(self, num_params: int, device: torch.device, shapes=None) -> CountSketch:
+        """The CountSketch of ``match`` (made once; ``shapes``, the layout's, hash each weight as a tensor
+        product, so that the fast path sketches a Gram-form layer from its factors)."""
         if self._sketch is None:
-            self._sketch = CountSketch(num_params, self.sketch_dim, device, seed=self.seed + 0x3A7C)
+            self._sketch = CountSketch(num_params, self.sketch_dim, device, seed=self.seed + 0x3A7C, shapes=shapes)
         return self._sketch
 
     def scores(self, frozen: FrozenModel, full: torch.Tensor | None) -> SampleScores:
         """Every image's scores at ``frozen`` (computed once per theta_e)."""
         if self._memo is not None and self._memo[0]() is frozen and (full is None or self._memo[1].dot is not None):
             return self._memo[1]
-        size = chunk_size(frozen.layout.size, self.max_bytes)
         device = next(iter(frozen.params.values())).device
-        sk = self.sketch(frozen.layout.size, device) if self.needs_sketch else None
-        s = score_samples(frozen, self._chunks(size), full, sk)
+        sk = self.sketch(frozen.layout.size, device, frozen.layout.shapes) if self.needs_sketch else None
+        plan = self.plan(frozen) if self.per_sample == "fast" else None
+        if plan is not None and not plan.batch_dependent:
+            size = plan.chunk_size(self.max_bytes, self.loader.batch_size)
+            s = score_samples_fast(frozen, plan, self._chunks(size), full, sk, self.max_bytes)
+        else:
+            s = score_samples(frozen, self._chunks(chunk_size(frozen.layout.size, self.max_bytes)), full, sk)
         self._memo = (weakref.ref(frozen), s)
         return s
+
+    def plan(self, frozen: FrozenModel) -> FastPlan:
+        """The fast path's plan for this model (made once, from the loader's first two images)."""
+        if self._plan is None or self._plan[0]() is not frozen.model:
+            x, y = self.loader.get(torch.arange(min(2, len(self.loader.data))))
+            plan = make_plan(frozen, x, y)
+            if plan.batch_dependent:
+                warnings.warn("per-sample scores: the model's eval-mode output for an image depends on the other "
+                              "images of its batch; scoring with the vmap path (each image alone)", stacklevel=2)
+            elif plan.fallback:
+                warnings.warn(f"per-sample scores: {len(plan.fallback)} parameter tensors (of {plan.fallback[0]!r}, "
+                              f"...) belong to modules the fast path does not handle and are scored by the vmap "
+                              f"path; {'; '.join(plan.notes) or 'module types other than ' + KIND_NAMES}",
+                              stacklevel=2)
+            self._plan = (weakref.ref(frozen.model), plan)
+        return self._plan[1]
 
 
 class GradientProbe(ProbeBatches):
@@ -193,9 +231,10 @@ class GradientProbe(ProbeBatches):
 
 
 def gradient_probes(loader: BatchLoader, orders: Sequence[str], batchings: Sequence[str] = ("contiguous",),
-                    max_bytes: int = 256 << 20, sketch_dim: int = 256, seed: int = 0) -> dict[str, GradientProbe]:
+                    max_bytes: int = 256 << 20, sketch_dim: int = 256, seed: int = 0,
+                    per_sample: str = "fast") -> dict[str, GradientProbe]:
     """Probes of every gradient ``order`` x each batching it supports, sharing one scoring pass."""
-    scorer = SampleScorer(loader, max_bytes, sketch_dim, seed)
+    scorer = SampleScorer(loader, max_bytes, sketch_dim, seed, per_sample)
     out: dict[str, GradientProbe] = {}
     for order in orders:
         for cut in batchings:

@@ -13,7 +13,10 @@ full gradient. Two differences, both because a probe batch must be an ordinary m
 
 Gradients are a CountSketch of each image's whole per-sample gradient (``track.match_dim``
 buckets), not GradMatch's last-layer gradient: D is measured on the whole gradient, and a
-sketch preserves inner products in expectation (``gradlab.track.sketch``).
+sketch preserves inner products in expectation (``gradlab.track.sketch``). Each weight tensor
+is hashed as a tensor product, so that the fast scoring path sketches a layer from its
+per-sample factors without forming its gradient; what this and the last layer cost in the
+true D of the batches: ``benchmarks/match_sketch_accuracy.py``.
 
 Greedy step for a batch holding j images with sketched sum s: add the unused image i that
 minimises |s + g_i - (j + 1) t|^2 = |g_i|^2 - 2 <(j + 1) t - s, g_i> + const, i.e. one

@@ -51,11 +51,14 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
             m.training = was
 
 
-def per_sample_grads(frozen: FrozenModel, x: torch.Tensor, y: torch.Tensor
+def per_sample_grads(frozen: FrozenModel, x: torch.Tensor, y: torch.Tensor, names: Iterable[str] | None = None
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Loss ``[c]`` and gradient ``{name: [c, *shape]}`` of each image of ``x`` at theta_e, eval mode."""
-    params = {n: p.detach() for n, p in frozen.params.items()}
-    fixed = {**frozen.consts, **frozen.buffers}  # eval mode reads the running statistics, never writes them
+    """Loss ``[c]`` and gradient ``{name: [c, *shape]}`` of each image of ``x`` at theta_e, eval mode,
+    for the parameter tensors ``names`` (default: all; the others are held fixed)."""
+    keep = set(frozen.params if names is None else names)
+    params = {n: p.detach() for n, p in frozen.params.items() if n in keep}
+    # eval mode reads the running statistics, never writes them
+    fixed = {**{n: p.detach() for n, p in frozen.params.items() if n not in keep}, **frozen.consts, **frozen.buffers}
 
     def loss_one(p: dict[str, torch.Tensor], xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
         out = functional_call(frozen.model, {**p, **fixed}, (xi.unsqueeze(0),))
@@ -93,7 +96,8 @@ def score_samples(frozen: FrozenModel, chunks: Iterable[tuple[torch.Tensor, torc
                   full: torch.Tensor | None = None, sketch: CountSketch | None = None) -> SampleScores:
     """Reduce every image's gradient to its scores, chunk by chunk (``chunks`` yields ``(x, y)``)."""
     layout = frozen.layout
-    pieces = None if full is None else [t.reshape(-1).to(torch.float32) for t in layout.unflatten(full).values()]
+    dtype = next(iter(frozen.params.values())).dtype  # float32 unless the model is float64 (tests)
+    pieces = None if full is None else [t.reshape(-1).to(dtype) for t in layout.unflatten(full).values()]
     loss, sq, dot, sk = [], [], [], []
     for x, y in chunks:
         lo, grads = per_sample_grads(frozen, x, y)
