@@ -77,6 +77,12 @@ class TrainConfig:
     # Legal on CPU too (slower there: use it for CUDA).
     amp: Literal["none", "bf16"] = "none"
     channels_last: bool = False  # NHWC memory format for model and inputs: faster convs under bf16 on CUDA
+    # which batches each epoch trains on (gradlab.registry.POLICIES, gradlab.train.policy): "shuffle" (every
+    # image, order from track.order); "batches" (every batch of policy_metric's contiguous cut, a new random
+    # visiting order each epoch: the homogeneity control); "drop_extremes" (those less the bottom and top
+    # quartile by mean metric: the paper's R1); "high_first" (phase 0 on the upper half, then shuffle: R2)
+    policy: str = "shuffle"
+    policy_metric: str = "intensity"  # the image metric whose contiguous cut the policies other than shuffle read
 
 
 @dataclass
@@ -157,6 +163,7 @@ class StudyConfig:
         _check_dataset_name(self.data.dataset)
         _check_transform(self.data)
         _check_orders(self.track)
+        _check_policy(t, self.track)
         Schedule.parse(self.track.param_stats)
         if t.threads != "auto" and (isinstance(t.threads, str) or t.threads < 1):
             raise ConfigError(f'train.threads must be "auto" or a number >= 1, got {t.threads!r}')
@@ -191,6 +198,16 @@ def _check_orders(t: TrackConfig) -> None:
         registry.check_reference(registry.needs_full(t.probes), t.probes, key="track.probes")
     if t.per_sample_mb < 1 or t.match_dim < 1:
         raise ConfigError("track.per_sample_mb and track.match_dim must be >= 1")
+
+
+def _check_policy(t: TrainConfig, track: TrackConfig) -> None:
+    """A training policy other than shuffle reads its own metric's cut, so the training order is shuffle."""
+    registry.POLICIES.check(t.policy)
+    if t.policy != registry.SHUFFLE:
+        registry.METRICS.check(t.policy_metric)
+        if track.order != registry.SHUFFLE:
+            raise ConfigError(f'train.policy = "{t.policy}" chooses the batches itself, but track.order = '
+                              f'"{track.order}" also sets a training order; set track.order = "shuffle"')
 
 
 def _check_dataset_name(name: str) -> None:

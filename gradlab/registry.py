@@ -137,6 +137,19 @@ BATCHINGS = Registry("batching", "track.batching", [
     entry("class", "gradlab.data.orders:by_class", "sorted within each class; every batch holds every class in "
           "the dataset's proportion at one within-class quantile", LABELS),
 ])
+# Which batches an epoch trains on (``train.policy``, gradlab.train.policy): "shuffle" is plain SGD
+# (the training order ``track.order`` decides); the others read the contiguous cut of the
+# ``train.policy_metric`` order (the best-minibatch paper's recommendations R1 and R2, and a control).
+POLICIES = Registry("training policy", "train.policy", [
+    entry(SHUFFLE, "gradlab.train.policy:shuffle", "every image, in the training order of track.order"),
+    entry("batches", "gradlab.train.policy:all_batches", "every batch of the metric's contiguous cut, in a new "
+          "random order each epoch (the control for batch homogeneity)"),
+    entry("drop_extremes", "gradlab.train.policy:drop_extremes", "R1: the cut's batches less the bottom and top "
+          "quartile by mean metric"),
+    entry("high_first", "gradlab.train.policy:high_first", "R2: phase 0 on the upper half of the cut's batches by "
+          "mean metric, then shuffle"),
+])
+
 # The probe name of an order's cut: ``align`` (contiguous), ``align@strat`` (stratified),
 # ``align@class`` (class); ``random@class`` is the class-stratified random control.
 _SUFFIX = {"contiguous": "", "stratified": "@strat", "class": "@class"}
@@ -197,4 +210,5 @@ def needs_full(orders: Iterable[str]) -> list[str]:
     return [p for p in orders if split_probe_name(p)[0] in GRADIENT_ORDERS.having(NEEDS_FULL)]
 
 
-ALL: Mapping[str, Registry] = {r.concept: r for r in (DATASETS, MODELS, METRICS, GRADIENT_ORDERS, STORES, BATCHINGS)}
+ALL: Mapping[str, Registry] = {r.concept: r for r in (DATASETS, MODELS, METRICS, GRADIENT_ORDERS, STORES, BATCHINGS,
+                                                    POLICIES)}

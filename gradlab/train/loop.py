@@ -37,8 +37,8 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, loader: BatchLoade
     total_loss = torch.zeros((), dtype=torch.float64, device=loader.device)
     correct = torch.zeros((), dtype=torch.int64, device=loader.device)
     n = pixels = 0  # images, predictions (pixels for segmentation)
-    batches = tqdm(loader.batches(order, augment, dist.shard), total=len(loader), desc=desc, leave=False,
-                   disable=not progress)
+    batches = tqdm(loader.batches(order, augment, dist.shard), total=len(order) // loader.batch_size, desc=desc,
+                   leave=False, disable=not progress)
     for k, (x, y) in enumerate(batches):
         out = model(x)
         loss = F.cross_entropy(out, y)

@@ -26,7 +26,7 @@ from gradlab.errors import ConfigError, DiskFullError, GradlabError, RunFileErro
 from gradlab.models import build_model
 from gradlab.runfile import names
 from gradlab.runfile.lock import RunLock
-from gradlab.registry import RANDOM, SHUFFLE, is_gradient_order, probe_name, random_cuts
+from gradlab.registry import POLICIES, RANDOM, SHUFFLE, is_gradient_order, probe_name, random_cuts
 from gradlab.track.gradorders import gradient_probes
 from gradlab.track.layout import ParamLayout
 from gradlab.track.options import Runtime, TrackOptions
@@ -67,6 +67,7 @@ class Study:
     train_order: Order | None  # None = reshuffle every epoch
     probes: list[Order] = field(default_factory=list)  # fixed orders, each cut of each
     gradient_orders: list[str] = field(default_factory=list)  # rebuilt at every theta_e (gradlab.track.gradorders)
+    policy_cut: Order | None = None  # train.policy's metric, cut contiguously (None: policy "shuffle")
 
 
 def build_study(cfg: StudyConfig, scores: ScoreFn = compute_scores, device: torch.device | None = None,
@@ -96,7 +97,9 @@ def build_study(cfg: StudyConfig, scores: ScoreFn = compute_scores, device: torc
     train_order = None if t.order == SHUFFLE else build_order(t.order, train, bs, cfg.train.seed, scores)
     probes = _fixed_probes(cfg, train, train_order, scores) if t.enabled else []
     gradient = [p for p in t.probes if is_gradient_order(p)] if t.enabled else []
-    return Study(cfg, device, train, test, model, layout, train_order, probes, gradient)
+    policy_cut = (None if cfg.train.policy == SHUFFLE
+                  else build_order(cfg.train.policy_metric, train, bs, cfg.train.seed, scores))
+    return Study(cfg, device, train, test, model, layout, train_order, probes, gradient, policy_cut)
 
 
 def _fixed_probes(cfg: StudyConfig, train: ImageSet, train_order: Order | None, scores: ScoreFn) -> list[Order]:
@@ -311,8 +314,7 @@ class Runner:
             group["lr"] = lr
         tracker.epoch_start()
         t0 = time.perf_counter()
-        order = (torch.from_numpy(s.train_order.index) if s.train_order is not None
-                 else torch.randperm(len(s.train), generator=data_gen))
+        order = self._epoch_order(e, data_gen)
         guard = NonFiniteGuard(tc.on_nonfinite, s.device, e, lr)
         with dist.sync_batchnorm(model):
             loss, acc = train_epoch(train_model, opt, loader, order, data_gen if cfg.data.augment else None,
@@ -335,6 +337,20 @@ class Runner:
                 "run_id": tracker.writer.run_id})
         tracker.epoch_end(before_commit=save, **row)
         return row
+
+    def _epoch_order(self, e: int, data_gen: torch.Generator) -> torch.Tensor:
+        """The images epoch e trains on, in order: the training policy's choice of the cut's batches
+        (gradlab.train.policy), else the fixed training order (paper mode) or a new permutation."""
+        s, tc = self.study, self.cfg.train
+        if s.policy_cut is not None:
+            k, bs = s.policy_cut.num_batches, tc.batch_size
+            chosen = POLICIES.load(tc.policy)(s.policy_cut.index[: k * bs].reshape(k, bs), s.policy_cut.batch_score,
+                                              phase_of(e, tc.milestones), data_gen)
+            if chosen is not None:
+                return chosen
+        if s.train_order is not None:
+            return torch.from_numpy(s.train_order.index)
+        return torch.randperm(len(s.train), generator=data_gen)
 
     def _evaluate(self, model: nn.Module) -> dict[str, float]:
         """Test metrics at theta_{e+1}: loss and accuracy (segmentation: pixel accuracy, mIoU,
