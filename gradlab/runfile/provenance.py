@@ -14,7 +14,7 @@ from gradlab.version import __version__
 
 # The root attributes ``collect`` writes, in the order readers list them.
 PROVENANCE_KEYS = ("gradlab_version", "torch_version", "cuda_version", "numpy_version", "h5py_version",
-                   "python_version", "device", "device_name", "cpu_threads", "cpu_count", "hostname", "platform",
+                   "python_version", "device", "device_name", "cpu_threads", "cpu_count", "load_average", "hostname", "platform",
                    "git_commit", "seed", "created_utc")
 
 
@@ -56,6 +56,9 @@ def collect(device: torch.device, seed: int) -> dict[str, str | int]:
         "device_name": device_name(device),
         "cpu_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count() or 0,
+        # the machine's 1, 5 and 15 minute load averages when the run started: timings of runs made
+        # beside other work are only comparable with it ("" where the platform has none)
+        "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "",
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
         "git_commit": git_commit(),
