@@ -1,4 +1,4 @@
-"""Command line: ``gradlab run | scores | inspect | report | export`` (reference: docs/reference/cli.md).
+"""Command line: ``gradlab run | scores | inspect | report | export | results`` (reference: docs/reference/cli.md).
 
 Every ``GradlabError`` ends the command with one line on stderr and exit status 2.
 """
@@ -110,6 +110,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_results(args: argparse.Namespace) -> int:
+    from gradlab import results
+
+    out = Path(args.out)
+    if args.check:
+        results.first_difference(out)
+        print(f"results: every page in {out} is what the run files in results/ give")
+        return 0
+    files = results.generate(out)
+    print(f"results: {len(files)} files in {out} ({', '.join(f.name for f in files)})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gradlab", description="Gradient-distance studies during training.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -156,6 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", choices=("csv", "parquet"), default="csv", help="file format (default csv)")
     ex.add_argument("--out", required=True, metavar="DIR", help="folder for <table>.<format> files")
     ex.set_defaults(func=_cmd_export)
+    rs = sub.add_parser("results", help="regenerate the results pages (tables, figures, provenance) from the run "
+                                        "files committed in results/")
+    rs.add_argument("--out", default="docs/results", metavar="DIR", help="folder of the pages (default docs/results)")
+    rs.add_argument("--check", action="store_true",
+                    help="write nothing; fail (exit 2) naming the first page in --out that differs from what the "
+                         "run files give")
+    rs.set_defaults(func=_cmd_results)
     return p
 
 

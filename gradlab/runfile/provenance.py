@@ -14,8 +14,8 @@ from gradlab.version import __version__
 
 # The root attributes ``collect`` writes, in the order readers list them.
 PROVENANCE_KEYS = ("gradlab_version", "torch_version", "cuda_version", "numpy_version", "h5py_version",
-                   "python_version", "device", "device_name", "cpu_threads", "cpu_count", "load_average", "hostname", "platform",
-                   "git_commit", "seed", "created_utc")
+                   "python_version", "device", "device_name", "cpu_threads", "cpu_count", "load_average", "hostname",
+                   "platform", "git_commit", "seed", "created_utc")
 
 
 def git_commit() -> str:

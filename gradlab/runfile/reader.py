@@ -384,6 +384,15 @@ class Run:
                 cols[name.replace("/", "_")] = self._rows(name)
         return pd.DataFrame(cols)
 
+    def timing(self) -> pd.DataFrame:
+        """Per epoch: seconds of training, evaluation, probe passes and (inside them) per-sample
+        scoring (``/timing/*``; the columns the run recorded)."""
+        cols = {"epoch": np.arange(self.epochs_done)}
+        for name in (names.TIMING_TRAIN, names.TIMING_EVAL, names.TIMING_PROBE, names.TIMING_SCORE):
+            if name in self.f:
+                cols[name.split("/")[1]] = self._rows(name)
+        return pd.DataFrame(cols)
+
     # ------------------------------------------------------------------ parameter statistics
     PARAM_STATS = ("mean", "var", "grad_norm")
 

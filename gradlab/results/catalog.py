@@ -1,0 +1,51 @@
+"""Which committed run files the results pages read: one entry per documented study.
+
+A study is a study file run for some variants and seeds; its run files live in ``results/`` as
+``<stem>-<variant>-s<seed>.h5`` (``gradlab run`` names them so with ``--variant`` and ``--seeds``).
+The command that reproduces each run is derived here, so a page never types one by hand.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from gradlab.errors import GradlabError
+
+RESULTS_DIR = "results"  # the committed run files, relative to the repository root
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str  # the stem of its run files
+    study_file: str  # relative to the repository root
+    variants: tuple[str, ...]
+    seeds: tuple[int, ...]
+    custom_out: bool = False  # the study file's output.path is elsewhere: the command passes --out
+
+    def path(self, root: Path, variant: str, seed: int) -> Path:
+        return root / RESULTS_DIR / f"{self.name}-{variant}-s{seed}.h5"
+
+    def command(self, variant: str, seed: int) -> str:
+        out = f" --out {RESULTS_DIR}/{self.name}.h5" if self.custom_out else ""
+        return f"gradlab run {self.study_file} --variant {variant} --seeds {seed}{out}"
+
+    def paths(self, root: Path, variant: str) -> list[Path]:
+        """The run files of one variant, every seed; one line naming the command when one is missing."""
+        out = []
+        for s in self.seeds:
+            p = self.path(root, variant, s)
+            if not p.is_file():
+                raise GradlabError(f"results: {p} is missing; make it with: {self.command(variant, s)}")
+            out.append(p)
+        return out
+
+
+CLASS_MIX = Study("class_mix", "studies/class_mix.toml", ("synthetic", "mnist", "fashion"), (0, 1, 2))
+INTERVENTIONS = Study("interventions", "studies/interventions.toml",
+                      tuple(f"{d}-{a}" for d in ("mnist", "fashion") for a in ("shuffle", "batches", "r1", "r2")),
+                      (0, 1, 2, 3, 4))
+WEIGHT_MECHANISM = Study("weight_mechanism", "studies/weight_mechanism.toml",
+                         ("baseline", "alpha0.1", "alpha0.5", "beta0.1"), (0, 1, 2, 3, 4), custom_out=True)
+AGC = Study("agc_vs_bn", "studies/agc_vs_bn.toml", ("agc", "agc-paper-lr", "bn-paper-lr"), (0, 1, 2, 3, 4),
+            custom_out=True)
+DATASET_NAMES = {"synthetic": "synthetic (quickstart)", "mnist": "MNIST", "fashion": "Fashion-MNIST"}

@@ -1,0 +1,114 @@
+"""Is it the image property or the class mix? (studies/class_mix.toml)
+
+Every metric's contiguous (the paper's), stratified and class-balanced cut, against two controls:
+``random`` and ``random@class`` (class-stratified random batches), per phase, over seeds. Two
+differences per metric answer the question:
+
+- class mix: D(m) - D(m@class) in random units, how much closer or farther the metric's batches
+  are because sorting by the metric also sorts by class;
+- image property beyond class balance: D(m@class) in random@class units, minus 1: below 0, the
+  metric's homogeneous batches beat class-balanced random ones; above 0, they are worse.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from gradlab.registry import CLASS_CONTROL, RANDOM, probe_name
+from gradlab.results import stats
+from gradlab.results.catalog import CLASS_MIX, DATASET_NAMES
+from gradlab.results.common import by_variant, final, seed_means
+from gradlab.results.markdown import ci, num, table
+from gradlab.runfile.reader import Run
+
+METRICS = ("intensity", "hsv", "edges", "lpips")
+CUTS = ("contiguous", "stratified", "class")
+COMPOSITION = ("label_entropy", "top_class_share")
+
+
+def probes() -> list[str]:
+    """The rows of the tables: the two controls, then every metric in every cut."""
+    return [RANDOM, CLASS_CONTROL] + [probe_name(m, c) for m in METRICS for c in CUTS]
+
+
+def unit_table(runs: list[Run], unit: str) -> str:
+    phases = range(runs[0].num_phases)
+    rows = [[f"`{p}`"] + [ci(*stats.interval(seed_means(runs, p, ph, unit))) for ph in phases] for p in probes()]
+    return table(["probe"] + [f"phase {ph} (lr {runs[0].phase_lr(ph):g})" for ph in phases], rows)
+
+
+def decomposition(runs: list[Run]) -> tuple[str, list[str]]:
+    """The two differences per metric and phase, and one generated sentence per metric."""
+    rows, lines = [], []
+    for m in METRICS:
+        mix, prop = [], []
+        for ph in range(runs[0].num_phases):
+            mix.append(stats.interval(seed_means(runs, m, ph, RANDOM) - seed_means(runs, m + "@class", ph, RANDOM)))
+            prop.append(stats.interval(seed_means(runs, m + "@class", ph, CLASS_CONTROL) - 1.0))
+        rows.append([f"`{m}`", "class mix: D(m) − D(m@class), random units"] + [ci(*x) for x in mix])
+        rows.append([f"`{m}`", "beyond class balance: D(m@class) − 1, random@class units"] + [ci(*x) for x in prop])
+        lines.append(f"`{m}`: " + "; ".join(f"phase {ph}: class mix {_sign(mix[ph], 'farther', 'closer')}, "
+                                          f"class-balanced batches {_sign(prop[ph], 'worse', 'better')} than "
+                                          f"random@class" for ph in range(len(mix))) + ".")
+    head = ["metric", "difference"] + [f"phase {ph}" for ph in range(runs[0].num_phases)]
+    return table(head, rows), lines
+
+
+def _sign(x: tuple[float, float, float], above: str, below: str) -> str:
+    """Words for an interval against 0: ``above`` / ``below`` when it excludes 0."""
+    _, lo, hi = x
+    if lo > 0:
+        return f"makes batches {above}" if above == "farther" else above
+    if hi < 0:
+        return f"makes batches {below}" if below == "closer" else below
+    return "not distinguishable from 0" if above == "farther" else "not distinguishable"
+
+
+def composition_table(runs: list[Run]) -> str:
+    """Mean label entropy (nats) and top-class share of each probe's batches, over batches, epochs, seeds."""
+    rows = []
+    for p in probes():
+        vals = [np.mean([r.quantity(p, q)[q].mean() for r in runs]) for q in COMPOSITION]
+        rows.append([f"`{p}`"] + [num(v) for v in vals])
+    return table(["probe", "label entropy (nats)", "top-class share"], rows)
+
+
+def accuracy_line(runs: list[Run], seeds: tuple[int, ...]) -> str:
+    acc = final(runs, "test_acc")
+    return (f"Final test accuracy (10 classes, chance 0.1), seeds {', '.join(map(str, seeds))}: "
+            f"{', '.join(num(a) for a in acc)}; mean {ci(*stats.interval(acc))}.")
+
+
+def page(runs: dict, root: Path) -> str:
+    out = [_INTRO]
+    for v in CLASS_MIX.variants:
+        rs = by_variant(runs, v)
+        dec, lines = decomposition(rs)
+        out += [f"## {DATASET_NAMES[v]}\n", accuracy_line(rs, CLASS_MIX.seeds) + "\n",
+                "### Mean D in random units (1 = the `random` probe's mean D at the same epoch)\n",
+                unit_table(rs, RANDOM),
+                "### Mean D in random@class units (1 = class-stratified random batches)\n",
+                unit_table(rs, CLASS_CONTROL), "### How much of each metric's distance is class mix\n", dec,
+                "Read from the intervals above (an interval that excludes 0 is named; the rest are not "
+                "distinguishable at this number of seeds):\n", "\n".join(f"- {x}" for x in lines) + "\n",
+                "### Class composition of the batches\n", composition_table(rs)]
+    return "\n".join(out)
+
+
+_INTRO = """# Image property or class mix?
+
+Every image metric's batches, cut three ways, against two controls, on three datasets
+(`studies/class_mix.toml`): smallcnn with BatchNorm, 2,048 training images in 16 batches of 128,
+3 epochs, one per learning-rate phase (0.1, 0.01, 0.001), probes taken at every epoch-start θ_e
+in train mode (batch statistics), never augmented. Cuts:
+
+- `m`: the paper's contiguous cut of the images sorted by metric `m`;
+- `m@strat`: stratified (batch k takes sorted positions k, k + K, ...);
+- `m@class`: sorted within each class, every batch holding every class in the dataset's proportion.
+
+Controls: `random` (the common unit) and `random@class` (class-stratified random batches). Each
+cell is the mean over seeds of each seed's mean D over the phase's batches, with a 95% Student-t
+interval over seeds (n − 1 degrees of freedom). No correction for multiple comparisons is applied
+on this page; the verdicts on the [claims page](claims.md) are Holm-corrected.
+"""

@@ -1,0 +1,79 @@
+"""The statistics of the results pages, each a small pure function of arrays over seeds.
+
+Seeds are the unit of replication: a contrast is computed once per seed (one trained network, one
+data order), and its mean gets a Student-t interval over seeds (n - 1 degrees of freedom). A set of
+tests is corrected with Holm's step-down method (Holm 1979), which controls the family-wise error
+rate without assuming independence. The seeds a test would need come from the measured spread and
+the normal approximation for a two-sided one-sample (or paired) test:
+n = ((z_{1-a/2} + z_{power}) * sd / effect)^2. Written here because scipy has no Holm helper, and
+statsmodels (which has one) is a heavy dependency for four lines.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats
+
+LEVEL = 0.95  # every interval on the results pages
+ALPHA = 0.05  # family-wise error rate of every verdict
+POWER = 0.8  # the power "seeds needed" is computed for
+
+
+def interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float, float]:
+    """Mean of ``values`` (one per seed) and its two-sided t-interval; NaN bounds for one seed."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return math.nan, math.nan, math.nan
+    m = float(v.mean())
+    if len(v) < 2:
+        return m, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return m, m - half, m + half
+
+
+def t_test_p(values: np.ndarray) -> float:
+    """Two-sided p of a one-sample t-test of mean 0 (a paired test when ``values`` are differences)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return math.nan
+    if v.std(ddof=1) == 0:
+        return 0.0 if v.mean() != 0 else 1.0
+    return float(stats.ttest_1samp(v, 0.0).pvalue)
+
+
+def holm(p: list[float] | np.ndarray) -> np.ndarray:
+    """Holm-adjusted p-values (NaN stays NaN, and does not count as a test)."""
+    p = np.asarray(p, dtype=np.float64)
+    out = np.full_like(p, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = len(ok)
+    order = ok[np.argsort(p[ok], kind="stable")]
+    running = 0.0
+    for i, j in enumerate(order):
+        running = max(running, min(1.0, (m - i) * p[j]))
+        out[j] = running
+    return out
+
+
+def seeds_needed(values: np.ndarray, effect: float | None = None, alpha: float = ALPHA,
+                 power: float = POWER) -> int | None:
+    """Seeds for a two-sided test at ``alpha`` to detect ``effect`` (default: the measured mean) with
+    ``power``, given the measured spread of ``values``; None when there is no spread or no effect."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    d = float(v.mean()) if effect is None else effect
+    if len(v) < 2 or d == 0 or v.std(ddof=1) == 0:
+        return None
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return max(2, math.ceil((z * v.std(ddof=1) / abs(d)) ** 2))
+
+
+def verdict(p_adj: float, mean: float, sign: int) -> str:
+    """``supported`` / ``contradicted`` (adjusted p below ``ALPHA``, mean with / against the claimed
+    ``sign``), else ``not resolvable``."""
+    if not math.isfinite(p_adj) or p_adj >= ALPHA:
+        return "not resolvable"
+    return "supported" if mean * sign > 0 else "contradicted"
