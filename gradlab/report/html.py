@@ -109,7 +109,7 @@ def summary_table(summaries: dict[str, pd.DataFrame], runs_colour: dict[str, str
     lo, hi = np.nanmin(vals), np.nanmax(vals)
     multi = len(summaries) > 1
     head = ["probe", "phase"] + (["run"] if multi else []) + [bin_label(b, bins) for b in range(bins)] + [
-        "closest quantile (scores)", "gain (unit)", "extremes / middle", "chance best", "p",
+        "closest quantile (scores)", "gain (unit)", "extremes / middle", "chance best", "p (Holm)",
         f"<span class='swatch' style='background:{CONTROL_COLOUR}'></span>{esc(control)} control: best / spread",
         "gain ÷ control spread", "verdict"]
     out = ["<div class='tablewrap'><table class='summary'><thead><tr>",
@@ -133,7 +133,8 @@ def summary_table(summaries: dict[str, pd.DataFrame], runs_colour: dict[str, str
         cells.append(f"<td class='num'>{-100 * r.gain:+.1f}%<br><span class='note'>{unit}</span></td>")
         cells.append(f"<td class='num'>{r.outer_rel:.3f} / {r.middle_rel:.3f}</td>")
         cells.append(f"<td class='num'>{r.chance_best_rel:.3f}</td>")
-        cells.append(f"<td class='num'>{r.p_value:.3f}</td>" if np.isfinite(r.p_value) else "<td>–</td>")
+        cells.append(f"<td class='num'>{r.p_value:.3f} ({r.p_holm:.3f})</td>" if np.isfinite(r.p_value)
+                     else "<td>–</td>")
         ctrl = ("–" if not np.isfinite(r.control_best_rel)
                 else f"{r.control_best_rel:.3f} / {r.control_spread:.3f}")
         cells.append(f"<td class='num'>{ctrl}</td>")

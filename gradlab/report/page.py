@@ -153,13 +153,13 @@ def _summary_intro(bins: int, n_perm: int) -> str:
         f"control falls back to each probe's own epoch mean (the table says so in its unit column). "
         f"<i>gain</i> is 1 − the best bin's value. <i>extremes / middle</i> compares the two outer bins with the rest. "
         f"<i>chance best</i> is the best-bin value expected when batches are put into bins at random "
-        f"(permutation test, {n_perm} shuffles; <i>p</i> is the share of shuffles whose best bin is as close). "
+        f"(permutation test, {n_perm} shuffles; <i>p</i> is the share of shuffles whose best bin is as close; "
+        f"in brackets, Holm-corrected across the table's probe × phase tests). "
         f"The <code>{CONTROL}</code> probe, binned the same way by batch number, shows what no signal looks like: "
         f"its best bin and the spread between its bins; <i>gain ÷ control spread</i> above 1 means the metric's "
         f"best bin "
-        f"is further below 1 than the random control's bins spread. A metric beats chance when "
-        f"p &lt; 0.05; with many probes and phases about one row in twenty does so by luck alone, so look for "
-        f"effects that repeat across phases, measures or runs.</p>")
+        f"is further below 1 than the random control's bins spread. A metric beats chance when its "
+        f"Holm-corrected p is below 0.05, which keeps the chance of any false verdict in the table at 5%.</p>")
 
 
 def _summary_section(pg: _Page) -> Section:
@@ -314,10 +314,11 @@ def _seeds_section(pg: _Page) -> Section | None:
             f"<tr><td>{esc(r.probe)}</td><td>{r.phase}</td><td>{esc(r.best_label)}</td>"
             f"<td class='num'>{r.best_rel:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]</td>"
             f"<td class='num'>{r.get('control_rel', np.nan):.3f} [{r.get('control_ci_low', np.nan):.3f}, "
-            f"{r.get('control_ci_high', np.nan):.3f}]</td><td class='num'>{r.p_value:.3f}</td>"
+            f"{r.get('control_ci_high', np.nan):.3f}]</td><td class='num'>{r.p_value:.3f} ({r.p_holm:.3f})</td>"
             f"<td>{esc(r.verdict)}</td></tr>" for _, r in s.iterrows())
         body += (f"<h3>{esc(title)}</h3><table class='summary'><tr><th>probe</th><th>phase</th><th>closest bin</th>"
-                 f"<th>D (95% CI)</th><th>{CONTROL} control, same bin</th><th>p (pooled)</th><th>verdict</th></tr>"
+                 f"<th>D (95% CI)</th><th>{CONTROL} control, same bin</th><th>p (pooled; Holm)</th>"
+                 f"<th>verdict</th></tr>"
                  f"{rows}</table>" + pg.add(seed_figure(s, pg.bins, title), "seeds", *g) + _seed_heatmaps(pg, g))
     return ("seeds", "Across seeds", body)
 

@@ -103,6 +103,31 @@ def _bin_stats(prof: np.ndarray, scores: np.ndarray, bins: int, n_perm: int, rng
     }
 
 
+def holm(p) -> np.ndarray:
+    """Holm-adjusted p-values (Holm 1979, step-down; controls the family-wise error rate without
+    assuming independence). NaN stays NaN and does not count as a test. Written here because scipy
+    has no Holm helper, and statsmodels, which has one, is a heavy dependency for a few lines."""
+    p = np.asarray(p, dtype=np.float64)
+    out = np.full_like(p, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    order = ok[np.argsort(p[ok], kind="stable")]
+    running = 0.0
+    for i, j in enumerate(order):
+        running = max(running, min(1.0, (len(ok) - i) * p[j]))
+        out[j] = running
+    return out
+
+
+def _corrected(df: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """Holm across the table's probe x phase tests: ``p_holm``, ``n_tests``, and the verdict from ``p_holm``."""
+    if df.empty:
+        return df
+    df["p_holm"] = holm(df["p_value"].to_numpy(dtype=np.float64))
+    df["n_tests"] = int(np.isfinite(df["p_value"].to_numpy(dtype=np.float64)).sum())
+    df["verdict"] = [_verdict(p, alpha) for p in df["p_holm"]]
+    return df
+
+
 def _verdict(p: float, alpha: float) -> str:
     if np.isnan(p):
         return "no test"
@@ -151,9 +176,10 @@ def phase_summary(run: Run | Sequence[Run], measure: str = "l2", bins: int = 4, 
     Columns: probe, phase, epochs, lr (stored /train/lr), ``bin_1..bin_<bins>`` (mean D per
     quantile bin in the unit), best_bin (1-based), best_label, best_scores, best_rel, gain
     (1 − best_rel), outer_rel / middle_rel (the paper's "extremes"), chance_best_rel and
-    p_value (permutation test: batches shuffled between bins), control_best_rel /
+    p_value (permutation test: batches shuffled between bins), p_holm (Holm-corrected across
+    the table's probe x phase tests, ``n_tests`` of them), control_best_rel /
     control_spread / ``control_bin_*`` (the control probe binned the same way by batch
-    number), verdict, and the within-order view ``own_bin_*`` / ``own_best_rel``.
+    number), verdict (from p_holm), and the within-order view ``own_bin_*`` / ``own_best_rel``.
     """
     if isinstance(run, (list, tuple)):
         if len(run) > 1:
@@ -182,7 +208,7 @@ def phase_summary(run: Run | Sequence[Run], measure: str = "l2", bins: int = 4, 
             st = _bin_stats(phase_profile(run, probe, phase, measure, d, unit), scores, bins, n_perm, rng)
             own = _bin_stats(phase_profile(run, probe, phase, measure, d, "own"), scores, bins, 0, rng)
             rows.append(_summary_row(run, probe, phase, epochs, st, own, ctrl, bins, unit, alpha, len(scores)))
-    return pd.DataFrame(rows)
+    return _corrected(pd.DataFrame(rows), alpha)
 
 
 def pooled_noise_scale(noise: pd.DataFrame) -> pd.DataFrame:
@@ -289,4 +315,4 @@ def seed_summary(runs: Sequence[Run], measure: str = "l2", bins: int = 4, contro
                 row.update({"control_rel": float(cm[best]), "control_ci_low": float(clo[best]),
                             "control_ci_high": float(chi[best])})
             rows.append(row)
-    return pd.DataFrame(rows)
+    return _corrected(pd.DataFrame(rows), alpha)

@@ -6,7 +6,7 @@ tests is corrected with Holm's step-down method (Holm 1979), which controls the 
 rate without assuming independence. The seeds a test would need come from the measured spread and
 the normal approximation for a two-sided one-sample (or paired) test:
 n = ((z_{1-a/2} + z_{power}) * sd / effect)^2. Written here because scipy has no Holm helper, and
-statsmodels (which has one) is a heavy dependency for four lines.
+statsmodels (which has one) is a heavy dependency for a few lines (``gradlab.report.summary.holm``).
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import math
 
 import numpy as np
 from scipy import stats
+
+from gradlab.report.summary import holm  # noqa: F401  (one Holm, shared with the report's summaries)
 
 LEVEL = 0.95  # every interval on the results pages
 ALPHA = 0.05  # family-wise error rate of every verdict
@@ -42,20 +44,6 @@ def t_test_p(values: np.ndarray) -> float:
     if v.std(ddof=1) == 0:
         return 0.0 if v.mean() != 0 else 1.0
     return float(stats.ttest_1samp(v, 0.0).pvalue)
-
-
-def holm(p: list[float] | np.ndarray) -> np.ndarray:
-    """Holm-adjusted p-values (NaN stays NaN, and does not count as a test)."""
-    p = np.asarray(p, dtype=np.float64)
-    out = np.full_like(p, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    m = len(ok)
-    order = ok[np.argsort(p[ok], kind="stable")]
-    running = 0.0
-    for i, j in enumerate(order):
-        running = max(running, min(1.0, (m - i) * p[j]))
-        out[j] = running
-    return out
 
 
 def seeds_needed(values: np.ndarray, effect: float | None = None, alpha: float = ALPHA,

@@ -110,3 +110,23 @@ def test_twice_as_far_as_random_reads_two(tmp_path, fake_run, spread):
     assert (bins > 2 * (1 - spread) - 0.05).all() and (s.best_rel > 1.2).all()
     if spread:
         assert (s.own_best_rel < 1).all()
+
+
+def test_verdicts_are_holm_corrected_across_the_table(tmp_path, fake_run):
+    """Four probes x two phases: p_holm is Holm's adjustment of the table's eight p-values (checked
+    against the definition), and the verdict follows p_holm, not the raw p."""
+    probes = ("intensity", "hsv", "edges", "lpips", "random")
+    steep = np.linspace(0.7, 1.3, K)
+    path = fake_run(tmp_path / "four.h5", epochs=4, milestones=(2,), batches=K, probes=probes,
+                    profiles={"intensity": {0: steep, 1: steep}})
+    with open_run(path) as run:
+        s = phase_summary(run, n_perm=400, seed=0)
+    p = s.p_value.to_numpy()
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    ref = np.empty(m)
+    ref[order] = np.minimum(1, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    np.testing.assert_allclose(s.p_holm.to_numpy(), ref)
+    assert (s.n_tests == m).all() and (s.p_holm >= s.p_value).all()
+    assert (s.verdict == np.where(s.p_holm < 0.05, "beats chance", "within chance")).all()
+    assert set(s[s.probe == "intensity"].verdict) == {"beats chance"}
