@@ -4,9 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from gradlab.results import classmix, claims, figures, training
+from gradlab.results import classmix, claims, figures, stats, training
 from gradlab.results.catalog import AGC, CLASS_MIX, INTERVENTIONS, WEIGHT_MECHANISM
-from gradlab.results.common import open_study
+from gradlab.results.common import by_variant, final, open_study
 from gradlab.results.markdown import analysis_digest, ci, num, provenance, table
 
 Page = Callable[[Path], dict[str, bytes]]  # repository root -> {file name: content}
@@ -50,18 +50,26 @@ def segmentation_page(root: Path) -> dict[str, bytes]:
 
 
 def claims_page(root: Path) -> dict[str, bytes]:
-    families = [("Best-minibatch paper: where batches sit, by score bin (probe study)",
-                 claims.probe_claim_rows(open_study(CLASS_MIX, root))),
-                ("Best-minibatch paper: training interventions", claims.finish(
-                    training.intervention_rows(open_study(INTERVENTIONS, root)))),
-                ("AGC and weight mechanism", claims.finish(training.segmentation_rows(
-                    open_study(WEIGHT_MECHANISM, root), open_study(AGC, root)), effect_key="effect"))]
+    mix, iv = open_study(CLASS_MIX, root), open_study(INTERVENTIONS, root)
+    wm, agc = open_study(WEIGHT_MECHANISM, root), open_study(AGC, root)
+    families = [("Best-minibatch paper: where batches sit, by score bin (probe study)", claims.probe_claim_rows(mix),
+                 _accuracy(mix, CLASS_MIX.variants, "test_acc", "final test accuracy")),
+                ("Best-minibatch paper: training interventions", claims.finish(training.intervention_rows(iv)),
+                 _accuracy(iv, ("mnist-shuffle", "fashion-shuffle"), "test_acc", "final test accuracy")),
+                ("AGC and weight mechanism", claims.finish(training.segmentation_rows(wm, agc), effect_key="effect"),
+                 _accuracy(wm, ("baseline",), "test_miou", "final test mIoU"))]
     out = [_CLAIMS]
-    for title, rows in families:
+    for title, rows, acc in families:
         counts = {v: sum(r["verdict"] == v for r in rows) for v in ("supported", "contradicted", "not resolvable")}
-        out += [f"## {title}\n", f"{len(rows)} rows, {rows[0]['m']} tests in this family (Holm-corrected together): "
-                + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".\n", _claims_table(rows)]
+        out += [f"## {title}\n", acc, f"{len(rows)} rows, {rows[0]['m']} tests in this family (Holm-corrected "
+                f"together): " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".\n", _claims_table(rows)]
     return {"claims.md": _md("\n".join(out))}
+
+
+def _accuracy(runs: dict, variants: tuple[str, ...], column: str, words: str) -> str:
+    """One line: the runs' final accuracy per variant, mean over seeds [95% interval]."""
+    return (f"The runs' {words} (mean over seeds [95% interval]): " + "; ".join(
+        f"{v} {ci(*stats.interval(final(by_variant(runs, v), column)))}" for v in variants) + ".\n")
 
 
 def _claims_table(rows: list[dict]) -> str:
