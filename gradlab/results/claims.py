@@ -89,13 +89,18 @@ def probe_claim_rows(runs: dict) -> list[dict]:
 
 
 def finish(rows: list[dict], effect_key: str | None = None) -> list[dict]:
-    """Holm-adjust the family's p-values, and add each row's verdict and the seeds a test at the
-    strictest Holm level (alpha / m) would need to resolve the measured (or the paper's) effect."""
-    adj = stats.holm([r["p"] for r in rows])
-    m = int(np.isfinite([r["p"] for r in rows]).sum())
-    for r, pa in zip(rows, adj):
-        r["p_holm"], r["m"] = float(pa), m
-        r["verdict"] = r.get("verdict") or stats.verdict(float(pa), r["ci"][0], r["sign"])
+    """Holm-adjust the family's p-values, and add each row's verdict and, where it is not resolved,
+    the seeds a test at the strictest Holm level (alpha / m) would need for the measured (or the
+    paper's) effect. Rows that repeat a test (C6 repeats C2's and C3's later-phase rows) count once."""
+    key = [(r["data"], r["metric"], r["phase"], r["test"]) for r in rows]
+    unique = list(dict.fromkeys(key))
+    first = {k: next(r for r, kk in zip(rows, key) if kk == k) for k in unique}
+    adj = dict(zip(unique, stats.holm([first[k]["p"] for k in unique])))
+    m = int(np.isfinite([first[k]["p"] for k in unique]).sum())
+    for r, k in zip(rows, key):
+        r["p_holm"], r["m"] = float(adj[k]), m
+        r["verdict"] = r.get("verdict") or stats.verdict(float(adj[k]), r["ci"][0], r["sign"])
         effect = r.get(effect_key) if effect_key else None
-        r["needed"] = stats.seeds_needed(r["values"], effect, alpha=stats.ALPHA / max(m, 1))
+        r["needed"] = (None if r["verdict"] != "not resolvable"
+                       else stats.seeds_needed(r["values"], effect, alpha=stats.ALPHA / max(m, 1)))
     return rows

@@ -48,21 +48,21 @@ def decomposition(runs: list[Run]) -> tuple[str, list[str]]:
             prop.append(stats.interval(seed_means(runs, m + "@class", ph, CLASS_CONTROL) - 1.0))
         rows.append([f"`{m}`", "class mix: D(m) − D(m@class), random units"] + [ci(*x) for x in mix])
         rows.append([f"`{m}`", "beyond class balance: D(m@class) − 1, random@class units"] + [ci(*x) for x in prop])
-        lines.append(f"`{m}`: " + "; ".join(f"phase {ph}: class mix {_sign(mix[ph], 'farther', 'closer')}, "
-                                          f"class-balanced batches {_sign(prop[ph], 'worse', 'better')} than "
-                                          f"random@class" for ph in range(len(mix))) + ".")
+        lines.append(f"`{m}`: " + "; ".join(
+            f"phase {ph}: class mix {_words(mix[ph], *_MIX_WORDS)}, its class-balanced batches are "
+            f"{_words(prop[ph], *_PROP_WORDS)} random@class" for ph in range(len(mix))) + ".")
     head = ["metric", "difference"] + [f"phase {ph}" for ph in range(runs[0].num_phases)]
     return table(head, rows), lines
 
 
-def _sign(x: tuple[float, float, float], above: str, below: str) -> str:
-    """Words for an interval against 0: ``above`` / ``below`` when it excludes 0."""
+_MIX_WORDS = ("makes its batches farther", "makes its batches closer", "is not distinguishable from 0")
+_PROP_WORDS = ("farther than", "closer than", "not distinguishable from")
+
+
+def _words(x: tuple[float, float, float], above: str, below: str, neither: str) -> str:
+    """``above`` / ``below`` when the interval lies above / below 0, else ``neither``."""
     _, lo, hi = x
-    if lo > 0:
-        return f"makes batches {above}" if above == "farther" else above
-    if hi < 0:
-        return f"makes batches {below}" if below == "closer" else below
-    return "not distinguishable from 0" if above == "farther" else "not distinguishable"
+    return above if lo > 0 else below if hi < 0 else neither
 
 
 def composition_table(runs: list[Run]) -> str:
@@ -107,7 +107,8 @@ in train mode (batch statistics), never augmented. Cuts:
 - `m@strat`: stratified (batch k takes sorted positions k, k + K, ...);
 - `m@class`: sorted within each class, every batch holding every class in the dataset's proportion.
 
-Controls: `random` (the common unit) and `random@class` (class-stratified random batches). Each
+On the greyscale MNIST and Fashion-MNIST images hue and saturation are 0, so `hsv` sorts as
+`intensity` does and its rows repeat intensity's. Controls: `random` (the common unit) and `random@class` (class-stratified random batches). Each
 cell is the mean over seeds of each seed's mean D over the phase's batches, with a 95% Student-t
 interval over seeds (n − 1 degrees of freedom). No correction for multiple comparisons is applied
 on this page; the verdicts on the [claims page](claims.md) are Holm-corrected.

@@ -78,9 +78,15 @@ def _claims_table(rows: list[dict]) -> str:
         cls = ci(*r["class_ci"]) if "class_ci" in r else "–"
         body.append([r["id"], r["paper"], f"{r['data']}, {r['seeds']} seeds", f"phase {r['phase']}: {r['test']}",
                      ci(*r["ci"]), cls, num(r["p"]), num(r["p_holm"]), f"**{r['verdict']}**",
-                     "–" if r["needed"] is None else str(r["needed"])])
+                     _needed(r["needed"])])
     return table(["claim", "the paper says", "data", "gradlab test", "estimate [95% CI]", "same on the class-"
                   "balanced cut", "p", "p (Holm)", "verdict", "seeds needed"], body)
+
+
+def _needed(n: int | None) -> str:
+    if n is None:
+        return "–"
+    return f"> {n - 1}" if n > 1000 else str(n)
 
 
 def index_page(root: Path, names: list[str]) -> dict[str, bytes]:
@@ -113,7 +119,9 @@ from 0 here; the paper's "first training phase" is phase 0. The verdict is **sup
 degrees of freedom) is below 0.05, by the sign of the estimate, and otherwise **not
 resolvable** at this number of seeds; "seeds needed" is the number for 80% power at the
 strictest Holm level (0.05 / tests in the family), from the measured spread over seeds and the
-measured effect (for the weight mechanism: the paper's gain). A1 is an equivalence claim: supported
+measured effect (for the weight mechanism: the paper's gain), by the noncentral t distribution;
+it is given only for rows that are not resolved. A test that appears under two claims (C6
+repeats C2's and C3's later-phase rows) is counted once. A1 is an equivalence claim: supported
 when the paired 95% interval lies within ±0.01 mIoU, contradicted when it lies outside.
 
 Probe claims use the paper's batches (the contiguous cut of the metric's sorted order) and D in

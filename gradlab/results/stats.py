@@ -4,8 +4,7 @@ Seeds are the unit of replication: a contrast is computed once per seed (one tra
 data order), and its mean gets a Student-t interval over seeds (n - 1 degrees of freedom). A set of
 tests is corrected with Holm's step-down method (Holm 1979), which controls the family-wise error
 rate without assuming independence. The seeds a test would need come from the measured spread and
-the normal approximation for a two-sided one-sample (or paired) test:
-n = ((z_{1-a/2} + z_{power}) * sd / effect)^2. Written here because scipy has no Holm helper, and
+the power of a two-sided one-sample (or paired) t-test under the noncentral t distribution. Written here because scipy has no Holm helper, and
 statsmodels (which has one) is a heavy dependency for a few lines (``gradlab.report.summary.holm``).
 """
 from __future__ import annotations
@@ -47,16 +46,24 @@ def t_test_p(values: np.ndarray) -> float:
 
 
 def seeds_needed(values: np.ndarray, effect: float | None = None, alpha: float = ALPHA,
-                 power: float = POWER) -> int | None:
-    """Seeds for a two-sided test at ``alpha`` to detect ``effect`` (default: the measured mean) with
-    ``power``, given the measured spread of ``values``; None when there is no spread or no effect."""
+                 power: float = POWER, most: int = 1000) -> int | None:
+    """Seeds for a two-sided one-sample t-test at ``alpha`` to detect ``effect`` (default: the
+    measured mean) with ``power``, given the measured spread of ``values``: the smallest n whose
+    noncentral-t power reaches ``power`` (exact for normal data with that spread; the normal
+    approximation undercounts at a handful of seeds). None when there is no spread or no effect;
+    ``most + 1`` when even ``most`` seeds would not do."""
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     d = float(v.mean()) if effect is None else effect
     if len(v) < 2 or d == 0 or v.std(ddof=1) == 0:
         return None
-    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
-    return max(2, math.ceil((z * v.std(ddof=1) / abs(d)) ** 2))
+    delta = abs(d) / v.std(ddof=1)
+    for n in range(2, most + 1):
+        crit = stats.t.ppf(1 - alpha / 2, n - 1)
+        nc = delta * math.sqrt(n)
+        if stats.nct.sf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc) >= power:
+            return n
+    return most + 1
 
 
 def verdict(p_adj: float, mean: float, sign: int) -> str:

@@ -50,12 +50,25 @@ def test_t_test_p_is_scipys():
     assert stats.t_test_p(v) == pytest.approx(sps.ttest_1samp(v, 0).pvalue)
 
 
-def test_seeds_needed_by_the_normal_formula():
-    v = np.array([0.0, 2.0])  # sd = sqrt(2), mean 1
-    z = sps.norm.ppf(0.975) + sps.norm.ppf(0.8)
-    assert stats.seeds_needed(v) == math.ceil((z * math.sqrt(2)) ** 2)
-    assert stats.seeds_needed(v, effect=0.5) == math.ceil((z * math.sqrt(2) / 0.5) ** 2)
+def _simulated_power(n, delta, alpha, reps=20000):
+    x = np.random.default_rng(0).normal(delta, 1.0, size=(reps, n))
+    return np.mean(sps.ttest_1samp(x, 0.0, axis=1).pvalue < alpha)
+
+
+@pytest.mark.parametrize("delta,alpha", [(1.0, 0.05), (0.5, 0.05), (2.0, 0.001)])
+def test_seeds_needed_reach_the_power_by_simulation_and_one_fewer_does_not(delta, alpha):
+    v = np.array([delta - 1.0, delta + 1.0]) / math.sqrt(2)  # mean delta / sqrt(2), sd 1 -> effect size below
+    n = stats.seeds_needed(v, effect=delta, alpha=alpha)
+    assert _simulated_power(n, delta, alpha) >= 0.78
+    assert n == 2 or _simulated_power(n - 1, delta, alpha) < 0.82
+    z = sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(0.8)
+    assert n >= math.ceil((z / delta) ** 2)  # the normal approximation never asks for more
+
+
+def test_seeds_needed_edge_cases():
     assert stats.seeds_needed(np.array([1.0, 1.0])) is None  # no spread: nothing to size
+    assert stats.seeds_needed(np.array([-1.0, 1.0])) is None  # no effect
+    assert stats.seeds_needed(np.array([0.0, 1e-3, -1e-3 + 1e-6]), most=50) == 51
 
 
 @pytest.mark.parametrize("p_adj,mean,sign,want", [(0.01, -0.2, -1, "supported"), (0.01, 0.2, -1, "contradicted"),
