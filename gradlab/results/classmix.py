@@ -108,7 +108,8 @@ in train mode (batch statistics), never augmented. Cuts:
 - `m@class`: sorted within each class, every batch holding every class in the dataset's proportion.
 
 On the greyscale MNIST and Fashion-MNIST images hue and saturation are 0, so `hsv` sorts as
-`intensity` does and its rows repeat intensity's. Controls: `random` (the common unit) and `random@class` (class-stratified random batches). Each
+`intensity` does and its rows repeat intensity's. Controls: `random` (the common unit) and
+`random@class` (class-stratified random batches). Each
 cell is the mean over seeds of each seed's mean D over the phase's batches, with a 95% Student-t
 interval over seeds (n − 1 degrees of freedom). No correction for multiple comparisons is applied
 on this page; the verdicts on the [claims page](claims.md) are Holm-corrected.

@@ -4,7 +4,8 @@ Seeds are the unit of replication: a contrast is computed once per seed (one tra
 data order), and its mean gets a Student-t interval over seeds (n - 1 degrees of freedom). A set of
 tests is corrected with Holm's step-down method (Holm 1979), which controls the family-wise error
 rate without assuming independence. The seeds a test would need come from the measured spread and
-the power of a two-sided one-sample (or paired) t-test under the noncentral t distribution. Written here because scipy has no Holm helper, and
+the power of a two-sided one-sample (or paired) t-test under the noncentral t distribution.
+Holm is written by hand because scipy has no Holm helper, and
 statsmodels (which has one) is a heavy dependency for a few lines (``gradlab.report.summary.holm``).
 """
 from __future__ import annotations
