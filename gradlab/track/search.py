@@ -39,7 +39,9 @@ import torch
 
 from gradlab.data.orders import by_class
 
-STARTS = ("random@class", "intensity@class", "proj@class", "loss@class")  # in the order they are tried
+STARTS = ("intensity@class", "random@class", "proj@class", "loss@class")  # in the order they are tried
+START_SHARE = 4  # at most 1 / START_SHARE of the budget evaluates starts (at least one start)
+FIRST_BLOCK = 8  # a pair's first move swaps at most m / FIRST_BLOCK images each way
 PAIRS_PER_PROPOSAL = 4  # batch pairs whose greedy block is estimated at each step (largest |r_a - r_b| first)
 
 
@@ -128,7 +130,7 @@ def start_orders(n: int, labels: np.ndarray, batch_size: int, keys: dict[str, np
     for name, key in keys.items():
         if key is not None:
             out[f"{name}@class"] = by_class(np.argsort(key, kind="stable").astype(np.int64), batch_size, labels)
-    return out
+    return {name: out[name] for name in STARTS if name in out}
 
 
 def best_start(ev: BatchEvaluator, starts: dict[str, np.ndarray], k: int, m: int, max_starts: int
@@ -196,7 +198,7 @@ class LocalSearch:
         """The move of the largest estimated drop among the ``PAIRS_PER_PROPOSAL`` open pairs of
         the most different residuals; None when no open pair has a move that lowers the estimate."""
         resid, batches = self.part.residuals(), self.part.batches
-        k, first = len(batches), self.m // 4
+        k, first = len(batches), max(1, self.m // FIRST_BLOCK)
         spread = torch.cdist(resid, resid)
         pairs = sorted(((float(spread[a, b]), a, b) for a in range(k) for b in range(a + 1, k)
                         if self.t_max.get((a, b), first) > 0), reverse=True)
@@ -235,11 +237,11 @@ class LocalSearch:
 def search_batches(ev: BatchEvaluator, starts: dict[str, np.ndarray], samples: torch.Tensor, batch_size: int,
                    num_batches: int) -> tuple[np.ndarray, np.ndarray, SearchRecord]:
     """``(index [N], D [K], record)``: the best start, improved by local search within ``ev``'s budget.
-    At most half the budget goes to the starts (at least one start is evaluated)."""
+    At most 1 / ``START_SHARE`` of the budget goes to the starts (at least one start is evaluated)."""
     t0 = time.perf_counter()
     k, m = num_batches, batch_size
     record = SearchRecord()
-    max_starts = max(1, min(len(starts), ev.limit // (2 * k)))
+    max_starts = max(1, min(len(starts), ev.limit // (START_SHARE * k)))
     record.start, index, part = best_start(ev, starts, k, m, max_starts)
     record.d_before = float(part.d.mean())
     LocalSearch(part, samples, record).run()
