@@ -5,7 +5,9 @@ other gradient-informed order scores images one at a time in eval mode, while ea
 is taken in train mode, on its own batch statistics; with BatchNorm the per-image scores then
 mislead (``match`` ends up farther from G than random batches). Here the objective is the
 quantity the tracker stores: D_k = |g_k - G|, g_k the batch's real gradient at theta_e in train
-mode, G = nabla_e the full gradient of the epoch's ``random`` probe pass. Minimising the mean of
+mode and G the mean of the partition's K batch gradients, as the probe pass measures every probe
+(with BatchNorm it differs a little from the ``random`` probe's nabla_e, which gives the starts'
+``proj`` key; without, the two are equal). Minimising the mean of
 D_k over a partition of the training set into K batches is gradient matching, the objective of
 GradMatch (Killamsetty et al., ICML 2021) and CRAIG (Mirzasoleiman et al., ICML 2020), with
 weights fixed to 1 / m and every image in one batch (as in ``gradlab.track.match``).
@@ -13,7 +15,8 @@ weights fixed to 1 / m and every image in one batch (as in ``gradlab.track.match
 1. **Start**: the best of a few cheap partitions, by their real mean D (K batch gradients each):
    class-stratified random batches (``random@class``), and class-balanced cuts (every batch
    holds every class in proportion, ``gradlab.data.orders.by_class``) of the images sorted by
-   intensity (when the dataset has raw pixels), by their projection on G and by their loss.
+   intensity (when the dataset has raw pixels), by their projection on nabla_e and by their loss
+   (tried in the order of ``STARTS``, within a quarter of the budget).
 2. **Local search** (swap moves, first-improvement hill climbing; Papadimitriou & Steiglitz,
    *Combinatorial Optimization*, 1982, ch. 19): a move swaps a block of t images of batch a with
    t images of batch b. Moves are proposed to first order from the CountSketch S g_i of every
@@ -22,9 +25,10 @@ weights fixed to 1 / m and every image in one batch (as in ``gradlab.track.match
    delta = alpha (sum_J S g_j - sum_I S g_i) / m and r_b by -delta; the block is grown greedily
    while |r_a + delta|^2 + |r_b - delta|^2 falls. alpha corrects the eval-mode per-sample
    gradients' scale against the train-mode batches (least squares over the moves evaluated so
-   far). A move is **accepted only when the real train-mode D_a + D_b drops**: both batch
-   gradients are recomputed at theta_e, as the probe pass computes them. A rejected pair is
-   retried with half the block, down to single swaps.
+   far). A move is **accepted only when the real train-mode mean D drops**: both batch
+   gradients are recomputed at theta_e, as the probe pass computes them, and D of every batch
+   is taken against the new partition's mean. A rejected pair is retried with half the block,
+   down to single swaps.
 
 The cost is bounded by ``passes`` probe passes' worth of batch gradients (``track.search_passes``
 x K), starts included; a move costs 2. ``SearchRecord`` is what the run file keeps per epoch.
@@ -34,6 +38,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+
 import numpy as np
 import torch
 
