@@ -6,8 +6,8 @@ is taken in train mode, on its own batch statistics; with BatchNorm the per-imag
 mislead (``match`` ends up farther from G than random batches). Here the objective is the
 quantity the tracker stores: D_k = |g_k - G|, g_k the batch's real gradient at theta_e in train
 mode and G the mean of the partition's K batch gradients, as the probe pass measures every probe
-(with BatchNorm it differs a little from the ``random`` probe's nabla_e, which gives the starts'
-``proj`` key; without, the two are equal). Minimising the mean of
+(without batch statistics it is the ``random`` probe's nabla_e, which gives the starts' ``proj``
+key; with BatchNorm it depends on the partition, docs/design.md "The search reference"). Minimising the mean of
 D_k over a partition of the training set into K batches is gradient matching, the objective of
 GradMatch (Killamsetty et al., ICML 2021) and CRAIG (Mirzasoleiman et al., ICML 2020), with
 weights fixed to 1 / m and every image in one batch (as in ``gradlab.track.match``).
