@@ -59,6 +59,8 @@ _SEARCH = {  # the search order's per-epoch record (gradlab.track.search.SearchR
     "search_accepted": ("1", "Moves kept: the real train-mode D of the two batches dropped."),
     "search_d_before": (GRAD, "Mean real train-mode D of the search's best start (before any move)."),
     "search_d_after": (GRAD, "Mean real train-mode D of the batches the search returned (its batch_score)."),
+    "search_d_reference": (GRAD, "Mean |g_k - G| of the returned batches against the reference (random) probe's "
+                           "full gradient instead of their own mean (the two differ with BatchNorm)."),
     "search_start": ("1", "The start the search began from: its position in the probe attribute search_starts."),
 }
 

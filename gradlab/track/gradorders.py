@@ -150,7 +150,7 @@ class Search(GradientOrder):
         starts = start_orders(len(data), labels, batch_size, keys, rng)
         sketch = scorer.sketch(full.numel(), s.sketch.device)
         ev = BatchEvaluator(frozen, scorer.loader, sketch, self.search_passes * num_batches)
-        index, d, self.record = search_batches(ev, starts, s.sketch, batch_size, num_batches)
+        index, d, self.record = search_batches(ev, starts, s.sketch, batch_size, num_batches, full)
         return index, d
 
 

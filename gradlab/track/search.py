@@ -60,6 +60,8 @@ class SearchRecord:
     accepted: int = 0  # moves kept (the real D_a + D_b dropped)
     d_before: float = math.nan  # mean real D of the best start
     d_after: float = math.nan  # mean real D of the batches the search returns
+    # their mean |g_k - nabla_e| against the reference (random) probe's full gradient instead of their own mean
+    d_reference: float = math.nan
     start: int = -1  # which start won: its position in ``STARTS`` (the probe attribute search_starts)
 
     def row(self) -> dict[str, float]:
@@ -240,9 +242,10 @@ class LocalSearch:
 
 
 def search_batches(ev: BatchEvaluator, starts: dict[str, np.ndarray], samples: torch.Tensor, batch_size: int,
-                   num_batches: int) -> tuple[np.ndarray, np.ndarray, SearchRecord]:
+                   num_batches: int, reference: torch.Tensor) -> tuple[np.ndarray, np.ndarray, SearchRecord]:
     """``(index [N], D [K], record)``: the best start, improved by local search within ``ev``'s budget.
-    At most 1 / ``START_SHARE`` of the budget goes to the starts (at least one start is evaluated)."""
+    At most 1 / ``START_SHARE`` of the budget goes to the starts (at least one start is evaluated);
+    ``reference``: the reference probe's full gradient, for ``SearchRecord.d_reference``."""
     t0 = time.perf_counter()
     k, m = num_batches, batch_size
     record = SearchRecord()
@@ -252,5 +255,6 @@ def search_batches(ev: BatchEvaluator, starts: dict[str, np.ndarray], samples: t
     LocalSearch(part, samples, record).run()
     index = np.concatenate([part.batches.reshape(-1), index[k * m:]])
     record.d_after = float(part.d.mean())
+    record.d_reference = float(part.distances(reference.double()).mean())
     record.evals, record.seconds = ev.count, time.perf_counter() - t0
     return index, part.d, record
