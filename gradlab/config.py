@@ -107,6 +107,9 @@ class TrackConfig:
     # train.batch_size images. "vmap": every parameter's per-sample gradient, MB * 2^20 / (12 bytes x P) images
     per_sample_mb: int = 256
     match_dim: int = 256  # CountSketch buckets of each per-sample gradient for the "match" order
+    # the "search" order's cost bound, in probe passes per epoch: at most search_passes x K train-mode batch
+    # gradients at each theta_e, its starts included (gradlab.track.search)
+    search_passes: int = 10
     grads: str = "memory"  # where batch gradients wait for the epoch end (gradlab.registry.STORES)
     # dtype of the stored batch gradients (memory and disk stores); 16 bits: half the memory, rounded gradients
     grad_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
@@ -198,6 +201,8 @@ def _check_orders(t: TrackConfig) -> None:
         registry.check_reference(registry.needs_full(t.probes), t.probes, key="track.probes")
     if t.per_sample_mb < 1 or t.match_dim < 1:
         raise ConfigError("track.per_sample_mb and track.match_dim must be >= 1")
+    if t.search_passes < 1:
+        raise ConfigError(f"track.search_passes must be >= 1 (probe passes of batch gradients), got {t.search_passes}")
 
 
 def _check_policy(t: TrainConfig, track: TrackConfig) -> None:

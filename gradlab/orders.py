@@ -105,8 +105,8 @@ def gradient_batches(dataset: Any, orders: Sequence[str], batch_size: int = 256,
                      batchings: Sequence[str] = ("contiguous",), device: str | torch.device = "cpu",
                      max_bytes: int = 256 << 20, match_dim: int = 256, seed: int = 0,
                      name: str | None = None, transform: Transform | None = None,
-                     per_sample: str = "fast") -> dict[str, ProbeBatches]:
-    """Gradient-informed probes (``loss``, ``gradnorm``, ``align``, ``proj``, ``match``) of
+                     per_sample: str = "fast", search_passes: int = 10) -> dict[str, ProbeBatches]:
+    """Gradient-informed probes (``loss``, ``gradnorm``, ``align``, ``proj``, ``match``, ``search``) of
     ``dataset``, each cut every way in ``batchings`` it supports, keyed by probe name
     (``align``, ``align@strat``), all sharing one per-sample scoring pass per epoch
     (``gradlab.track.gradorders``). ``align``, ``proj`` and ``match`` need a ``random``
@@ -114,8 +114,9 @@ def gradient_batches(dataset: Any, orders: Sequence[str], batch_size: int = 256,
     work held at once; ``match_dim`` is the CountSketch width of ``match``. ``transform``:
     as in ``batches``; the per-sample scores and the batches both use the probe tensors.
     ``per_sample``: ``"fast"`` (per-layer factors, one forward and backward per chunk) or
-    ``"vmap"`` (the reference, per-sample gradients by ``torch.func``)."""
+    ``"vmap"`` (the reference, per-sample gradients by ``torch.func``). ``search_passes``: the
+    cost bound of ``search`` (at most that many probe passes of batch gradients per epoch)."""
     from gradlab.track.gradorders import gradient_probes
 
     loader = _loader(_imageset(dataset, name, transform), batch_size, device)
-    return dict(gradient_probes(loader, orders, batchings, max_bytes, match_dim, seed, per_sample))
+    return dict(gradient_probes(loader, orders, batchings, max_bytes, match_dim, seed, per_sample, search_passes))

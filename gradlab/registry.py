@@ -122,6 +122,8 @@ GRADIENT_ORDERS = Registry("gradient order", "gradient order", [
     entry("align", "gradlab.track.gradorders:Align", "cos(g_i, G)", NEEDS_FULL),
     entry("proj", "gradlab.track.gradorders:Proj", "<g_i, G> / |G|", NEEDS_FULL),
     entry("match", "gradlab.track.gradorders:Match", "batches built by greedy gradient matching", NEEDS_FULL, BUILDS),
+    entry("search", "gradlab.track.gradorders:Search", "batches found by local search on the real train-mode D",
+          NEEDS_FULL, BUILDS),
 ])
 
 STORES = Registry("gradient store", "track.grads", [

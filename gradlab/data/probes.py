@@ -45,6 +45,11 @@ class ProbeBatches:
         """Rebuild the order at theta_e (``frozen``, a ``gradlab.track.probe.FrozenModel``);
         ``full``: this epoch's full gradient (float64 ``[P]``), or None."""
 
+    def epoch_record(self) -> Mapping[str, float]:
+        """After ``prepare``: per-epoch values of how the order was built (the ``search`` order's
+        cost and moves), each stored as ``/probes/<o>/<key>`` ``[E]``; none for most orders."""
+        return {}
+
     def batches(self, ks: Sequence[int] | None = None) -> Iterator[Batch]:
         raise NotImplementedError
 

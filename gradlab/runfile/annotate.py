@@ -51,6 +51,26 @@ def _quantity_rows(measures: bool) -> tuple[Meta, ...]:
                  for q in Q.QUANTITIES.values() if isinstance(q, Q.Measure) == measures)
 
 
+_SEARCH = {  # the search order's per-epoch record (gradlab.track.search.SearchRecord): units, description
+    "search_evals": ("1", "Train-mode batch gradients the search evaluated at theta_e (starts and moves); at "
+                     "most search_passes x K (the probe attribute search_passes)."),
+    "search_seconds": ("s", "Wall time of the search at theta_e (the per-sample scoring pass excluded)."),
+    "search_proposed": ("1", "Moves (swaps of blocks of images between two batches) the search evaluated."),
+    "search_accepted": ("1", "Moves kept: the real train-mode D of the two batches dropped."),
+    "search_d_before": (GRAD, "Mean real train-mode D of the search's best start (before any move)."),
+    "search_d_after": (GRAD, "Mean real train-mode D of the batches the search returned (its batch_score)."),
+    "search_d_reference": (GRAD, "Mean |g_k - G| of the returned batches against the reference (random) probe's "
+                           "full gradient instead of their own mean (the two differ with BatchNorm)."),
+    "search_start": ("1", "The start the search began from: its position in the probe attribute search_starts."),
+}
+
+
+def _search_rows() -> tuple[Meta, ...]:
+    assert tuple(_SEARCH) == names.SEARCH_RECORD
+    return tuple(Meta(names.order_record(O, key), ("epoch",), desc, units, when="search probe")
+                 for key, (units, desc) in _SEARCH.items())
+
+
 def _table() -> tuple[Meta, ...]:
     ep, bt = ("epoch",), ("epoch", "batch")
     return (
@@ -92,6 +112,7 @@ def _table() -> tuple[Meta, ...]:
         Meta(names.batch_score(O), ("batch",), "Mean metric score of the images of batch k (random and user "
              "batches: the batch number); the probe group's score_label attribute names it; per epoch "
              "(epoch, batch) for orders rebuilt at every theta_e.", epoch_variant=True),
+        *_search_rows(),
         *_quantity_rows(measures=True),
         Meta(names.distance(O, M), bt, "Distance of another measure between g_k and G_e.", when="measures"),
         *_quantity_rows(measures=False),

@@ -99,6 +99,15 @@ def batch_score(name: str) -> str:  # [K] mean metric score of each batch ([E, K
     return f"{probe(name)}/batch_score"
 
 
+def order_record(name: str, key: str) -> str:  # [E] how a per-epoch order was built (search_evals, ...)
+    return f"{probe(name)}/{key}"
+
+
+# the search order's per-epoch record (gradlab.track.search.SearchRecord), each /probes/<o>/<key> [E]
+SEARCH_RECORD = ("search_evals", "search_seconds", "search_proposed", "search_accepted", "search_d_before",
+                 "search_d_after", "search_d_reference", "search_start")
+
+
 def probe_batch(name: str) -> str:  # [K] dimension scale: batch number in probe order
     return f"{probe(name)}/batch"
 

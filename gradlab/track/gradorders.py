@@ -13,9 +13,11 @@ Per-image keys (ascending; in eval mode, from ``gradlab.track.fastsample``'s per
 - ``align``: cos(g_i, G), the cosine to the full gradient G = nabla_e;
 - ``proj``: <g_i, G> / |G|, the length of g_i along G;
 - ``match``: not a sort: batches built greedily so that each batch's mean gradient is close
-  to G (``gradlab.track.match``).
+  to G (``gradlab.track.match``);
+- ``search``: not a sort: batches found by local search on the real train-mode D_k = |g_k - G|
+  (``gradlab.track.search``), the one order whose objective is what the tracker stores.
 
-G for ``align``, ``proj`` and ``match`` is the full gradient of this epoch's ``random`` probe
+G for ``align``, ``proj``, ``match`` and ``search`` is the full gradient of this epoch's ``random`` probe
 pass (train mode, batch-size-weighted mean of its batch gradients, exactly the G every D of
 the epoch is measured against), so it costs nothing extra; the tracker runs that pass first.
 """
@@ -38,11 +40,15 @@ from gradlab.track.ghost import KINDS
 from gradlab.track.match import greedy_match
 from gradlab.track.persample import SampleScores, chunk_size, score_samples
 from gradlab.track.probe import FrozenModel
+from gradlab.track.search import STARTS, BatchEvaluator, SearchRecord, search_batches, start_orders
 from gradlab.track.sketch import CountSketch
 
+DEFAULT_SEARCH_PASSES = 10  # track.search_passes
 KIND_NAMES = ", ".join(sorted({t.__name__ for t in KINDS}))
 
 # Written to every gradient probe's group as the attribute ``score_mode``.
+SEARCH_MODE = ("starts scored per sample in eval mode; batches chosen by their real train-mode gradients at "
+               "theta_e (BatchNorm on each batch's own statistics)")
 SCORE_MODE = ("per-sample gradients at theta_e in eval mode (BatchNorm uses theta_e's running statistics; "
               "exact per-sample gradients for models without batch statistics)")
 
@@ -56,6 +62,7 @@ class GradientOrder:
     name = ""
     label = ""  # what batch_score is, for axes and the run file's score_label
     needs_sketch = False  # needs a CountSketch S g_i of every image
+    search_passes = DEFAULT_SEARCH_PASSES  # the cost bound of an order that searches (``search``), in probe passes
 
     @property
     def needs_full(self) -> bool:
@@ -71,9 +78,11 @@ class GradientOrder:
         raise NotImplementedError
 
     def arrange(self, s: SampleScores, full: torch.Tensor | None, scorer: "SampleScorer", batch_size: int,
-                num_batches: int, batching: str, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                num_batches: int, batching: str, labels: np.ndarray | None = None,
+                frozen: FrozenModel | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(index [N], batch_score [K])``: the images sorted by ``key``, cut by ``batching``
-        (``labels``: the class of every image, for the ``class`` cut)."""
+        (``labels``: the class of every image, for the ``class`` cut; ``frozen``: theta_e, for an
+        order that evaluates batches itself)."""
         key = self.key(s, float(full.norm()) if full is not None else 0.0)
         index = cut_index(batching, np.argsort(key, kind="stable").astype(np.int64), batch_size, labels)
         return index, batch_means(key, index, batch_size)
@@ -112,9 +121,37 @@ class Match(GradientOrder):
 
     name, label, needs_sketch = "match", "sketched |mean g_i - G| of the batch (greedy match)", True
 
-    def arrange(self, s, full, scorer, batch_size, num_batches, batching, labels=None):
+    def arrange(self, s, full, scorer, batch_size, num_batches, batching, labels=None, frozen=None):
         target = scorer.sketch(full.numel(), s.sketch.device).rows(full.to(torch.float32)[None])[0]
         return greedy_match(s.sketch, target, batch_size, num_batches)
+
+
+class Search(GradientOrder):
+    """Batches found by local search on the real train-mode D (``gradlab.track.search``): the best of
+    a few class-balanced starts, then swaps between batches accepted only when the real D drops.
+    ``batch_score`` is each batch's real D at theta_e; ``record`` the epoch's ``SearchRecord``."""
+
+    name, label, needs_sketch = "search", "D = |g_k - G| of the batch in train mode at theta_e (search)", True
+
+    def __init__(self) -> None:
+        self.record = SearchRecord()
+        self.epochs = 0  # arrange calls so far: a new random start per epoch
+
+    def arrange(self, s, full, scorer, batch_size, num_batches, batching, labels=None, frozen=None):
+        if frozen is None:
+            raise ValueError("search: arrange needs theta_e (frozen) to evaluate batches")
+        data = scorer.loader.data
+        labels = class_labels(data.labels, 'probe "search"') if labels is None else labels
+        keys = {"intensity": None if data.images is None else
+                data.images.reshape(len(data), -1).sum(1, dtype=torch.float64).cpu().numpy(),
+                "proj": s.proj(float(full.norm())), "loss": s.loss}
+        rng = np.random.default_rng((scorer.seed, 0x5EA, self.epochs))
+        self.epochs += 1
+        starts = start_orders(len(data), labels, batch_size, keys, rng)
+        sketch = scorer.sketch(full.numel(), s.sketch.device)
+        ev = BatchEvaluator(frozen, scorer.loader, sketch, self.search_passes * num_batches)
+        index, d, self.record = search_batches(ev, starts, s.sketch, batch_size, num_batches, full)
+        return index, d
 
 
 def get_gradient_order(name: str) -> GradientOrder:
@@ -192,8 +229,12 @@ class GradientProbe(ProbeBatches):
 
     per_epoch = True
 
-    def __init__(self, order: str, batching: str, scorer: SampleScorer):
+    def __init__(self, order: str, batching: str, scorer: SampleScorer,
+                 search_passes: int = DEFAULT_SEARCH_PASSES):
+        if search_passes < 1:
+            raise ConfigError(f"search_passes must be >= 1, got {search_passes}")
         self.order = get_gradient_order(order)
+        self.order.search_passes = int(search_passes)
         if batching not in self.order.cuts:
             raise ConfigError(f"order {order!r} cannot be cut {batching!r}; it supports {', '.join(self.order.cuts)}")
         self.batching, self.scorer = batching, scorer
@@ -206,6 +247,9 @@ class GradientProbe(ProbeBatches):
             raise ConfigError(f"probe {self.name!r}: {len(loader.data)} images make no batch of {self.batch_size}")
         self.score_label = self.order.label
         self.attrs = {"batching": batching, "order_kind": "gradient", "score_mode": SCORE_MODE}
+        if isinstance(self.order, Search):
+            self.attrs = {**self.attrs, "score_mode": SEARCH_MODE, "search_passes": self.order.search_passes,
+                          "search_starts": list(STARTS)}
         # the class of every image, for the cuts that read labels (class): refused here for masks
         self.labels = (class_labels(loader.data.labels, f'probe "{self.name}"')
                        if registry.LABELS in registry.BATCHINGS[batching].traits else None)
@@ -220,8 +264,13 @@ class GradientProbe(ProbeBatches):
             registry.check_reference([self.name], [])
         s = self.scorer.scores(frozen, full)
         self.index, self.batch_score = self.order.arrange(s, full, self.scorer, self.batch_size, self.num_batches,
-                                                          self.batching, self.labels)
+                                                          self.batching, self.labels, frozen)
         self._idx = self.scorer.loader.batch_indices(torch.from_numpy(self.index))
+
+    def epoch_record(self) -> dict[str, float]:
+        """How this epoch's order was built, for the orders that record it (``search``: its cost,
+        moves and mean D before and after; ``gradlab.track.search.SearchRecord``)."""
+        return self.order.record.row() if isinstance(self.order, Search) else {}
 
     def batches(self, ks: Sequence[int] | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if not self._idx:
@@ -232,13 +281,14 @@ class GradientProbe(ProbeBatches):
 
 def gradient_probes(loader: BatchLoader, orders: Sequence[str], batchings: Sequence[str] = ("contiguous",),
                     max_bytes: int = 256 << 20, sketch_dim: int = 256, seed: int = 0,
-                    per_sample: str = "fast") -> dict[str, GradientProbe]:
-    """Probes of every gradient ``order`` x each batching it supports, sharing one scoring pass."""
+                    per_sample: str = "fast", search_passes: int = DEFAULT_SEARCH_PASSES) -> dict[str, GradientProbe]:
+    """Probes of every gradient ``order`` x each batching it supports, sharing one scoring pass
+    (``search_passes``: the cost bound of ``search``, in probe passes per epoch)."""
     scorer = SampleScorer(loader, max_bytes, sketch_dim, seed, per_sample)
     out: dict[str, GradientProbe] = {}
     for order in orders:
         for cut in batchings:
             if cut in get_gradient_order(order).cuts:
-                p = GradientProbe(order, cut, scorer)
+                p = GradientProbe(order, cut, scorer, search_passes)
                 out[p.name] = p
     return out

@@ -264,6 +264,8 @@ class Tracker:
         # int32 halves the largest per-epoch row (N images; 150 epochs of CIFAR-10 x 9 orders: 270 MB)
         self.writer.append(names.probe_index(name), probe.index.astype(np.int32), e)
         self.writer.append(names.batch_score(name), probe.batch_score, e)
+        for key, value in probe.epoch_record().items():  # the search's cost and moves (gradlab.track.search)
+            self.writer.append(names.order_record(name, key), value, e)
         self._score_s += time.perf_counter() - t0
 
     # ------------------------------------------------------------------ closing

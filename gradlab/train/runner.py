@@ -209,7 +209,7 @@ class Runner:
         probes: dict = {o.name: OrderBatches(o, self.loader) for o in s.probes}
         if s.gradient_orders:
             probes.update(gradient_probes(self.loader, s.gradient_orders, tr.batching, tr.per_sample_mb << 20,
-                                          tr.match_dim, cfg.train.seed, tr.per_sample))
+                                          tr.match_dim, cfg.train.seed, tr.per_sample, tr.search_passes))
         options = TrackOptions.from_study(cfg, steps)
         runtime = Runtime(shard=self.dist, lock=self.lock, progress=bar)
         ck = self.resume_from
