@@ -48,4 +48,5 @@ WEIGHT_MECHANISM = Study("weight_mechanism", "studies/weight_mechanism.toml",
                          ("baseline", "alpha0.1", "alpha0.5", "beta0.1"), (0, 1, 2, 3, 4), custom_out=True)
 AGC = Study("agc_vs_bn", "studies/agc_vs_bn.toml", ("agc", "agc-paper-lr", "bn-paper-lr"), (0, 1, 2, 3, 4),
             custom_out=True)
+SEARCH = Study("search_reference", "studies/search_reference.toml", ("synthetic", "mnist"), (0, 1, 2))
 DATASET_NAMES = {"synthetic": "synthetic (quickstart)", "mnist": "MNIST", "fashion": "Fashion-MNIST"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from gradlab.results import classmix, claims, figures, stats, training
-from gradlab.results.catalog import AGC, CLASS_MIX, INTERVENTIONS, WEIGHT_MECHANISM
+from gradlab.results import classmix, claims, figures, references, stats, training
+from gradlab.results.catalog import AGC, CLASS_MIX, DATASET_NAMES, INTERVENTIONS, SEARCH, WEIGHT_MECHANISM
 from gradlab.results.common import by_variant, final, open_study
 from gradlab.results.markdown import analysis_digest, ci, num, provenance, table
 
@@ -47,6 +47,20 @@ def segmentation_page(root: Path) -> dict[str, bytes]:
     text = "\n".join([_SEGMENTATION, training.segmentation_table(wm, agc), _footer(root, [(WEIGHT_MECHANISM, wm),
                                                                                          (AGC, agc)])])
     return {"agc-weight-mechanism.md": _md(text)}
+
+
+def search_page(root: Path) -> dict[str, bytes]:
+    runs = open_study(SEARCH, root)
+    out = [_SEARCH]
+    for v in SEARCH.variants:
+        rs = by_variant(runs, v)
+        tgt, sentence = references.targets(rs, SEARCH.seeds)
+        out += [f"## {DATASET_NAMES[v]}\n", classmix.accuracy_line(rs, SEARCH.seeds) + "\n",
+                "### Mean D in random units, and each probe's gain as a fraction of `search`'s\n",
+                references.reference_table(rs), "### `search` against the cheap constructions, every epoch\n",
+                sentence, tgt, "### What the search cost\n", references.search_costs(rs, SEARCH.seeds)]
+    out.append(_footer(root, [(SEARCH, runs)]))
+    return {"search-reference.md": _md("\n".join(out))}
 
 
 def claims_page(root: Path) -> dict[str, bytes]:
@@ -97,9 +111,11 @@ def index_page(root: Path, names: list[str]) -> dict[str, bytes]:
     return {"index.md": _md(text)}
 
 
-PAGES: tuple[Page, ...] = (claims_page, class_mix_page, interventions_page, segmentation_page)
+PAGES: tuple[Page, ...] = (claims_page, class_mix_page, search_page, interventions_page, segmentation_page)
 _TITLES = {"claims.md": "every paper claim gradlab tests, with a verdict and an interval",
            "class-mix.md": "is it the image property or the class mix? every metric and cut against two controls",
+           "search-reference.md": "where each metric sits between random batches (0) and the achievable end, "
+                                  "`search` (1), with BatchNorm",
            "interventions.md": "the paper's R1 and R2 as training policies, against shuffled training",
            "agc-weight-mechanism.md": "AGC at its paper's learning rate, and the weight mechanism's gains"}
 
@@ -140,6 +156,18 @@ each epoch (the control for batch homogeneity); `drop_extremes` (R1), those batc
 bottom and top quartile by mean intensity, so half the images per epoch; `high_first` (R2),
 phase 0 on the upper half of those batches, then shuffle. The same seed gives every arm the same
 initialisation, so differences are paired.
+"""
+_SEARCH = """# The achievable end: `search`
+
+How close can a batch get to the full gradient ∇_e with BatchNorm, and what fraction of that
+does an image metric reach? `studies/search_reference.toml`: the class-mix setting (smallcnn with
+BatchNorm, 2,048 training images in 16 batches of 128, 3 epochs in three learning-rate phases),
+3 seeds. `search` builds its 16 batches at each θ_e: it starts from the best of a few
+class-balanced constructions and swaps images between batches, keeping a swap only when the
+real train-mode D of the two batches drops (`gradlab.track.search`; at most
+`track.search_passes` = 10 probe passes of batch gradients per epoch). A probe's fraction of
+`search`'s gain is (1 − its D) / (1 − D of `search`), both in random units: 0 is a random
+batch, 1 is as close as `search` got. Cells: mean over seeds [95% t-interval].
 """
 _SEGMENTATION = """# AGC and the weight mechanism
 

@@ -43,16 +43,44 @@ def reference_table(runs: list[Run]) -> str:
     return table(head, rows)
 
 
-def search_costs(runs: list[Run]) -> str:
-    """The search's recorded effort per epoch (probe attributes and quantities it stored)."""
+def search_costs(runs: list[Run], seeds: tuple[int, ...]) -> str:
+    """The search's effort per seed and epoch, from its per-epoch record: batch gradients evaluated
+    (and in probe passes, K each), seconds, moves proposed and accepted, and its mean D before
+    (the best start) and after, in random units."""
     rows = []
-    for i, r in enumerate(runs):
+    for seed, r in zip(seeds, runs):
         t = r.epoch_table(REFERENCE)
-        cols = [c for c in t.columns if c.startswith("search_")]
+        k = r.num_batches(REFERENCE)
+        unit = r.distance_matrix(RANDOM).mean(axis=1)
         for _, row in t.iterrows():
-            rows.append([str(i), str(int(row["epoch"]))] + [f"{row[c]:.4g}" for c in cols])
-    cols = [c for c in runs[0].epoch_table(REFERENCE).columns if c.startswith("search_")]
-    return table(["seed #", "epoch"] + cols, rows) if cols else ""
+            e = int(row["epoch"])
+            rows.append([str(seed), str(e), f"{row['search_evals']:.0f} ({row['search_evals'] / k:.1f})",
+                         f"{row['search_seconds']:.1f}",
+                         f"{row['search_accepted']:.0f} of {row['search_proposed']:.0f}",
+                         f"{row['search_d_before'] / unit[e]:.3f}", f"{row['search_d_after'] / unit[e]:.3f}"])
+    return table(["seed", "epoch", "batch gradients (probe passes)", "seconds", "moves accepted",
+                  "D before (random units)", "D after (random units)"], rows)
 
 
-__all__ = ["reference_table", "search_costs", "CLASS_CONTROL"]
+TARGET = 0.7  # issue 22: search's mean D below 0.7 of random batches' at every epoch
+
+
+def targets(runs: list[Run], seeds: tuple[int, ...]) -> tuple[str, str]:
+    """Per seed and epoch: search, intensity, intensity@class and random@class in random units, and one
+    generated sentence counting the (seed, epoch) pairs where search is below each and below TARGET."""
+    cols = ("intensity", "intensity@class", CLASS_CONTROL)
+    rows, below = [], {c: 0 for c in (*cols, "target")}
+    n = 0
+    for seed, r in zip(seeds, runs):
+        unit = r.distance_matrix(RANDOM).mean(axis=1)
+        rel = {p: r.distance_matrix(p).mean(axis=1) / unit for p in (REFERENCE, *cols)}
+        for e in range(r.epochs_done):
+            n += 1
+            for c in cols:
+                below[c] += bool(rel[REFERENCE][e] < rel[c][e])
+            below["target"] += bool(rel[REFERENCE][e] < TARGET)
+            rows.append([str(seed), str(e)] + [f"{rel[p][e]:.3f}" for p in (REFERENCE, *cols)])
+    text = (f"Over {n} (seed, epoch) pairs, `search`'s mean D is below `intensity`'s in {below['intensity']}, "
+            f"below `intensity@class`'s in {below['intensity@class']}, below `random@class`'s in "
+            f"{below[CLASS_CONTROL]}, and below {TARGET} of random's in {below['target']}.\n")
+    return table(["seed", "epoch", "`search`", "`intensity`", "`intensity@class`", "`random@class`"], rows), text
