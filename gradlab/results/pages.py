@@ -90,7 +90,8 @@ def _claims_table(rows: list[dict]) -> str:
     body = []
     for r in rows:
         cls = ci(*r["class_ci"]) if "class_ci" in r else "–"
-        body.append([r["id"], r["paper"], f"{r['data']}, {r['seeds']} seeds", f"phase {r['phase']}: {r['test']}",
+        body.append([r["id"], r["paper"], f"{r['data']}, {r['seeds']} seeds",
+                     (f"phase {r['phase']}: " if isinstance(r["phase"], int) else "") + r["test"],
                      ci(*r["ci"]), cls, num(r["p"]), num(r["p_holm"]), f"**{r['verdict']}**",
                      _needed(r["needed"])])
     return table(["claim", "the paper says", "data", "gradlab test", "estimate [95% CI]", "same on the class-"
