@@ -10,8 +10,9 @@ the probe's own batch gradients; without batch statistics that is nabla_e, with 
 depends on the partition, and a partition sorted by intensity has a smaller one: searched against
 its own mean, the batches ended no closer to nabla_e than random ones; docs/design.md "The
 ``search`` reference".) Minimising the mean of D_k over a partition of the training set into
-K batches is gradient matching, the objective of GradMatch (Killamsetty et al., ICML 2021) and CRAIG (Mirzasoleiman et al., ICML 2020), with
-weights fixed to 1 / m and every image in one batch (as in ``gradlab.track.match``).
+K batches is gradient matching, the objective of GradMatch (Killamsetty et al., ICML 2021) and
+CRAIG (Mirzasoleiman et al., ICML 2020), with weights fixed to 1 / m and every image in one
+batch (as in ``gradlab.track.match``).
 
 1. **Start**: the best of a few cheap partitions, by their real mean D (K batch gradients each):
    class-stratified random batches (``random@class``), and class-balanced cuts (every batch
