@@ -57,10 +57,12 @@ _SEARCH = {  # the search order's per-epoch record (gradlab.track.search.SearchR
     "search_seconds": ("s", "Wall time of the search at theta_e (the per-sample scoring pass excluded)."),
     "search_proposed": ("1", "Moves (swaps of blocks of images between two batches) the search evaluated."),
     "search_accepted": ("1", "Moves kept: the real train-mode D of the two batches dropped."),
-    "search_d_before": (GRAD, "Mean real train-mode D of the search's best start (before any move)."),
-    "search_d_after": (GRAD, "Mean real train-mode D of the batches the search returned (its batch_score)."),
-    "search_d_reference": (GRAD, "Mean |g_k - G| of the returned batches against the reference (random) probe's "
-                           "full gradient instead of their own mean (the two differ with BatchNorm)."),
+    "search_d_before": (GRAD, "Mean real train-mode |g_k - nabla_e| (the random probe's full gradient) of the "
+                        "search's best start, before any move."),
+    "search_d_after": (GRAD, "Mean real train-mode |g_k - nabla_e| of the batches the search returned (the mean of "
+                       "its batch_score): the search's objective."),
+    "search_d_own": (GRAD, "Mean |g_k - G| of the returned batches against their own mean gradient G, as the probe "
+                     "pass stores D (distance_l2); equal to search_d_after without batch statistics."),
     "search_start": ("1", "The start the search began from: its position in the probe attribute search_starts."),
 }
 

@@ -105,7 +105,7 @@ def order_record(name: str, key: str) -> str:  # [E] how a per-epoch order was b
 
 # the search order's per-epoch record (gradlab.track.search.SearchRecord), each /probes/<o>/<key> [E]
 SEARCH_RECORD = ("search_evals", "search_seconds", "search_proposed", "search_accepted", "search_d_before",
-                 "search_d_after", "search_d_reference", "search_start")
+                 "search_d_after", "search_d_own", "search_start")
 
 
 def probe_batch(name: str) -> str:  # [K] dimension scale: batch number in probe order

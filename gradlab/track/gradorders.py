@@ -129,9 +129,9 @@ class Match(GradientOrder):
 class Search(GradientOrder):
     """Batches found by local search on the real train-mode D (``gradlab.track.search``): the best of
     a few class-balanced starts, then swaps between batches accepted only when the real D drops.
-    ``batch_score`` is each batch's real D at theta_e; ``record`` the epoch's ``SearchRecord``."""
+    ``batch_score`` is each batch's real |g_k - nabla_e| at theta_e; ``record`` the epoch's ``SearchRecord``."""
 
-    name, label, needs_sketch = "search", "D = |g_k - G| of the batch in train mode at theta_e (search)", True
+    name, label, needs_sketch = "search", "|g_k - nabla_e| of the batch in train mode at theta_e (search)", True
 
     def __init__(self) -> None:
         self.record = SearchRecord()

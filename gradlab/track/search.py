@@ -3,14 +3,16 @@
 ``search`` is the achievable end of the comparison for any model, BatchNorm included. Every
 other gradient-informed order scores images one at a time in eval mode, while each probe batch
 is taken in train mode, on its own batch statistics; with BatchNorm the per-image scores then
-mislead (``match`` ends up farther from G than random batches). Here the objective is the
-quantity the tracker stores: D_k = |g_k - G|, g_k the batch's real gradient at theta_e in train
-mode and G the mean of the partition's K batch gradients, as the probe pass measures every probe
-(without batch statistics it is the ``random`` probe's nabla_e, which gives the starts' ``proj``
-key; with BatchNorm it depends on the partition, docs/design.md "The search reference"). Minimising the mean of
-D_k over a partition of the training set into K batches is gradient matching, the objective of
-GradMatch (Killamsetty et al., ICML 2021) and CRAIG (Mirzasoleiman et al., ICML 2020), with
-weights fixed to 1 / m and every image in one batch (as in ``gradlab.track.match``).
+mislead (``match`` ends up farther from G than random batches). Here the objective is
+D_k = |g_k - nabla_e|, g_k the batch's real gradient at theta_e in train mode and nabla_e the
+full gradient of the epoch's ``random`` probe pass. (The probe pass stores D against the mean of
+the probe's own batch gradients; without batch statistics that is nabla_e, with BatchNorm it
+depends on the partition, and a partition sorted by intensity has a smaller one: searched against
+its own mean, the batches ended no closer to nabla_e than random ones; docs/design.md "The
+``search`` reference".) Minimising the mean of D_k over a partition of the training set into
+K batches is gradient matching, the objective of GradMatch (Killamsetty et al., ICML 2021) and
+CRAIG (Mirzasoleiman et al., ICML 2020), with weights fixed to 1 / m and every image in one
+batch (as in ``gradlab.track.match``).
 
 1. **Start**: the best of a few cheap partitions, by their real mean D (K batch gradients each):
    class-stratified random batches (``random@class``), and class-balanced cuts (every batch
@@ -26,8 +28,7 @@ weights fixed to 1 / m and every image in one batch (as in ``gradlab.track.match
    while |r_a + delta|^2 + |r_b - delta|^2 falls. alpha corrects the eval-mode per-sample
    gradients' scale against the train-mode batches (least squares over the moves evaluated so
    far). A move is **accepted only when the real train-mode mean D drops**: both batch
-   gradients are recomputed at theta_e, as the probe pass computes them, and D of every batch
-   is taken against the new partition's mean. A rejected pair is retried with half the block,
+   gradients are recomputed at theta_e, as the probe pass computes them. A rejected pair is retried with half the block,
    down to single swaps.
 
 The cost is bounded by ``passes`` probe passes' worth of batch gradients (``track.search_passes``
@@ -58,10 +59,10 @@ class SearchRecord:
     seconds: float = 0.0  # wall time of the search (the scoring pass excluded)
     proposed: int = 0  # moves evaluated
     accepted: int = 0  # moves kept (the real D_a + D_b dropped)
-    d_before: float = math.nan  # mean real D of the best start
-    d_after: float = math.nan  # mean real D of the batches the search returns
-    # their mean |g_k - nabla_e| against the reference (random) probe's full gradient instead of their own mean
-    d_reference: float = math.nan
+    d_before: float = math.nan  # mean real |g_k - nabla_e| of the best start (nabla_e: the random probe's)
+    d_after: float = math.nan  # the same of the batches the search returns
+    # their mean D against their own mean gradient: the D the probe pass stores (equal to d_after without BatchNorm)
+    d_own: float = math.nan
     start: int = -1  # which start won: its position in ``STARTS`` (the probe attribute search_starts)
 
     def row(self) -> dict[str, float]:
@@ -90,15 +91,15 @@ class BatchEvaluator:
 
 
 class Partition:
-    """K batches with their real gradients ``[K, P]`` (as the memory store holds a pass), their mean
-    (the pass's full gradient: equal batch sizes), D_k = |g_k - mean| and sketches S g_k."""
+    """K batches with their real gradients ``[K, P]`` (as the memory store holds a pass), their
+    D_k = |g_k - nabla_e| against the reference probe's full gradient ``target`` and sketches S g_k."""
 
-    def __init__(self, ev: BatchEvaluator, batches: np.ndarray):
-        self.ev, self.batches = ev, batches.copy()
+    def __init__(self, ev: BatchEvaluator, batches: np.ndarray, target: torch.Tensor):
+        self.ev, self.batches, self.target = ev, batches.copy(), target.double()
+        self.target_sketch = ev.sketch(target)
         self.grads = torch.stack([ev(b) for b in self.batches])
         self.sketches = torch.stack([ev.sketch(g) for g in self.grads])  # float64 [K, d]
-        self.total = self.grads.double().sum(0)  # float64 [P], as the probe pass accumulates it
-        self.d = self.distances(self.total / len(self.batches))
+        self.d = self.distances(self.target)
 
     def distances(self, mean: torch.Tensor, changed: dict[int, torch.Tensor] | None = None) -> np.ndarray:
         """D_k against ``mean``, with the gradients of ``changed`` batches replaced."""
@@ -109,22 +110,26 @@ class Partition:
         return out
 
     def residuals(self) -> torch.Tensor:
-        """S (g_k - mean) ``[K, d]``."""
-        return self.sketches - self.sketches.mean(0)
+        """S (g_k - nabla_e) ``[K, d]``."""
+        return self.sketches - self.target_sketch
+
+    def own_distances(self) -> np.ndarray:
+        """D_k against the partition's own mean gradient, as the probe pass stores D (float64 sum)."""
+        return self.distances(self.grads.double().sum(0) / len(self.batches))
 
     def try_swap(self, a: int, b: int, new_a: np.ndarray, new_b: np.ndarray) -> tuple[bool, torch.Tensor]:
-        """Evaluate batches a and b as ``new_a``, ``new_b``; keep them when the mean D (against the
-        new partition's own mean gradient) drops. Returns ``(accepted, actual [S g_a, S g_b] change)``."""
+        """Evaluate batches a and b as ``new_a``, ``new_b``; keep them when the mean D drops.
+        Returns ``(accepted, actual [S g_a, S g_b] change)``."""
         ga, gb = self.ev(new_a), self.ev(new_b)
-        total = self.total + (ga - self.grads[a]).double() + (gb - self.grads[b]).double()
-        d = self.distances(total / len(self.d), {a: ga, b: gb})
+        d = self.d.copy()
+        d[a], d[b] = (float((g.double() - self.target).norm()) for g in (ga, gb))
         sa, sb = self.ev.sketch(ga), self.ev.sketch(gb)
         change = torch.cat([sa - self.sketches[a], sb - self.sketches[b]])
         if not d.mean() < self.d.mean():
             return False, change
         self.batches[a], self.batches[b] = new_a, new_b
         self.grads[a], self.grads[b], self.sketches[a], self.sketches[b] = ga, gb, sa, sb
-        self.total, self.d = total, d
+        self.d = d
         return True, change
 
 
@@ -140,13 +145,13 @@ def start_orders(n: int, labels: np.ndarray, batch_size: int, keys: dict[str, np
     return {name: out[name] for name in STARTS if name in out}
 
 
-def best_start(ev: BatchEvaluator, starts: dict[str, np.ndarray], k: int, m: int, max_starts: int
-               ) -> tuple[int, np.ndarray, Partition]:
+def best_start(ev: BatchEvaluator, starts: dict[str, np.ndarray], k: int, m: int, max_starts: int,
+               target: torch.Tensor) -> tuple[int, np.ndarray, Partition]:
     """``(position in STARTS, index, partition)`` of the start with the least real mean D, of the
     first ``max_starts``."""
     best = None
     for name, index in list(starts.items())[:max_starts]:
-        part = Partition(ev, index[: k * m].reshape(k, m))
+        part = Partition(ev, index[: k * m].reshape(k, m), target)
         if best is None or part.d.mean() < best[2].d.mean():
             best = (STARTS.index(name), index, part)
     assert best is not None
@@ -245,16 +250,16 @@ def search_batches(ev: BatchEvaluator, starts: dict[str, np.ndarray], samples: t
                    num_batches: int, reference: torch.Tensor) -> tuple[np.ndarray, np.ndarray, SearchRecord]:
     """``(index [N], D [K], record)``: the best start, improved by local search within ``ev``'s budget.
     At most 1 / ``START_SHARE`` of the budget goes to the starts (at least one start is evaluated);
-    ``reference``: the reference probe's full gradient, for ``SearchRecord.d_reference``."""
+    ``reference``: the reference (random) probe's full gradient nabla_e, the target."""
     t0 = time.perf_counter()
     k, m = num_batches, batch_size
     record = SearchRecord()
     max_starts = max(1, min(len(starts), ev.limit // (START_SHARE * k)))
-    record.start, index, part = best_start(ev, starts, k, m, max_starts)
+    record.start, index, part = best_start(ev, starts, k, m, max_starts, reference)
     record.d_before = float(part.d.mean())
     LocalSearch(part, samples, record).run()
     index = np.concatenate([part.batches.reshape(-1), index[k * m:]])
     record.d_after = float(part.d.mean())
-    record.d_reference = float(part.distances(reference.double()).mean())
+    record.d_own = float(part.own_distances().mean())
     record.evals, record.seconds = ev.count, time.perf_counter() - t0
     return index, part.d, record
