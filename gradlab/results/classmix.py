@@ -65,6 +65,22 @@ def _words(x: tuple[float, float, float], above: str, below: str, neither: str) 
     return above if lo > 0 else below if hi < 0 else neither
 
 
+def own_full_table(runs: list[Run]) -> str:
+    """|G| of each probe's own pass over |G| of the random pass, per phase: each probe's D is taken to
+    its own partition's mean gradient, and with BatchNorm partitions differ (1 = the same size)."""
+    phases = range(runs[0].num_phases)
+    ref = [r.epoch_table(RANDOM)["full_norm"].to_numpy() for r in runs]
+    rows = []
+    for p in probes():
+        cells = []
+        for ph in phases:
+            vals = [np.mean(r.epoch_table(p)["full_norm"].to_numpy()[r.phase_epochs(ph)] / g[r.phase_epochs(ph)])
+                    for r, g in zip(runs, ref)]
+            cells.append(ci(*stats.interval(np.array(vals))))
+        rows.append([f"`{p}`"] + cells)
+    return table(["probe"] + [f"phase {ph}" for ph in phases], rows)
+
+
 def composition_table(runs: list[Run]) -> str:
     """Mean label entropy (nats) and top-class share of each probe's batches, over batches, epochs, seeds."""
     rows = []
@@ -92,10 +108,17 @@ def page(runs: dict, root: Path) -> str:
                 unit_table(rs, CLASS_CONTROL), "### How much of each metric's distance is class mix\n", dec,
                 "Read from the intervals above (an interval that excludes 0 is named; the rest are not "
                 "distinguishable at this number of seeds):\n", "\n".join(f"- {x}" for x in lines) + "\n",
-                "### Class composition of the batches\n", composition_table(rs)]
+                "### Class composition of the batches\n", composition_table(rs),
+                "### Each probe's own full gradient, |G| / |G of random|\n", _OWN_FULL, own_full_table(rs)]
     return "\n".join(out)
 
 
+_OWN_FULL = """Every probe's D[e, k] is the distance to the mean gradient of that probe's own batches,
+which cover the training set once. Without BatchNorm every such partition has the same mean;
+with it each batch is normalised by its own statistics, so a metric-sorted partition's mean
+gradient can differ from random batches' mean. Where this ratio is below 1, part of a probe's
+small D comes from a smaller target, not from batches closer to the random pass's ∇_e.
+"""
 _INTRO = """# Image property or class mix?
 
 Every image metric's batches, cut three ways, against two controls, on three datasets
