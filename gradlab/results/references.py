@@ -45,8 +45,8 @@ def reference_table(runs: list[Run]) -> str:
 
 def search_costs(runs: list[Run], seeds: tuple[int, ...]) -> str:
     """The search's effort per seed and epoch, from its per-epoch record: batch gradients evaluated
-    (and in probe passes, K each), seconds, moves proposed and accepted, and its mean D before
-    (the best start) and after, in random units."""
+    (and in probe passes, K each), seconds, moves proposed and accepted, and its mean distance to
+    the random pass's full gradient before (the best start) and after, in random units."""
     rows = []
     for seed, r in zip(seeds, runs):
         t = r.epoch_table(REFERENCE)
@@ -59,7 +59,7 @@ def search_costs(runs: list[Run], seeds: tuple[int, ...]) -> str:
                          f"{row['search_accepted']:.0f} of {row['search_proposed']:.0f}",
                          f"{row['search_d_before'] / unit[e]:.3f}", f"{row['search_d_after'] / unit[e]:.3f}"])
     return table(["seed", "epoch", "batch gradients (probe passes)", "seconds", "moves accepted",
-                  "D before (random units)", "D after (random units)"], rows)
+                  "|g_k − ∇_e(random)| before, random units", "after"], rows)
 
 
 TARGET = 0.7  # issue 22: search's mean D below 0.7 of random batches' at every epoch
