@@ -130,7 +130,11 @@ remakes each file, the code commit, torch, machine, threads, load and wall time.
 """
 _CLAIMS = """# Claims
 
-One row per claim, per dataset and phase where the claim names a phase. Phases are numbered
+One row per claim, per dataset and phase where the claim names a phase. A verdict is about the
+setting in its data column, which is CPU-sized and not the paper's (the best-minibatch paper:
+DPN-92 on CIFAR-10; weight mechanism: Massachusetts buildings; AGC: SegNet and ClassNet on
+Cityscapes): "contradicted" means the effect has the opposite sign here, not that the paper's
+own runs were wrong. Phases are numbered
 from 0 here; the paper's "first training phase" is phase 0. The verdict is **supported** or
 **contradicted** when the Holm-corrected p-value of a t-test over seeds (two-sided, n − 1
 degrees of freedom) is below 0.05, by the sign of the estimate, and otherwise **not
