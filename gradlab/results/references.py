@@ -59,7 +59,7 @@ def search_costs(runs: list[Run], seeds: tuple[int, ...]) -> str:
                          f"{row['search_accepted']:.0f} of {row['search_proposed']:.0f}",
                          f"{row['search_d_before'] / unit[e]:.3f}", f"{row['search_d_after'] / unit[e]:.3f}"])
     return table(["seed", "epoch", "batch gradients (probe passes)", "seconds", "moves accepted",
-                  "|g_k − ∇_e(random)| before, random units", "after"], rows)
+                  "‖g_k − ∇_e(random)‖ before, random units", "after"], rows)
 
 
 TARGET = 0.7  # issue 22: search's mean D below 0.7 of random batches' at every epoch
