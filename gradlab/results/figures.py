@@ -10,7 +10,7 @@ import io
 
 import numpy as np
 
-from gradlab.registry import RANDOM
+from gradlab.registry import RANDOM, probe_name
 from gradlab.results import stats
 from gradlab.results.catalog import CLASS_MIX, DATASET_NAMES
 from gradlab.results.classmix import CUTS, METRICS
@@ -49,8 +49,7 @@ def class_mix(runs: dict) -> bytes:
         for ph in range(phases):
             ax = axes[i, ph]
             for j, cut in enumerate(CUTS):
-                suffix = {"contiguous": "", "stratified": "@strat", "class": "@class"}[cut]
-                m = [stats.interval(seed_means(rs, name + suffix, ph, RANDOM)) for name in METRICS]
+                m = [stats.interval(seed_means(rs, probe_name(name, cut), ph, RANDOM)) for name in METRICS]
                 ax.bar(x + (j - 1) * 0.27, [a[0] for a in m], 0.27, label=cut,
                        yerr=np.abs(np.array([[a[0] - a[1], a[2] - a[0]] for a in m]).T))
             ctrl = stats.interval(seed_means(rs, "random@class", ph, RANDOM))[0]

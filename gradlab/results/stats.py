@@ -16,6 +16,7 @@ import numpy as np
 from scipy import stats
 
 from gradlab.report.summary import holm  # noqa: F401  (one Holm, shared with the report's summaries)
+from gradlab.report.summary import t_interval
 
 LEVEL = 0.95  # every interval on the results pages
 ALPHA = 0.05  # family-wise error rate of every verdict
@@ -23,16 +24,14 @@ POWER = 0.8  # the power "seeds needed" is computed for
 
 
 def interval(values: np.ndarray, level: float = LEVEL) -> tuple[float, float, float]:
-    """Mean of ``values`` (one per seed) and its two-sided t-interval; NaN bounds for one seed."""
+    """Mean of ``values`` (one per seed, non-finite ones left out) and its two-sided t-interval
+    (``gradlab.report.summary.t_interval``); NaN bounds for one seed."""
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     if len(v) == 0:
         return math.nan, math.nan, math.nan
-    m = float(v.mean())
-    if len(v) < 2:
-        return m, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-    return m, m - half, m + half
+    m, lo, hi = t_interval(v, level)
+    return float(m), float(lo), float(hi)
 
 
 def t_test_p(values: np.ndarray) -> float:
