@@ -77,10 +77,12 @@ class TrainConfig:
     # Legal on CPU too (slower there: use it for CUDA).
     amp: Literal["none", "bf16"] = "none"
     channels_last: bool = False  # NHWC memory format for model and inputs: faster convs under bf16 on CUDA
-    # which batches each epoch trains on (gradlab.registry.POLICIES, gradlab.train.policy): "shuffle" (every
-    # image, order from track.order); "batches" (every batch of policy_metric's contiguous cut, a new random
-    # visiting order each epoch: the homogeneity control); "drop_extremes" (those less the bottom and top
-    # quartile by mean metric: the paper's R1); "high_first" (phase 0 on the upper half, then shuffle: R2)
+    # which images and batches each epoch trains on (gradlab.registry.POLICIES, gradlab.train.policy):
+    # "shuffle" (every image, order from track.order); "class" (class-stratified random batches, redrawn
+    # every epoch); "batches" (every batch of policy_metric's contiguous cut, a new random visiting order
+    # each epoch: the homogeneity control); R1 "drop_extreme_batches" / "drop_extreme_images" (the outer
+    # 10% at each end dropped) with the step-matched controls "drop_random_batches" / "drop_random_images";
+    # R2 "upper_quartile_first" (phase 0 on the upper-quartile images) with "random_quarter_first"
     policy: str = "shuffle"
     policy_metric: str = "intensity"  # the image metric whose contiguous cut the policies other than shuffle read
 

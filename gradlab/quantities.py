@@ -44,6 +44,14 @@ SQ_DIST = "sq_dist"  # [K] |g_k - G|^2
 DOT = "dot"  # [K] <g_k, G>
 SQ_NORM = "sq_norm"  # [K] |g_k|^2
 LAYER_SQ_DIST = "layer_sq_dist"  # [K, L] |g_k - G|^2 restricted to each parameter tensor
+# ... against the common target T = the reference probe's full gradient at the same theta_e (the
+# ``random`` probe's by default; ``TrackOptions.reference``). With BatchNorm each probe's own G is
+# the mean gradient of its own partition, so a sorted cut's D is measured to a target of its own;
+# T is the same for every probe of one epoch (``gradlab.track.distances``):
+TARGET_SQ_DIST = "target_sq_dist"  # [K] |g_k - T|^2
+TARGET_DOT = "target_dot"  # [K] <g_k, T>
+TARGET_SQ_NORM = "target_sq_norm"  # float |T|^2
+TARGET = frozenset({TARGET_SQ_DIST, TARGET_DOT, TARGET_SQ_NORM})
 # ... and values of the probe pass itself:
 FULL_SQ_NORM = "full_sq_norm"  # float |G|^2
 BATCH_SIZE = "batch_size"  # [K] images in batch k
@@ -54,7 +62,7 @@ BATCH_LOSS = "batch_loss"  # [K] mean loss of batch k at theta_e
 # class labels (soft or regression targets). ``gradlab.track.distances.ClassCounter`` counts them.
 CLASS_COUNTS = "class_counts"
 PASS_VALUES = (FULL_SQ_NORM, BATCH_SIZE, BATCH_LOSS, CLASS_COUNTS)
-SKETCHED = frozenset({SQ_DIST, DOT, SQ_NORM, *PASS_VALUES})  # what an estimating store (sketch) gives
+SKETCHED = frozenset({SQ_DIST, DOT, SQ_NORM, *TARGET, *PASS_VALUES})  # what an estimating store (sketch) gives
 
 Reductions = Mapping[str, Any]  # reduction name -> its array (or float)
 
@@ -105,10 +113,13 @@ def version() -> int:
     return _version[0]
 
 
-def active(measures: Iterable[str], per_layer: bool) -> list[Quantity]:
-    """The quantities a tracker with these options computes, in declaration order."""
+def active(measures: Iterable[str], per_layer: bool, common: bool = False) -> list[Quantity]:
+    """The quantities a tracker with these options computes, in declaration order. ``common``:
+    the tracker has a reference probe, so the quantities that need the common target (``TARGET``
+    reductions) are on too."""
     measures = list(measures)
-    return [q for q in QUANTITIES.values() if q.enabled(measures, per_layer)]
+    return [q for q in QUANTITIES.values()
+            if q.enabled(measures, per_layer) and (common or not TARGET.intersection(q.needs))]
 
 
 def needed(quantities: Iterable[Quantity]) -> set[str]:
@@ -174,6 +185,38 @@ class Cosine(Measure):
     def compute(self, r):
         with np.errstate(invalid="ignore", divide="ignore"):
             return 1.0 - r[DOT] / np.sqrt(r[SQ_NORM] * r[FULL_SQ_NORM])
+
+
+# --------------------------------------------------------------------------- the common target
+
+class CommonL2(Quantity):
+    """D to the common target: every probe's batches against the same vector, the reference
+    probe's full gradient (``random``'s) at theta_e. Without batch statistics (no BatchNorm in
+    training mode) a probe's own G is the same mean over the same images, so this equals
+    ``distance_l2`` up to float rounding; with BatchNorm it separates how far g_k is from the
+    common gradient from how far its own partition's mean moved."""
+
+    name, units = "common_distance_l2", GRAD
+    description = ("Euclidean distance |g_k - T_e| between batch k's gradient and the common target T_e, the "
+                   "reference probe's (random's) full gradient at the start of epoch e; the same T_e for every "
+                   "probe.")
+    needs = (TARGET_SQ_DIST,)
+    when = "a reference probe (random)"
+
+    def compute(self, r):
+        return np.sqrt(r[TARGET_SQ_DIST])
+
+
+class CommonCosine(Quantity):
+    name, units = "common_distance_cosine", "1"
+    description = ("Cosine distance 1 - cos(g_k, T_e) between batch k's gradient and the common target T_e, the "
+                   "reference probe's (random's) full gradient at the start of epoch e.")
+    needs = (TARGET_DOT, SQ_NORM, TARGET_SQ_NORM)
+    when = "a reference probe (random)"
+
+    def compute(self, r):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return 1.0 - r[TARGET_DOT] / np.sqrt(r[SQ_NORM] * r[TARGET_SQ_NORM])
 
 
 # --------------------------------------------------------------------------- per batch

@@ -144,12 +144,26 @@ BATCHINGS = Registry("batching", "track.batching", [
 # ``train.policy_metric`` order (the best-minibatch paper's recommendations R1 and R2, and a control).
 POLICIES = Registry("training policy", "train.policy", [
     entry(SHUFFLE, "gradlab.train.policy:shuffle", "every image, in the training order of track.order"),
+    entry("class", "gradlab.train.policy:class_batches", "class-stratified random batches, redrawn every epoch "
+          "(every batch holds every class in the dataset's proportion)", LABELS),
     entry("batches", "gradlab.train.policy:all_batches", "every batch of the metric's contiguous cut, in a new "
           "random order each epoch (the control for batch homogeneity)"),
-    entry("drop_extremes", "gradlab.train.policy:drop_extremes", "R1: the cut's batches less the bottom and top "
-          "quartile by mean metric"),
-    entry("high_first", "gradlab.train.policy:high_first", "R2: phase 0 on the upper half of the cut's batches by "
-          "mean metric, then shuffle"),
+    entry("drop_extreme_batches", "gradlab.train.policy:drop_extreme_batches", "R1, batch level: the cut's "
+          "batches less the lowest and highest 10% by mean metric"),
+    entry("drop_random_batches", "gradlab.train.policy:drop_random_batches", "R1's batch-level control: the "
+          "cut's batches less as many chosen at random (fixed for the run)"),
+    entry("drop_extreme_images", "gradlab.train.policy:drop_extreme_images", "R1, image level: shuffled batches "
+          "of the middle 80% of images by the metric"),
+    entry("drop_random_images", "gradlab.train.policy:drop_random_images", "R1's image-level control: shuffled "
+          "batches of 80% of the images chosen at random (fixed for the run)"),
+    entry("upper_quartile_first", "gradlab.train.policy:upper_quartile_first", "R2: phase 0 on shuffled batches "
+          "of the upper-quartile images by the metric, then every image shuffled"),
+    entry("random_quarter_first", "gradlab.train.policy:random_quarter_first", "R2's control: phase 0 on a "
+          "random quarter of the images (fixed for the run), then every image shuffled"),
+    entry("drop_extremes", "gradlab.train.policy:drop_extremes", "the first interventions study's R1: the cut's "
+          "batches less the bottom and top quartile by mean metric"),
+    entry("high_first", "gradlab.train.policy:high_first", "the first interventions study's R2: phase 0 on the "
+          "upper half of the cut's batches by mean metric, then shuffle"),
 ])
 
 # The probe name of an order's cut: ``align`` (contiguous), ``align@strat`` (stratified),

@@ -89,6 +89,8 @@ def _table() -> tuple[Meta, ...]:
         Meta(names.TRAIN_PHASE, ep, "Learning-rate phase (0-based) of epoch e.", "1"),
         Meta(names.TRAIN_LOSS, ep, "Mean training loss during epoch e.", "loss units"),
         Meta(names.TRAIN_ACC, ep, "Mean training accuracy during epoch e (fraction).", "1"),
+        Meta(names.TRAIN_STEPS, ep, "Optimizer steps taken during epoch e (its full batches; a training policy may "
+             "train on fewer images than the set holds).", "1", when="gradlab run"),
         Meta(names.TEST_LOSS, ep, "Test loss after epoch e.", "loss units"),
         Meta(names.TEST_ACC, ep, "Test accuracy after epoch e (fraction; segmentation: pixel accuracy).", "1"),
         Meta(names.TEST_MIOU, ep, "Test mean intersection over union after epoch e (fraction).", "1",

@@ -43,6 +43,7 @@ TRAIN_LR = "train/lr"
 TRAIN_PHASE = "train/phase"
 TRAIN_LOSS = "train/loss"
 TRAIN_ACC = "train/acc"
+TRAIN_STEPS = "train/steps"  # optimizer steps of epoch e (gradlab run; a training policy may train on fewer images)
 TEST_LOSS = "test/loss"
 TEST_ACC = "test/acc"
 TEST_MIOU = "test/miou"
@@ -51,7 +52,7 @@ TIMING_TRAIN = "timing/train_s"
 TIMING_PROBE = "timing/probe_s"
 TIMING_EVAL = "timing/eval_s"
 TIMING_SCORE = "timing/score_s"  # per-sample scoring of the gradient-informed orders (inside probe_s)
-CURVES = (TRAIN_LR, TRAIN_PHASE, TRAIN_LOSS, TRAIN_ACC, TEST_LOSS, TEST_ACC, TEST_MIOU, TEST_MEAN_ACC)
+CURVES = (TRAIN_LR, TRAIN_PHASE, TRAIN_LOSS, TRAIN_ACC, TRAIN_STEPS, TEST_LOSS, TEST_ACC, TEST_MIOU, TEST_MEAN_ACC)
 
 # ---------------------------------------------------------------- parameter statistics [S, L]
 PARAM_STEP = "params/step"

@@ -143,23 +143,30 @@ CHUNK_BYTES = 64 << 20  # rows per distance-pass chunk: its float32 temporaries 
 
 def epoch_stats(store: GradStore, full: torch.Tensor, layout: ParamLayout, batch_sizes: np.ndarray,
                 measures: Sequence[str], per_layer: bool, gather: RowGather | None = None,
-                batch_loss: np.ndarray | None = None, class_counts: np.ndarray | None = None) -> EpochStats:
+                batch_loss: np.ndarray | None = None, class_counts: np.ndarray | None = None,
+                target: torch.Tensor | None = None) -> EpochStats:
     """One sequential pass over the stored gradients: every active quantity of this epoch.
     ``batch_loss`` and ``class_counts`` (``ClassCounter.matrix``) are the probe pass's own values.
+
+    ``target``: the common target T (float64 ``[P]``), the reference probe's full gradient at the
+    same theta_e; the ``TARGET_*`` reductions measure every g_k against it (``Q.CommonL2``). None
+    leaves the common-target quantities out (no reference probe in this tracker).
 
     ``gather``: in a sharded probe pass (``gradlab.train.distributed``) the store holds only this
     rank's batches; ``gather`` turns the per-batch reductions of every rank into all K rows in
     batch order before the quantities are computed.
     """
-    active = Q.active(measures, per_layer)
+    active = Q.active(measures, per_layer, common=target is not None)
     need = Q.needed(active)
     full_sq = float(full.pow(2).sum())
     estimate = store.reductions(full)  # a store that estimates D (sketch) skips the exact pass
     if estimate is not None:
         Q.check_store(store.name, active)
         rows = dict(zip((Q.SQ_DIST, Q.DOT, Q.SQ_NORM), estimate))
+        if target is not None:  # the same estimator against T: |g_k - T|^2 and <g_k, T>
+            rows[Q.TARGET_SQ_DIST], rows[Q.TARGET_DOT] = store.reductions(target)[:2]
     else:
-        rows = _exact_reductions(store, full, layout, len(batch_sizes), Q.LAYER_SQ_DIST in need)
+        rows = _exact_reductions(store, full, layout, len(batch_sizes), Q.LAYER_SQ_DIST in need, target)
     rows[Q.BATCH_SIZE] = batch_sizes
     if batch_loss is not None:
         rows[Q.BATCH_LOSS] = batch_loss
@@ -168,15 +175,20 @@ def epoch_stats(store: GradStore, full: torch.Tensor, layout: ParamLayout, batch
     if gather is not None:
         rows = gather(rows)
     r = {**rows, Q.FULL_SQ_NORM: full_sq}
+    if target is not None:
+        r[Q.TARGET_SQ_NORM] = float(target.pow(2).sum())
     return EpochStats({q.name: q.compute(r) for q in active}, r)
 
 
 def _exact_reductions(store: GradStore, full: torch.Tensor, layout: ParamLayout, k_total: int,
-                      per_layer: bool) -> dict[str, np.ndarray | None]:
-    """``sq_dist``, ``dot``, ``sq_norm`` (and ``layer_sq_dist`` when asked) of every stored g_k."""
+                      per_layer: bool, target: torch.Tensor | None = None) -> dict[str, np.ndarray | None]:
+    """``sq_dist``, ``dot``, ``sq_norm`` (and ``layer_sq_dist`` when asked) of every stored g_k;
+    with a ``target`` also ``target_sq_dist`` and ``target_dot`` against it."""
     n_layers = len(layout)
     full32 = full.to(torch.float32)
+    target32 = None if target is None else target.to(full32.device, torch.float32)
     sq, dot, nrm = np.zeros(k_total), np.zeros(k_total), np.zeros(k_total)
+    t_sq, t_dot = (np.zeros(k_total), np.zeros(k_total)) if target is not None else (None, None)
     layer = np.zeros((k_total, n_layers)) if per_layer else None
     off = layout.offsets
     buf = None  # one reused float32 scratch [c, P]: fresh [c, P] temporaries cost page faults per row
@@ -197,4 +209,10 @@ def _exact_reductions(store: GradStore, full: torch.Tensor, layout: ParamLayout,
             sq[s:s + c] = tmp.sum(1).double().cpu().numpy()
         dot[s:s + c] = torch.mul(g, full32, out=tmp).sum(1).double().cpu().numpy()
         nrm[s:s + c] = torch.mul(g, g, out=tmp).sum(1).double().cpu().numpy()
-    return {Q.SQ_DIST: sq, Q.DOT: dot, Q.SQ_NORM: nrm, Q.LAYER_SQ_DIST: layer}
+        if target32 is not None:  # |g_k - T|^2 taken directly (not |g|^2 - 2<g,T> + |T|^2: no cancellation)
+            t_sq[s:s + c] = torch.sub(g, target32, out=tmp).square_().sum(1).double().cpu().numpy()
+            t_dot[s:s + c] = torch.mul(g, target32, out=tmp).sum(1).double().cpu().numpy()
+    out = {Q.SQ_DIST: sq, Q.DOT: dot, Q.SQ_NORM: nrm, Q.LAYER_SQ_DIST: layer}
+    if target is not None:
+        out.update({Q.TARGET_SQ_DIST: t_sq, Q.TARGET_DOT: t_dot})
+    return out

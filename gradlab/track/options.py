@@ -46,7 +46,7 @@ class TrackOptions:
         """Every field's value and the rules between them, as one ``ConfigError`` naming the fix."""
         Q.check_measures(self.measures)
         registry.STORES.check(self.store)
-        Q.check_store(self.store, self.quantities())
+        Q.check_store(self.store, self.quantities(common=True))
         if self.grad_dtype not in ("float32", "float16", "bfloat16"):
             raise ConfigError(f'grad_dtype must be "float32", "float16" or "bfloat16", got {self.grad_dtype!r}')
         if self.keep_grads not in KEEP_GRADS:
@@ -56,9 +56,10 @@ class TrackOptions:
         Schedule.parse(self.param_stats)
         return self
 
-    def quantities(self) -> list[Q.Quantity]:
-        """The tracked quantities these options switch on (``gradlab.quantities``)."""
-        return Q.active(self.measures, self.per_layer)
+    def quantities(self, common: bool = False) -> list[Q.Quantity]:
+        """The tracked quantities these options switch on (``gradlab.quantities``); ``common``: with
+        the reference probe among the probes, the common-target ones too."""
+        return Q.active(self.measures, self.per_layer, common)
 
     def store_options(self) -> dict[str, Any]:
         """Keyword options of ``gradlab.track.stores.make_store``."""

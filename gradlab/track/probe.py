@@ -82,6 +82,9 @@ class FrozenModel:
         return self.layout.flatten(self.loss_and_grads(x, y)[1])
 
 
+OWN = "own"  # probe_pass(target=OWN): the pass's own full gradient is the common target (the reference probe)
+
+
 class ProbeResult:
     """One probe pass: per-batch losses at theta_e and the distance statistics."""
 
@@ -94,8 +97,13 @@ class ProbeResult:
 def probe_pass(frozen: FrozenModel, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_batches: int,
                store: GradStore, measures: list[str], per_layer: bool,
                keep: Callable[[GradStore], None] | None = None, shard: Dist | None = None,
-               replay: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]] | None = None) -> ProbeResult:
+               replay: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]] | None = None,
+               target: torch.Tensor | str | None = None) -> ProbeResult:
     """Run every batch at theta_e into ``store``, then compute D for this epoch.
+
+    ``target``: the common target T (float64 ``[P]``, the reference probe's full gradient at this
+    theta_e) that the common-target quantities measure every g_k against; ``OWN`` for the
+    reference probe's own pass (T = its G); None: no common-target quantities.
 
     The full gradient is accumulated on the fly, so the store is read once, sequentially,
     after the last batch. ``keep``, if given, sees the filled store before it is released
@@ -111,13 +119,13 @@ def probe_pass(frozen: FrozenModel, batches: Iterable[tuple[torch.Tensor, torch.
     so a caller that evaluated the model before ``epoch_end`` still probes in training mode.
     """
     with frozen.training_modes():
-        return _probe_pass(frozen, batches, num_batches, store, measures, per_layer, keep, shard, replay)
+        return _probe_pass(frozen, batches, num_batches, store, measures, per_layer, keep, shard, replay, target)
 
 
 def _probe_pass(frozen: FrozenModel, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_batches: int,
                 store: GradStore, measures: list[str], per_layer: bool, keep: Callable[[GradStore], None] | None,
-                shard: Dist | None, replay: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]] | None
-                ) -> ProbeResult:
+                shard: Dist | None, replay: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]] | None,
+                target: torch.Tensor | str | None = None) -> ProbeResult:
     total = num_batches
     if shard is not None:
         num_batches = len(shard.owned(total))
@@ -151,7 +159,8 @@ def _probe_pass(frozen: FrozenModel, batches: Iterable[tuple[torch.Tensor, torch
             width = shard.max_int(labels.width)  # one C on every rank (a rank may hold no batch)
         mean = full.mean()
         stats = epoch_stats(store, mean, layout, sizes, measures, per_layer, gather=gather,
-                            batch_loss=losses.cpu().numpy(), class_counts=labels.matrix(num_batches, width))
+                            batch_loss=losses.cpu().numpy(), class_counts=labels.matrix(num_batches, width),
+                            target=mean if isinstance(target, str) else target)
         if keep is not None:
             keep(store)
     finally:

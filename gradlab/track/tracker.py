@@ -30,7 +30,7 @@ from gradlab.runfile import names
 from gradlab.track.layout import ParamLayout
 from gradlab.track.options import Runtime, TrackOptions, json_config
 from gradlab.track.paramstats import ParamStatsRecorder
-from gradlab.track.probe import FrozenModel, LossFn, probe_pass
+from gradlab.track.probe import OWN, FrozenModel, LossFn, probe_pass
 from gradlab.track.shard import NullWriter
 from gradlab.track.stores import make_store
 
@@ -114,10 +114,11 @@ class Tracker:
         self.runtime = runtime or Runtime()
         self.dist = self.runtime.shard
         probes = {n: as_probe(n, b) for n, b in (probes or {}).items()}
-        # fixed orders first: the reference pass gives the full gradient the per-epoch orders need
-        self.probes = dict(sorted(probes.items(), key=lambda item: item[1].per_epoch))
+        # the reference probe first, then the other fixed orders, then the per-epoch ones: the reference
+        # pass gives the full gradient that the common-target quantities and per-epoch orders need
+        self.probes = dict(sorted(probes.items(), key=lambda item: (item[1].per_epoch, item[0] != options.reference)))
         registry.check_reference([n for n, p in self.probes.items() if p.needs_full], self.probes, options.reference)
-        self.quantities = options.quantities()
+        self.quantities = options.quantities(common=options.reference in self.probes)
         self.layout = ParamLayout.of(model)
         self._full: torch.Tensor | None = None  # this epoch's full gradient of the reference probe
         self._score_s = 0.0  # this epoch's time in per-epoch orders' scoring passes
@@ -247,10 +248,12 @@ class Tracker:
             else:
                 self.writer.write_grads(names.grads(name, e), rows)
 
+        common = o.reference in self.probes  # the reference's own pass: its own G is the target (self._full None)
         res = probe_pass(self._frozen, self._batches(probe, mine, f"probe {name}"), probe.num_batches, store,
                          o.measures, o.per_layer, save if keep else None,
                          shard=self.dist if self.dist.active else None,
-                         replay=lambda: self._batches(probe, mine, f"probe {name} (recompute)"))
+                         replay=lambda: self._batches(probe, mine, f"probe {name} (recompute)"),
+                         target=(self._full if name != o.reference else OWN) if common else None)
         for q in self.quantities:  # every active quantity's row (gradlab.quantities)
             self.writer.append(names.quantity(name, q.name), res.stats.values[q.name], e)
         if name == o.reference:

@@ -20,13 +20,13 @@ from tqdm.auto import tqdm
 
 from gradlab.config import StudyConfig, lr_at, phase_of
 from gradlab.data.datasets import BatchLoader, ImageSet, load_split
-from gradlab.data.orders import Order, OrderBatches, ScoreFn, build_order, compute_scores
+from gradlab.data.orders import Order, OrderBatches, ScoreFn, build_order, class_labels, compute_scores
 from gradlab.data.segmentation import evaluate_segmentation, is_segmentation
 from gradlab.errors import ConfigError, DiskFullError, GradlabError, RunFileError, is_disk_full
 from gradlab.models import build_model
 from gradlab.runfile import names
 from gradlab.runfile.lock import RunLock
-from gradlab.registry import POLICIES, RANDOM, SHUFFLE, is_gradient_order, probe_name, random_cuts
+from gradlab.registry import LABELS, POLICIES, RANDOM, SHUFFLE, is_gradient_order, probe_name, random_cuts
 from gradlab.track.gradorders import gradient_probes
 from gradlab.track.layout import ParamLayout
 from gradlab.track.options import Runtime, TrackOptions
@@ -38,6 +38,7 @@ from gradlab.train.checkpoint import (check_resume_config, checkpoint_path, load
 from gradlab.train.distributed import check_batch_size
 from gradlab.train.loop import evaluate, seed_everything, train_epoch
 from gradlab.train.nonfinite import NonFiniteGuard
+from gradlab.train.policy import PolicyInput
 from gradlab.usercode import is_import_path, load_object
 
 
@@ -97,6 +98,8 @@ def build_study(cfg: StudyConfig, scores: ScoreFn = compute_scores, device: torc
     train_order = None if t.order == SHUFFLE else build_order(t.order, train, bs, cfg.train.seed, scores)
     probes = _fixed_probes(cfg, train, train_order, scores) if t.enabled else []
     gradient = [p for p in t.probes if is_gradient_order(p)] if t.enabled else []
+    if LABELS in POLICIES.check(cfg.train.policy).traits:  # before any work: one class label per image
+        class_labels(train.labels, f'train.policy = "{cfg.train.policy}"')
     policy_cut = (None if cfg.train.policy == SHUFFLE
                   else build_order(cfg.train.policy_metric, train, bs, cfg.train.seed, scores))
     return Study(cfg, device, train, test, model, layout, train_order, probes, gradient, policy_cut)
@@ -327,7 +330,10 @@ class Runner:
         t_train = time.perf_counter() - t0
         t2 = time.perf_counter()
         test = self._evaluate(model)
+        # train_steps: the optimizer steps of this epoch (the full batches of its order), so that runs whose
+        # policies train on fewer images are compared at equal steps (gradlab results)
         row = {"lr": lr, "phase": phase_of(e, tc.milestones), "train_loss": loss, "train_acc": acc, **test,
+               "train_steps": len(order) // tc.batch_size,
                "timing_train_s": t_train, "timing_eval_s": time.perf_counter() - t2}
         save = None
         if cfg.output.checkpoint and dist.is_main:  # checkpoint before the marker: see gradlab/train/checkpoint.py
@@ -343,9 +349,10 @@ class Runner:
         (gradlab.train.policy), else the fixed training order (paper mode) or a new permutation."""
         s, tc = self.study, self.cfg.train
         if s.policy_cut is not None:
-            k, bs = s.policy_cut.num_batches, tc.batch_size
-            chosen = POLICIES.load(tc.policy)(s.policy_cut.index[: k * bs].reshape(k, bs), s.policy_cut.batch_score,
-                                              phase_of(e, tc.milestones), data_gen)
+            labels = s.train.labels
+            cut = PolicyInput(s.policy_cut.index, tc.batch_size, s.policy_cut.batch_score,
+                              None if labels is None else np.asarray(labels), tc.seed)
+            chosen = POLICIES.load(tc.policy)(cut, phase_of(e, tc.milestones), data_gen)
             if chosen is not None:
                 return chosen
         if s.train_order is not None:

@@ -52,7 +52,7 @@ def _user_loop(cfg, out):
                 g["lr"] = lr
             tracker.epoch_start()
             model.train()
-            tot, correct, n = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.int64), 0
+            tot, correct, n, steps = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.int64), 0, 0
             for x, y in loader.batches(torch.randperm(len(train), generator=gen)):
                 outp = model(x)
                 loss = F.cross_entropy(outp, y)
@@ -63,6 +63,7 @@ def _user_loop(cfg, out):
                 tot += loss.detach() * len(y)
                 correct += (outp.argmax(1) == y).sum()
                 n += len(y)
+                steps += 1
             model.eval()
             tl, tc_, tn = 0.0, 0, 0
             with torch.no_grad():
@@ -72,7 +73,7 @@ def _user_loop(cfg, out):
                     tc_ += int((o.argmax(1) == y).sum())
                     tn += len(y)
             model.train()
-            tracker.epoch_end(lr=lr, train_loss=float(tot) / n, train_acc=int(correct) / n,
+            tracker.epoch_end(lr=lr, train_loss=float(tot) / n, train_acc=int(correct) / n, train_steps=steps,
                               test_loss=tl / tn, test_acc=tc_ / tn)
 
 
