@@ -49,4 +49,14 @@ WEIGHT_MECHANISM = Study("weight_mechanism", "studies/weight_mechanism.toml",
 AGC = Study("agc_vs_bn", "studies/agc_vs_bn.toml", ("agc", "agc-paper-lr", "bn-paper-lr"), (0, 1, 2, 3, 4),
             custom_out=True)
 SEARCH = Study("search_reference", "studies/search_reference.toml", ("synthetic", "mnist"), (0, 1, 2))
+# Issue 28's studies: networks that converge, phases of 4 epochs (studies/convergence.toml, training.toml)
+CONVERGENCE = Study("convergence", "studies/convergence.toml", ("mnist", "fashion"), (0, 1, 2, 3, 4))
+TRAINING = Study("training", "studies/training.toml",
+                 tuple(f"{d}-{a}" for d in ("mnist", "fashion")
+                       for a in ("shuffle", "class", "batches", "r1-batches", "r1-batches-control", "r1-images",
+                                 "r1-images-control", "r2", "r2-control")), (0, 1, 2, 3, 4))
+# What "converged" means for a verdict about trained networks (issue 28): (mean final test accuracy over
+# seeds, lowest seed) that every probe-study variant and every training control must reach
+ACCURACY_TARGETS = {"mnist": (0.97, 0.95), "fashion-mnist": (0.85, 0.82)}
+MIN_PHASE_EPOCHS = 3  # a learning-rate phase of fewer epochs is not a phase
 DATASET_NAMES = {"synthetic": "synthetic (quickstart)", "mnist": "MNIST", "fashion": "Fashion-MNIST"}

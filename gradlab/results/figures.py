@@ -81,3 +81,26 @@ def interventions(runs: dict) -> bytes:
     axes[0].legend(fontsize=6)
     fig.tight_layout()
     return _png(fig)
+
+
+def accuracy_vs_steps(runs: dict) -> bytes:
+    """Test accuracy (mean over seeds) against cumulative optimisation steps: one panel per
+    contrast and dataset, the arm against its control (``gradlab.results.steps``)."""
+    from gradlab.results import steps as st
+
+    plt = _plt()
+    pairs = (*st.CONTRASTS, st.HOMOGENEITY)
+    fig, axes = plt.subplots(len(st.DATASETS), len(pairs), figsize=(2.6 * len(pairs), 2.3 * len(st.DATASETS)),
+                             sharey="row", squeeze=False)
+    for i, d in enumerate(st.DATASETS):
+        for j, c in enumerate(pairs):
+            ax = axes[i][j]
+            for v, style in ((c.arm, "-"), (c.control, "--")):
+                x, y = st.accuracy_vs_steps(runs, d, (v,))[v]
+                ax.plot(x, y, style, marker="o", ms=2.5, label=v)
+            ax.set_title(f"{DATASET_NAMES[d]}: {c.claim}", fontsize=8)
+            ax.set_xlabel("optimisation steps", fontsize=7)
+            ax.legend(fontsize=6)
+        axes[i][0].set_ylabel("test accuracy", fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
