@@ -328,7 +328,8 @@ def _seeds_section(pg: _Page) -> Section | None:
                  f"<th>D (95% CI)</th><th>{CONTROL} control, same bin</th><th>p (pooled; Holm)</th>"
                  f"<th>test</th><th>verdict</th></tr>"
                  f"{rows}</table><p class='note'>Holm family: the {int(s.n_tests.iloc[0]) if len(s) else 0} "
-                 f"tests of this table.</p>" + pg.add(seed_figure(s, pg.bins, title), "seeds", *g) + _seed_heatmaps(pg, g))
+                 f"tests of this table.</p>" + pg.add(seed_figure(s, pg.bins, title), "seeds", *g)
+                 + _seed_heatmaps(pg, g))
     return ("seeds", "Across seeds", body)
 
 
