@@ -134,9 +134,9 @@ def holm_across(summaries: dict[str, pd.DataFrame], alpha: float = 0.05) -> dict
     keys = [k for k, df in summaries.items() if len(df)]
     if not keys:
         return dict(summaries)
-    df = _corrected(pd.concat([summaries[k].assign(_run=k) for k in keys], ignore_index=True), alpha)
+    df = _corrected(pd.concat([summaries[k].assign(table_run=k) for k in keys], ignore_index=True), alpha)
     out = dict(summaries)
-    out.update({k: df[df._run == k].drop(columns="_run").reset_index(drop=True) for k in keys})
+    out.update({k: df[df["table_run"] == k].drop(columns="table_run").reset_index(drop=True) for k in keys})
     return out
 
 
