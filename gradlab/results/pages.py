@@ -107,11 +107,18 @@ def _claims_table(rows: list[dict]) -> str:
                 + (f" ({r['share']})" if "share" in r else ""))
         body.append([r["id"], r["paper"], f"{r['data']}, {r['seeds']} seeds", test, est if testable else "–",
                      ci(*r["class_ci"]) if "class_ci" in r and testable else "–", num(r["p"]),
-                     r.get("decided_by", claims.T_OVER_SEEDS), num(r["p_t"]) if "p_t" in r else "–",
+                     r.get("decided_by", claims.T_OVER_SEEDS), _p_t(r),
                      num(r["p_holm"]), f"**{r['verdict']}**", _needed(r["needed"])])
     return table(["claim", "the paper says", "data", "gradlab test", "estimate [95% CI]", "same on the class-"
                   "balanced cut", "p", "decided by", "p (t over seeds)", "p (Holm)", "verdict",
                   "seeds needed [range]"], body)
+
+
+def _p_t(r: dict) -> str:
+    """The t-test over seeds: beside a batch-level row, or the deciding p of a row it decides."""
+    if "p_t" in r:
+        return num(r["p_t"])
+    return num(r["p"]) if r.get("decided_by", claims.T_OVER_SEEDS).startswith(claims.T_OVER_SEEDS) else "–"
 
 
 def _needed(n: tuple[int, int, int] | None) -> str:
@@ -168,9 +175,9 @@ on D is shared by the seeds: a t-test over seeds would measure training noise on
 decided by a permutation of the batches between the groups, one permutation for every seed
 ({stats.N_PERM:,} permutations, two-sided); the t-test over seeds stands beside it. Where a row's
 batches differ between seeds, and for the training claims (paired by seed), a two-sided t-test
-over seeds (n − 1 degrees of freedom) decides. A colour metric on greyscale data (HSV on MNIST
-and Fashion-MNIST: hue and saturation are 0, so its order is intensity's) is **{claims.NOT_TESTABLE}**
-and stays out of the family.
+over seeds (n − 1 degrees of freedom) decides. A colour metric on a greyscale dataset (hue and
+saturation are 0, so `hsv` sorts as `intensity` does) is **{claims.NOT_TESTABLE}** and stays
+out of the family.
 
 **Verdicts.** Each section is one Holm family over its distinct tests (a test two claims share,
 such as C6's and C2's, counts once); its size m is printed above its table. A row is
@@ -185,9 +192,9 @@ contradicted when it lies wholly outside (each row's p is the test on its estima
 **Seeds needed** is the number of seeds for 80% power of a t-test over seeds at the strictest
 Holm level ({alpha} / m), for the measured effect (weight mechanism: the paper's gain in its
 Table II) and the measured spread, by the noncentral t distribution; in brackets the range the
-95% interval of the spread implies. From 3 to 5 seeds the spread is known to within a factor of
-a few, so this is an order of magnitude. It is given for unresolved rows that a t-test over
-seeds decides; more seeds do not add batches to a batch-level test.
+95% interval of the spread implies. From a handful of seeds the spread is known only to within
+a factor of a few, so this is an order of magnitude. It is given for unresolved rows that a
+t-test over seeds decides; more seeds do not add batches to a batch-level test.
 
 "Same on the class-balanced cut" repeats the contrast on `m@class`, whose batches hold every
 class in proportion, to show how much of an effect is class composition. Final accuracies are on
