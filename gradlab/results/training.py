@@ -119,7 +119,7 @@ def _equivalence_row(paper: str, variant: str, lr: float, what: str, vals: np.nd
             "test": f"AGC − BN at lr {lr:g}: {what} within ±{margin:g}{unit}", "sign": 0, "values": vals,
             "ci": stats.interval(vals), "ci90": c, "p": p, "seeds": len(vals),
             "decided_by": (f"TOST, {TOST_ALPHA:g} per side (estimate inside the margin)" if inside
-                           else f"one-sided t beyond the margin, {TOST_ALPHA:g} (estimate outside it)"),
+                           else f"one-sided t beyond the margin, {TOST_ALPHA:g} (estimate at or beyond it)"),
             "on_reject": "supported" if inside else "contradicted"}
 
 
