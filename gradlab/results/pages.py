@@ -173,7 +173,9 @@ so both tails are the same share of the images (the test column gives each group
 metric's fixed order puts the same images in the same batches in every seed, so a batch's effect
 on D is shared by the seeds: a t-test over seeds would measure training noise only. Such a row is
 decided by a permutation of the batches between the groups, one permutation for every seed
-({stats.N_PERM:,} permutations, two-sided); the t-test over seeds stands beside it. Where a row's
+({stats.N_PERM:,} permutations, two-sided); the t-test over seeds stands beside it. The
+estimate's interval is over seeds, so on such a row it shows training noise only, not the spread
+between batches that the permutation tests. Where a row's
 batches differ between seeds, and for the training claims (paired by seed), a two-sided t-test
 over seeds (n − 1 degrees of freedom) decides. A colour metric on a greyscale dataset (hue and
 saturation are 0, so `hsv` sorts as `intensity` does) is **{claims.NOT_TESTABLE}** and stays
