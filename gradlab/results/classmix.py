@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from gradlab.registry import CLASS_CONTROL, RANDOM, probe_name
+from gradlab.report.summary import seed_summary
 from gradlab.results import stats
 from gradlab.results.catalog import CLASS_MIX, DATASET_NAMES
 from gradlab.results.common import by_variant, final, seed_means
@@ -90,6 +91,29 @@ def composition_table(runs: list[Run]) -> str:
     return table(["probe", "label entropy (nats)", "top-class share"], rows)
 
 
+POOLED_PERMUTATIONS = 2000  # the report's default; p resolves to 1 / 2001
+
+
+def pooled_table(runs: list[Run]) -> tuple[str, str]:
+    """The report's seed summary of every probe and phase (``gradlab.report.summary.seed_summary``):
+    the closest quartile of the seed mean, its pooled one-sided p and the test that gave it, Holm
+    over the table; and one generated sentence counting the rows at or below ``stats.ALPHA``."""
+    df = seed_summary(runs, n_perm=POOLED_PERMUTATIONS, seed=0)
+    phases = sorted(df.phase.unique())
+    rows = []
+    for probe, g in df.groupby("probe", sort=False):
+        by = g.set_index("phase")
+        rows.append([f"`{probe}`", by.pooled_test.iloc[0]] + [
+            f"{by.best_label[ph].split(' ')[0]}: {num(by.p_value[ph])} ({num(by.p_holm[ph])})" for ph in phases])
+    raw = int(sum(stats.rejects(p) for p in df.p_value))
+    holm = int((df.verdict == "beats chance").sum())
+    tests = df.pooled_test.value_counts()
+    text = (f"Of the {len(df)} pooled tests ({', '.join(f'{n} {t}' for t, n in tests.items())}), {raw} have p at or "
+            f"below {stats.ALPHA} and {holm} beat chance after Holm over the table's {int(df.n_tests.iloc[0])} tests.")
+    head = ["probe", "test"] + [f"phase {ph}: closest quartile: p (Holm)" for ph in phases]
+    return table(head, rows), text
+
+
 def accuracy_line(runs: list[Run], seeds: tuple[int, ...]) -> str:
     acc = final(runs, "test_acc")
     return (f"Final test accuracy (10 classes, chance 0.1), seeds {', '.join(map(str, seeds))}: "
@@ -109,7 +133,10 @@ def page(runs: dict, root: Path) -> str:
                 "Read from the intervals above (an interval that excludes 0 is named; the rest are not "
                 "distinguishable at this number of seeds):\n", "\n".join(f"- {x}" for x in lines) + "\n",
                 "### Class composition of the batches\n", composition_table(rs),
-                "### Each probe's own full gradient, |G| / |G of random|\n", _OWN_FULL, own_full_table(rs)]
+                "### Each probe's own full gradient, |G| / |G of random|\n", _OWN_FULL, own_full_table(rs),
+                "### The closest quartile against chance, pooled over seeds\n", _POOLED]
+        pooled, sentence = pooled_table(rs)
+        out += [sentence + "\n", pooled]
     return "\n".join(out)
 
 
@@ -118,6 +145,14 @@ which cover the training set once. Without BatchNorm every such partition has th
 with it each batch is normalised by its own statistics, so a metric-sorted partition's mean
 gradient can differ from random batches' mean. Where this ratio is below 1, part of a probe's
 small D comes from a smaller target, not from batches closer to the random pass's ∇_e.
+"""
+_POOLED = f"""The report's seed summary (`gradlab report` with the seeds together): per probe and phase,
+the quartile of batches by score whose mean D over seeds is smallest, and a one-sided p that it
+is closer than chance. A metric's fixed order puts the same images in the same batches in every
+seed, so one permutation of the batches between quartiles is applied to every seed (*shared
+permutation*, {POOLED_PERMUTATIONS} permutations); where the batches differ between seeds (a
+control drawn from the seed, or an order rebuilt at each θ_e), each seed's best quartile minus
+its own chance level is tested over seeds (*t over seeds*). In brackets: Holm over the table.
 """
 _INTRO = """# Image property or class mix?
 

@@ -66,18 +66,30 @@ def search_page(root: Path) -> dict[str, bytes]:
 def claims_page(root: Path) -> dict[str, bytes]:
     mix, iv = open_study(CLASS_MIX, root), open_study(INTERVENTIONS, root)
     wm, agc = open_study(WEIGHT_MECHANISM, root), open_study(AGC, root)
-    families = [("Best-minibatch paper: where batches sit, by score bin (probe study)", claims.probe_claim_rows(mix),
+    families = [("Best-minibatch paper: where batches sit, by score bin (probe study)",
+                 claims.probe_claim_rows(mix, CLASS_MIX.variants),
                  _accuracy(mix, CLASS_MIX.variants, "test_acc", "final test accuracy")),
                 ("Best-minibatch paper: training interventions", claims.finish(training.intervention_rows(iv)),
                  _accuracy(iv, ("mnist-shuffle", "fashion-shuffle"), "test_acc", "final test accuracy")),
-                ("AGC and weight mechanism", claims.finish(training.segmentation_rows(wm, agc), effect_key="effect"),
-                 _accuracy(wm, ("baseline",), "test_miou", "final test mIoU"))]
-    out = [_CLAIMS]
+                ("Weight mechanism", claims.finish(training.weight_rows(wm), effect_key="effect"),
+                 _accuracy(wm, ("baseline",), "test_miou", "final test mIoU")),
+                ("AGC: equivalence with BatchNorm", claims.finish(training.agc_rows(wm, agc)),
+                 _accuracy(agc, ("bn-paper-lr", "agc-paper-lr", "agc"), "test_miou", "final test mIoU"))]
+    out = [_claims_intro()]
     for title, rows, acc in families:
-        counts = {v: sum(r["verdict"] == v for r in rows) for v in ("supported", "contradicted", "not resolvable")}
-        out += [f"## {title}\n", acc, f"{len(rows)} rows, {rows[0]['m']} tests in this family (Holm-corrected "
-                f"together): " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".\n", _claims_table(rows)]
+        out += [f"## {title}\n", acc, _family_line(rows), _claims_table(rows)]
     return {"claims.md": _md("\n".join(out))}
+
+
+VERDICTS = ("supported", "contradicted", "not resolvable", claims.NOT_TESTABLE)
+
+
+def _family_line(rows: list[dict]) -> str:
+    """The family's size and verdict counts, from its rows."""
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
+    return (f"{len(rows)} rows; Holm family of m = {rows[0]['m']} distinct tests (a test two claims share counts "
+            f"once; rows not testable here are not in it): " + ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+            + ".\n")
 
 
 def _accuracy(runs: dict, variants: tuple[str, ...], column: str, words: str) -> str:
@@ -89,19 +101,34 @@ def _accuracy(runs: dict, variants: tuple[str, ...], column: str, words: str) ->
 def _claims_table(rows: list[dict]) -> str:
     body = []
     for r in rows:
-        cls = ci(*r["class_ci"]) if "class_ci" in r else "–"
-        body.append([r["id"], r["paper"], f"{r['data']}, {r['seeds']} seeds",
-                     (f"phase {r['phase']}: " if isinstance(r["phase"], int) else "") + r["test"],
-                     ci(*r["ci"]), cls, num(r["p"]), num(r["p_holm"]), f"**{r['verdict']}**",
-                     _needed(r["needed"])])
+        testable = r["verdict"] != claims.NOT_TESTABLE
+        est = ci(*r["ci"]) + (f"; 90%: [{num(r['ci90'][1])}, {num(r['ci90'][2])}]" if "ci90" in r else "")
+        test = ((f"phase {r['phase']}: " if isinstance(r["phase"], int) else "") + r["test"]
+                + (f" ({r['share']})" if "share" in r else ""))
+        body.append([r["id"], r["paper"], f"{r['data']}, {r['seeds']} seeds", test, est if testable else "–",
+                     ci(*r["class_ci"]) if "class_ci" in r and testable else "–", num(r["p"]),
+                     r.get("decided_by", claims.T_OVER_SEEDS), _p_t(r),
+                     num(r["p_holm"]), f"**{r['verdict']}**", _needed(r["needed"])])
     return table(["claim", "the paper says", "data", "gradlab test", "estimate [95% CI]", "same on the class-"
-                  "balanced cut", "p", "p (Holm)", "verdict", "seeds needed"], body)
+                  "balanced cut", "p", "decided by", "p (t over seeds)", "p (Holm)", "verdict",
+                  "seeds needed [range]"], body)
 
 
-def _needed(n: int | None) -> str:
+def _p_t(r: dict) -> str:
+    """The t-test over seeds: beside a batch-level row, or the deciding p of a row it decides."""
+    if "p_t" in r:
+        return num(r["p_t"])
+    return num(r["p"]) if r.get("decided_by", claims.T_OVER_SEEDS).startswith(claims.T_OVER_SEEDS) else "–"
+
+
+def _needed(n: tuple[int, int, int] | None) -> str:
     if n is None:
         return "–"
-    return f"> {n - 1}" if n > 1000 else str(n)
+    most = 1000
+
+    def one(x: int) -> str:
+        return f"> {most}" if x > most else str(x)
+    return f"{one(n[0])} [{one(n[1])}–{one(n[2])}]"
 
 
 def index_page(root: Path, names: list[str]) -> dict[str, bytes]:
@@ -128,29 +155,56 @@ from what the run files give. Each page ends with the provenance of its runs: th
 remakes each file, the code commit, torch, machine, threads, load and wall time.
 
 """
-_CLAIMS = """# Claims
+def _claims_intro() -> str:
+    alpha, tost = stats.ALPHA, training.TOST_ALPHA
+    return f"""# Claims
 
 One row per claim, per dataset and phase where the claim names a phase. A verdict is about the
 setting in its data column, which is CPU-sized and not the paper's (the best-minibatch paper:
 DPN-92 on CIFAR-10; weight mechanism: Massachusetts buildings; AGC: SegNet and ClassNet on
 Cityscapes): "contradicted" means the effect has the opposite sign here, not that the paper's
-own runs were wrong. Phases are numbered
-from 0 here; the paper's "first training phase" is phase 0. The verdict is **supported** or
-**contradicted** when the Holm-corrected p-value of a t-test over seeds (two-sided, n − 1
-degrees of freedom) is below 0.05, by the sign of the estimate, and otherwise **not
-resolvable** at this number of seeds; "seeds needed" is the number for 80% power at the
-strictest Holm level (0.05 / tests in the family), from the measured spread over seeds and the
-measured effect (for the weight mechanism: the paper's gain), by the noncentral t distribution;
-it is given only for rows that are not resolved. A test that appears under two claims (C6
-repeats C2's and C3's later-phase rows) is counted once. A1 is an equivalence claim: supported
-when the paired 95% interval lies within ±0.01 mIoU, contradicted when it lies outside.
+own runs were wrong. Phases are numbered from 0 here; the paper's "first training phase" is
+phase 0.
 
-Probe claims use the paper's batches (the contiguous cut of the metric's sorted order) and D in
-random units; "same on the class-balanced cut" repeats the contrast on `m@class`, whose batches
-hold every class in proportion, to show how much of an effect is class composition. Final
-accuracies are on the [class-mix](class-mix.md), [interventions](interventions.md) and
+**Which test decides.** Probe claims compare groups of a metric's batches (its contiguous cut, the
+paper's batches), grouped by where a batch's mean score sits among the images' scores: a batch
+whose images' midpoint lies in the lowest or the highest X/2% of the images is in the "outer X%",
+so both tails are the same share of the images (the test column gives each group's share). A
+metric's fixed order puts the same images in the same batches in every seed, so a batch's effect
+on D is shared by the seeds: a t-test over seeds would measure training noise only. Such a row is
+decided by a permutation of the batches between the groups, one permutation for every seed
+({stats.N_PERM:,} permutations, two-sided); the t-test over seeds stands beside it. The
+estimate's interval is over seeds, so on such a row it shows training noise only, not the spread
+between batches that the permutation tests. Where a row's
+batches differ between seeds, and for the training claims (paired by seed), a two-sided t-test
+over seeds (n − 1 degrees of freedom) decides. A colour metric on a greyscale dataset (hue and
+saturation are 0, so `hsv` sorts as `intensity` does) is **{claims.NOT_TESTABLE}** and stays
+out of the family.
+
+**Verdicts.** Each section is one Holm family over its distinct tests (a test two claims share,
+such as C6's and C2's, counts once); its size m is printed above its table. A row is
+**supported** or **contradicted** when its Holm-adjusted p is at or below {alpha} (the
+convention throughout, as in statsmodels), by the sign of the estimate, and otherwise **not
+resolvable** here. A1 is an equivalence claim, tested by two one-sided tests (TOST at
+{tost} per side, i.e. the 90% interval) in its own family: the final mIoU within
+±{training.EQUIVALENCE} and the training rate (epochs to a target mIoU) within
+±{training.EPOCH_MARGIN:g} epoch; supported when the 90% interval lies inside the margin,
+contradicted when it lies wholly outside (each row's p is the test on its estimate's side).
+
+**Seeds needed** is the number of seeds for 80% power of a t-test over seeds at the strictest
+Holm level ({alpha} / m), for the measured effect (weight mechanism: the paper's gain in its
+Table II) and the measured spread, by the noncentral t distribution; in brackets the range the
+95% interval of the spread implies. From a handful of seeds the spread is known only to within
+a factor of a few, so this is an order of magnitude. It is given for unresolved rows that a
+t-test over seeds decides; more seeds do not add batches to a batch-level test.
+
+"Same on the class-balanced cut" repeats the contrast on `m@class`, whose batches hold every
+class in proportion, to show how much of an effect is class composition. Final accuracies are on
+the [class-mix](class-mix.md), [interventions](interventions.md) and
 [AGC and weight mechanism](agc-weight-mechanism.md) pages.
 """
+
+
 _INTERVENTIONS = """# R1 and R2 as training interventions
 
 `studies/interventions.toml`: smallcnn with BatchNorm, 4,096 training images, 32 batches of

@@ -128,5 +128,5 @@ def test_verdicts_are_holm_corrected_across_the_table(tmp_path, fake_run):
     ref[order] = np.minimum(1, np.maximum.accumulate((m - np.arange(m)) * p[order]))
     np.testing.assert_allclose(s.p_holm.to_numpy(), ref)
     assert (s.n_tests == m).all() and (s.p_holm >= s.p_value).all()
-    assert (s.verdict == np.where(s.p_holm < 0.05, "beats chance", "within chance")).all()
+    assert (s.verdict == np.where(s.p_holm <= 0.05, "beats chance", "within chance")).all()
     assert set(s[s.probe == "intensity"].verdict) == {"beats chance"}
