@@ -92,8 +92,11 @@ def quickstart_run(tmp_path_factory):
 
 def write_fake_run(path, *, epochs=6, commit=None, milestones=(3,), batches=20, layers=3, seed=0,
                    profiles=None, probes=("intensity", "random"), status="complete", schema=None, extra_rows=0,
-                   per_epoch=()):
+                   per_epoch=(), common=None):
     """A run file with known distances, written through RunWriter without training anything.
+
+    ``common``: ``{probe: factor}`` also writes the common-target quantities, D to the common
+    target = factor * D (random's own D for ``random``, whatever the factor).
 
     ``profiles[probe][phase]`` is a length-``batches`` multiplier of D (batches in score
     order); D[e, k] = (2 / (e + 1)) * profile[k] * (1 + 1% noise), so each epoch has its
@@ -139,7 +142,9 @@ def write_fake_run(path, *, epochs=6, commit=None, milestones=(3,), batches=20, 
                      "batch_loss": 2.3 / (e + 1) + 0.01 * rng.standard_normal(batches),
                      "full_norm": 1.0 / (e + 1), "noise_scale": 10.0 * (e + 1)}
             sizes = {"epoch": (), "batch": (batches,), "layer": (layers,)}
-            for q in Q.active(("l2", "cosine"), True):  # every declared quantity, none listed by hand
+            if common is not None:
+                known["common_distance_l2"] = d * (1.0 if p == "random" else common.get(p, 1.0))
+            for q in Q.active(("l2", "cosine"), True, common=common is not None):  # every declared quantity
                 shape = sum((sizes[dim] for dim in q.dims), ())
                 row = known.get(q.name, np.full(shape, 1.0 / (e + 1)))  # others: a known placeholder
                 w.append(names.quantity(p, q.name), row, e)

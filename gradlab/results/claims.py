@@ -59,9 +59,14 @@ class Contrast:
         a, b = self.groups(np.arange(k, dtype=np.float64))
         return f"{int(a.sum())} of {k} batches ({100 * a.sum() / k:.0f}% of the images) vs {int(b.sum())}"
 
-    def profiles(self, runs: list[Run], probe: str, phase: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``[S, K]`` phase profiles in random units and each seed's groups (by its own scores)."""
-        prof = np.stack([phase_profile(r, probe, phase, unit=RANDOM) for r in runs])
+    def profiles(self, runs: list[Run], probe: str, phase: int, target: str = "own"
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``[S, K]`` phase profiles in random units and each seed's groups (by its own scores).
+        ``target="common"``: D to the common target (the random probe's full gradient), in the same
+        unit (random's mean D, which is its own and its common-target D alike)."""
+        prof = np.stack([phase_profile(r, probe, phase, unit=RANDOM,
+                                       matrix=None if target == "own" else r.distance_matrix(probe, "l2", target))
+                         for r in runs])
         groups = [self.groups(r.batch_scores(probe, r.phase_epochs(phase))) for r in runs]
         return prof, np.stack([g[0] for g in groups]), np.stack([g[1] for g in groups])
 
@@ -122,24 +127,52 @@ def probe_row(c: ProbeClaim, rs: list[Run], variant: str, m: str, ph: int) -> di
         nan = np.full(len(rs), math.nan)
         return row | {"values": nan, "ci": stats.interval(nan), "class_ci": stats.interval(nan), "p": math.nan,
                       "p_t": math.nan, "decided_by": "–", "verdict": NOT_TESTABLE}
-    prof, a, b = c.contrast.profiles(rs, m, ph)
-    vals = np.array([p[ai].mean() - p[bi].mean() for p, ai, bi in zip(prof, a, b)])
-    p_t = stats.t_test_p(vals)
     shared = shared_composition(rs, m)
-    p = stats.batch_permutation_p(prof, a, b) if shared else p_t
+    vals, p, p_t = _contrast_test(c, rs, m, ph, shared, "own")
+    if all(has_common_target(r, m) for r in rs):
+        cv, cp, _ = _contrast_test(c, rs, m, ph, shared, "common")
+        row["common"] = {"values": cv, "ci": stats.interval(cv), "p": cp}
     return row | {"values": vals, "ci": stats.interval(vals), "p": p, "p_t": p_t,
                   "class_ci": stats.interval(c.contrast.per_seed(rs, m + "@class", ph)),
                   "decided_by": f"permutation of the {k} batches shared by every seed" if shared else T_OVER_SEEDS}
 
 
+def has_common_target(run: Run, probe: str) -> bool:
+    """Whether the run recorded ``probe``'s D to the common target (``common_distance_l2``)."""
+    try:
+        run.distance_matrix(probe, "l2", "common")
+    except KeyError:
+        return False
+    return True
+
+
+def _contrast_test(c: ProbeClaim, rs: list[Run], m: str, ph: int, shared: bool, target: str
+                   ) -> tuple[np.ndarray, float, float]:
+    """Per-seed contrast values, the deciding p (batch permutation when every seed has the same
+    batches, else the t-test over seeds) and the t-test's p, on D to ``target``."""
+    prof, a, b = c.contrast.profiles(rs, m, ph, target)
+    vals = np.array([p[ai].mean() - p[bi].mean() for p, ai, bi in zip(prof, a, b)])
+    p_t = stats.t_test_p(vals)
+    return vals, (stats.batch_permutation_p(prof, a, b) if shared else p_t), p_t
+
+
 def probe_claim_rows(runs: dict, variants: tuple[str, ...]) -> list[dict]:
-    """Every probe claim's rows on every variant of the probe study, Holm-corrected as one family."""
+    """Every probe claim's rows on every variant of the probe study, Holm-corrected as one family.
+    Where the runs recorded the common target, each row also carries the same test on D to it
+    (``row["common"]``), Holm-corrected as a family of its own: the own-partition D (the paper's)
+    decides the verdict, the common target stands beside it."""
     rows = []
     for c in PROBE_CLAIMS:
         for v in variants:
             rs = by_variant(runs, v)
             rows += [probe_row(c, rs, v, m, ph) for m in c.metrics for ph in c.phases]
-    return finish(rows)
+    finish(rows)
+    common = [r for r in rows if "common" in r]
+    if common:
+        shadow = finish([{**r, **r["common"], "verdict": None} for r in common])
+        for r, s in zip(common, shadow):
+            r["common"].update(p_holm=s["p_holm"], m=s["m"], verdict=s["verdict"])
+    return rows
 
 
 def finish(rows: list[dict], effect_key: str | None = None) -> list[dict]:

@@ -108,10 +108,21 @@ def _claims_table(rows: list[dict]) -> str:
         body.append([r["id"], r["paper"], f"{r['data']}, {r['seeds']} seeds", test, est if testable else "–",
                      ci(*r["class_ci"]) if "class_ci" in r and testable else "–", num(r["p"]),
                      r.get("decided_by", claims.T_OVER_SEEDS), _p_t(r),
-                     num(r["p_holm"]), f"**{r['verdict']}**", _needed(r["needed"])])
+                     num(r["p_holm"]), f"**{r['verdict']}**", _needed(r["needed"])]
+                    + ([_common(r)] if any("common" in x for x in rows) else []))
     return table(["claim", "the paper says", "data", "gradlab test", "estimate [95% CI]", "same on the class-"
                   "balanced cut", "p", "decided by", "p (t over seeds)", "p (Holm)", "verdict",
-                  "seeds needed [range]"], body)
+                  "seeds needed [range]"]
+                 + (["common target: estimate [95% CI], p (Holm over its own family), verdict"]
+                    if any("common" in x for x in rows) else []), body)
+
+
+def _common(r: dict) -> str:
+    """The same test on D to the common target (the random probe's full gradient), beside the verdict."""
+    c = r.get("common")
+    if c is None or r["verdict"] == claims.NOT_TESTABLE:
+        return "–"
+    return f"{ci(*c['ci'])}, {num(c['p_holm'])} (m = {c['m']}), {c['verdict']}"
 
 
 def _p_t(r: dict) -> str:

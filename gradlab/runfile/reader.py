@@ -170,9 +170,17 @@ class Run:
             raise KeyError(f"probe {probe!r} not in run {self.path}; it has {self.probes}")
 
     # ------------------------------------------------------------------ tables
-    def distance_matrix(self, probe: str, measure: str = "l2") -> np.ndarray:
-        """D as ``[epochs_done, K]``."""
+    def distance_matrix(self, probe: str, measure: str = "l2", target: str = "own") -> np.ndarray:
+        """D as ``[epochs_done, K]``: to the probe's own full gradient (``target="own"``, the paper's
+        D), or to the common target, the reference probe's full gradient (``"common"``:
+        ``common_distance_<measure>``; a ``KeyError`` when the run did not record it)."""
         self._check_probe(probe)
+        if target == "common":
+            name = names.quantity(probe, "common_" + names.distance(probe, measure).rsplit("/", 1)[1])
+            if name not in self.f:
+                raise KeyError(f"probe {probe!r} of {self.path} has no common-target {measure} distances (recorded "
+                               f"since the common target was added, when the run had a reference probe)")
+            return self._rows(name)
         return self._rows(names.distance(probe, measure))
 
     def _phases(self, n: int) -> np.ndarray:

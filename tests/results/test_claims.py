@@ -81,3 +81,29 @@ def test_hsv_on_greyscale_committed_runs_is_intensity_and_not_testable():
     assert {r["m"] for r in rows} == {len(distinct)}
     for r in runs.values():
         r.close()
+
+
+def test_claims_on_the_common_target_stand_beside_the_own_partition_verdict(tmp_path, fake_run, monkeypatch):
+    """D to the common target = 1.5 x the own-partition D for `intensity`: the same contrast, 1.5 times
+    as large per seed, tested the same way and Holm-corrected as a family of its own."""
+    prof = {"intensity": {0: np.linspace(0.6, 1.4, 16), 1: np.linspace(1.4, 0.6, 16)}}
+    runs = {("mnist", s): None for s in range(3)}
+    from gradlab.runfile.reader import Run
+
+    for s in range(3):
+        path = fake_run(tmp_path / f"r{s}.h5", batches=16, seed=s, profiles=prof, common={"intensity": 1.5},
+                        probes=("intensity", "intensity@class", "random"))
+        runs[("mnist", s)] = Run(path)
+    c = claims.PROBE_CLAIMS[0]  # C1: Q4 - Q1..Q3 of intensity in phase 0
+    row = claims.probe_row(c, list(runs.values()), "mnist", "intensity", 0)
+    np.testing.assert_allclose(row["common"]["values"], 1.5 * row["values"], rtol=1e-12)
+    monkeypatch.setattr(claims, "PROBE_CLAIMS", claims.PROBE_CLAIMS[:2])  # the intensity claims: C1, C2
+    rows = claims.probe_claim_rows(runs, ("mnist",))
+    assert len(rows) == 3 and {r["common"]["m"] for r in rows} == {r["m"] for r in rows} == {2}  # phase 2: no epoch
+    mine = [r for r in rows if r["metric"] == "intensity" and r["id"] == "C1"]
+    assert mine and all(r["common"]["m"] >= 1 and r["common"]["verdict"] for r in mine)
+    without = {k: Run(fake_run(tmp_path / f"n{k[1]}.h5", batches=16, seed=k[1], profiles=prof,
+                                probes=("intensity", "intensity@class", "random"))) for k in runs}
+    assert "common" not in claims.probe_row(c, list(without.values()), "mnist", "intensity", 0)
+    for r in (*runs.values(), *without.values()):
+        r.close()
