@@ -57,15 +57,18 @@ def score_bins(scores: np.ndarray, bins: int) -> np.ndarray:
 
 
 def phase_profile(run: Run, probe: str, phase: int, measure: str = "l2", matrix: np.ndarray | None = None,
-                  unit: str = CONTROL) -> np.ndarray:
+                  unit: str = CONTROL, skip_init: bool = False) -> np.ndarray:
     """``r̄[k]``: per-epoch D in ``unit``, averaged over the phase's epochs.
 
     ``unit = "random"``: D divided by the random control's mean D at the same epoch (the
     common unit: < 1 is closer than a typical random batch); another control's name
     (``"random@class"``): by that control's; ``"own"``: divided by this probe's own mean over
     batches of that epoch (the within-order view). ``matrix``: the probe's
-    ``distance_matrix`` when the caller has read it already."""
+    ``distance_matrix`` when the caller has read it already. ``skip_init``: leave out epoch 0,
+    whose theta_0 is the untrained initialisation (D is taken at each epoch's start)."""
     epochs = run.phase_epochs(phase)
+    if skip_init:
+        epochs = epochs[epochs > 0]
     d = run.distance_matrix(probe, measure) if matrix is None else matrix
     if len(epochs) == 0:
         return np.full(d.shape[1], np.nan)

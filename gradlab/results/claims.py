@@ -59,19 +59,19 @@ class Contrast:
         a, b = self.groups(np.arange(k, dtype=np.float64))
         return f"{int(a.sum())} of {k} batches ({100 * a.sum() / k:.0f}% of the images) vs {int(b.sum())}"
 
-    def profiles(self, runs: list[Run], probe: str, phase: int, target: str = "own"
+    def profiles(self, runs: list[Run], probe: str, phase: int, target: str = "own", skip_init: bool = False
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``[S, K]`` phase profiles in random units and each seed's groups (by its own scores).
         ``target="common"``: D to the common target (the random probe's full gradient), in the same
         unit (random's mean D, which is its own and its common-target D alike)."""
-        prof = np.stack([phase_profile(r, probe, phase, unit=RANDOM,
+        prof = np.stack([phase_profile(r, probe, phase, unit=RANDOM, skip_init=skip_init,
                                        matrix=None if target == "own" else r.distance_matrix(probe, "l2", target))
                          for r in runs])
         groups = [self.groups(r.batch_scores(probe, r.phase_epochs(phase))) for r in runs]
         return prof, np.stack([g[0] for g in groups]), np.stack([g[1] for g in groups])
 
-    def per_seed(self, runs: list[Run], probe: str, phase: int) -> np.ndarray:
-        prof, a, b = self.profiles(runs, probe, phase)
+    def per_seed(self, runs: list[Run], probe: str, phase: int, skip_init: bool = False) -> np.ndarray:
+        prof, a, b = self.profiles(runs, probe, phase, skip_init=skip_init)
         return np.array([p[ai].mean() - p[bi].mean() for p, ai, bi in zip(prof, a, b)])
 
 
@@ -129,6 +129,8 @@ def probe_row(c: ProbeClaim, rs: list[Run], variant: str, m: str, ph: int) -> di
                       "p_t": math.nan, "decided_by": "–", "verdict": NOT_TESTABLE}
     shared = shared_composition(rs, m)
     vals, p, p_t = _contrast_test(c, rs, m, ph, shared, "own")
+    if ph == 0 and all(len(r.phase_epochs(0)) > 1 for r in rs):  # phase 0 without theta_0, the initialisation
+        row["no_init_ci"] = stats.interval(c.contrast.per_seed(rs, m, 0, skip_init=True))
     if all(has_common_target(r, m) for r in rs):
         cv, cp, _ = _contrast_test(c, rs, m, ph, shared, "common")
         row["common"] = {"values": cv, "ci": stats.interval(cv), "p": cp}

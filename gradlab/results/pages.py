@@ -102,7 +102,8 @@ def _claims_table(rows: list[dict]) -> str:
     body = []
     for r in rows:
         testable = r["verdict"] != claims.NOT_TESTABLE
-        est = ci(*r["ci"]) + (f"; 90%: [{num(r['ci90'][1])}, {num(r['ci90'][2])}]" if "ci90" in r else "")
+        est = (ci(*r["ci"]) + (f"; 90%: [{num(r['ci90'][1])}, {num(r['ci90'][2])}]" if "ci90" in r else "")
+               + (f"; without θ₀: {ci(*r['no_init_ci'])}" if "no_init_ci" in r else ""))
         test = ((f"phase {r['phase']}: " if isinstance(r["phase"], int) else "") + r["test"]
                 + (f" ({r['share']})" if "share" in r else ""))
         body.append([r["id"], r["paper"], f"{r['data']}, {r['seeds']} seeds", test, est if testable else "–",

@@ -107,3 +107,24 @@ def test_claims_on_the_common_target_stand_beside_the_own_partition_verdict(tmp_
     assert "common" not in claims.probe_row(c, list(without.values()), "mnist", "intensity", 0)
     for r in (*runs.values(), *without.values()):
         r.close()
+
+
+def test_phase_0_is_also_given_without_theta_0(tmp_path, fake_run):
+    """Epoch 0's D is at the untrained initialisation: phase-0 rows also give the contrast over the
+    phase's later epochs, equal to the same contrast computed by hand on those epochs."""
+    from gradlab.report.units import in_random_units
+    from gradlab.runfile.reader import Run
+
+    prof = {"intensity": {0: np.linspace(0.6, 1.4, 16)}}
+    rs = [Run(fake_run(tmp_path / f"r{s}.h5", batches=16, seed=s, profiles=prof,
+                       probes=("intensity", "intensity@class", "random"))) for s in range(3)]
+    row = claims.probe_row(claims.PROBE_CLAIMS[0], rs, "mnist", "intensity", 0)
+    want = []
+    for r in rs:
+        rel = in_random_units(r, "intensity", "l2", control="random")[1:3].mean(axis=0)  # phase 0: epochs 0-2
+        a, b = claims.UPPER.groups(r.batch_scores("intensity", r.phase_epochs(0)))
+        want.append(rel[a].mean() - rel[b].mean())
+    np.testing.assert_allclose(row["no_init_ci"][0], np.mean(want), rtol=1e-12)
+    assert "no_init_ci" not in claims.probe_row(claims.PROBE_CLAIMS[1], rs, "mnist", "intensity", 1)
+    for r in rs:
+        r.close()
