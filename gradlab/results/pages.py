@@ -76,9 +76,29 @@ def claims_page(root: Path) -> dict[str, bytes]:
                 ("AGC: equivalence with BatchNorm", claims.finish(training.agc_rows(wm, agc)),
                  _accuracy(agc, ("bn-paper-lr", "agc-paper-lr", "agc"), "test_miou", "final test mIoU"))]
     out = [_claims_intro()]
-    for title, rows, acc in families:
-        out += [f"## {title}\n", acc, _family_line(rows), _claims_table(rows)]
+    for (title, rows, acc), runs in zip(families, (mix, iv, wm, agc)):
+        out += [f"## {title}\n", _setting(runs), acc, _family_line(rows), _claims_table(rows)]
     return {"claims.md": _md("\n".join(out))}
+
+
+def _setting(runs: dict) -> str:
+    """One line per dataset of a family's runs, read from their configs: model, images, epochs per
+    learning-rate phase, batch size and seeds (a phase here is not the paper's 50 epochs)."""
+    lines = {}
+    for (v, _), r in runs.items():
+        c = r.config
+        t, d = c["train"], c["data"]
+        bounds = [0, *t["milestones"], t["epochs"]]
+        per = [b - a for a, b in zip(bounds, bounds[1:])]
+        key = (d["dataset"], d.get("subset"), c["model"]["name"], c["model"].get("norm"), t["epochs"], tuple(per),
+               t["batch_size"])
+        lines.setdefault(key, set()).add(r.config["train"]["seed"])
+    out = []
+    for (dataset, subset, model, norm, epochs, per, bs), seeds in lines.items():
+        out.append(f"{model} ({norm}) on {f'{subset:,}' if subset else 'all'} {dataset} training images, {epochs} "
+                   f"epochs in {len(per)} learning-rate phases of {'/'.join(map(str, per))} epochs, batch {bs}, "
+                   f"{len(seeds)} seeds")
+    return "Setting: " + "; ".join(out) + ".\n"
 
 
 VERDICTS = ("supported", "contradicted", "not resolvable", claims.NOT_TESTABLE)
