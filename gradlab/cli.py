@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("scores", help="compute and cache per-image metric scores of a training set")
     s.add_argument("--dataset", default="cifar10",
                    help=f"{' | '.join(DATASETS)} | package.module:load (default cifar10)")
-    s.add_argument("--metrics", default=",".join(METRICS), help="comma-separated metric names")
+    s.add_argument("--metrics", default=",".join(METRICS),
+                   help="comma-separated metric names (a plugin's names and import paths package.module:Name too)")
     s.add_argument("--root", default="data", help="dataset folder (as data.root; default data)")
     s.add_argument("--subset", type=int, default=0, help="first N training images only (0 = all)")
     s.add_argument("--out", help="cache file (default: <root>/scores.h5)")

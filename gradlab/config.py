@@ -116,6 +116,9 @@ class TrackConfig:
     # distance measures, each stored as /probes/<o>/distance_<m> (gradlab.quantities.measures())
     measures: list[str] = field(default_factory=lambda: ["l2", "cosine"])
     per_layer: bool = True  # per-layer l2 distance [E, K, L]
+    # further tracked quantities to store, beside gradlab's own: names that installed plugins add
+    # (gradlab.registry.QUANTITIES) or import paths "package.module:Name" of Quantity subclasses
+    quantities: list[str] = field(default_factory=list)
     keep_grads: Literal["none", "last", "all"] = "none"  # per-batch gradients kept in the run file
     # per-tensor mean / variance / gradient norm -> /params/* (gradlab.track.paramstats): "epoch" (at init and
     # after each epoch), "every:N" (also after every N-th optimizer step), or "off"
@@ -174,23 +177,22 @@ class StudyConfig:
             raise ConfigError(f"track.sketch_dim must be >= 1, got {self.track.sketch_dim}")
         if self.track.enabled:
             quantities.check_measures(self.track.measures)
-            quantities.check_store(self.track.grads, quantities.active(self.track.measures, self.track.per_layer))
+            extra = quantities.resolve(self.track.quantities)
+            quantities.check_store(self.track.grads,
+                                   quantities.active(self.track.measures, self.track.per_layer, extra))
         return self
 
 
 def _check_orders(t: TrackConfig) -> None:
     """Probe and training orders, batchings and the gradient orders' needs (``gradlab.registry``)."""
-    known = registry.probe_orders()
     if len(set(t.probes)) != len(t.probes):
         raise ConfigError(f"track.probes lists an order twice: {t.probes}")
     for p in t.probes:
-        if p not in known:
-            raise ConfigError(f"track.probes: unknown order {p!r}{did_you_mean(p, known)}; choose from "
-                              f"{', '.join(known)}")
+        registry.check_probe(p)
     if registry.is_gradient_order(t.order):
         raise ConfigError(f"track.order = {t.order!r} is rebuilt from the probe's gradients at every epoch and "
                           f"cannot be a training order; list it in track.probes instead")
-    if t.order not in (registry.SHUFFLE, registry.RANDOM, *registry.METRICS):
+    if t.order not in (registry.SHUFFLE, registry.RANDOM) and registry.METRICS.find(t.order) is None:
         raise ConfigError(f"track.order must be {registry.SHUFFLE!r}, {registry.RANDOM!r} or a metric "
                           f"({', '.join(registry.METRICS)}), got {t.order!r}"
                           f"{did_you_mean(t.order, (registry.SHUFFLE, *registry.METRICS))}")

@@ -220,7 +220,7 @@ class RunWriter:
     def _create(self, name: str, row: np.ndarray) -> None:
         self.f.create_dataset(name, shape=(0, *row.shape), maxshape=(None, *row.shape), dtype=row.dtype,
                               chunks=(1, *row.shape) if row.size > 1 else (256, *row.shape), **CHECKSUM)
-        annotate(self.f, name)
+        annotate(self.f, name, getattr(self, "described", ()))  # described: the run's own quantities' rows
 
     @_writes
     def write_pending(self) -> None:

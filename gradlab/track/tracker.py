@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gradlab import quantities as Q
 from gradlab import registry
 from gradlab.data.probes import Batch, ProbeBatches, as_probe
 from gradlab.errors import GradlabError, is_disk_full
@@ -101,6 +102,7 @@ class Tracker:
         self.lock = self.runtime.lock
         self.writer = (RunWriter.reopen(self.out, epochs_done, dict(rows), json_config(config), run_id)
                        if self.dist.is_main else NullWriter())
+        self.writer.described = self._described()
         self.epoch = epochs_done
         self.stats = self._param_stats()
         self.stats.resume_at(epochs_done, int(rows.get(names.PARAM_STEP, 0)))
@@ -117,7 +119,7 @@ class Tracker:
         # fixed orders first: the reference pass gives the full gradient the per-epoch orders need
         self.probes = dict(sorted(probes.items(), key=lambda item: item[1].per_epoch))
         registry.check_reference([n for n, p in self.probes.items() if p.needs_full], self.probes, options.reference)
-        self.quantities = options.quantities()
+        self.quantities = options.active_quantities()
         self.layout = ParamLayout.of(model)
         self._full: torch.Tensor | None = None  # this epoch's full gradient of the reference probe
         self._score_s = 0.0  # this epoch's time in per-epoch orders' scoring passes
@@ -158,10 +160,17 @@ class Tracker:
         device = self._device()
         prov = {**provenance.collect(device, self.options.seed), **self.dist.provenance(), **dict(attrs or {})}
         writer = RunWriter(self.out, config, prov, self.layout)
+        writer.described = self._described()
         for name, p in self.probes.items():
             writer.add_probe(name, p.index, p.batch_score, p.score_label, p.batch_size, per_epoch=p.per_epoch,
                              attrs={**p.attrs, **probe_attrs(p)})
         return writer
+
+    def _described(self) -> tuple[Any, ...]:
+        """The run-file table rows of the quantities this run adds to gradlab's own (their attributes)."""
+        from gradlab.runfile.annotate import quantity_rows
+
+        return quantity_rows(q for q in self.quantities if q.name not in Q.QUANTITIES)
 
     def _device(self) -> torch.device:
         return next(iter(self.model.parameters())).device
@@ -248,7 +257,7 @@ class Tracker:
                 self.writer.write_grads(names.grads(name, e), rows)
 
         res = probe_pass(self._frozen, self._batches(probe, mine, f"probe {name}"), probe.num_batches, store,
-                         o.measures, o.per_layer, save if keep else None,
+                         o.measures, o.per_layer, save if keep else None, quantities=self.quantities,
                          shard=self.dist if self.dist.active else None,
                          replay=lambda: self._batches(probe, mine, f"probe {name} (recompute)"))
         for q in self.quantities:  # every active quantity's row (gradlab.quantities)
