@@ -49,15 +49,16 @@ class Entry:
     traits: frozenset[str] = field(default_factory=frozenset)
     origin: str = "gradlab"  # where the name comes from: gradlab, a plugin's distribution, or "import path"
 
-    def load(self) -> Any:
-        """The implementation (imported now); a module or attribute that is missing is one ``ConfigError``."""
+    def load(self, key: str = "") -> Any:
+        """The implementation (imported now); a user's module or attribute that is missing is one
+        ``ConfigError`` naming ``key`` (the config key that named it)."""
         from gradlab.usercode import load_object
 
         if self.origin == "gradlab":  # a built-in: a missing attribute is gradlab's bug, not the user's
             module, _, attr = self.target.partition(":")
             obj = importlib.import_module(module)
             return getattr(obj, attr) if attr else obj
-        return load_object(self.target, self.name)
+        return load_object(self.target, key or self.name)
 
 
 def entry(name: str, target: str, summary: str = "", *traits: str) -> Entry:
@@ -136,7 +137,7 @@ class Registry(Mapping[str, Entry]):
             return None
         if name not in self._resolved:
             e = Entry(name, name, origin="import path")
-            obj = e.load()
+            obj = e.load(self.key)
             mine = self.kind is None or getattr(obj, "concept", None) == self.kind
             doc = (getattr(obj, "__doc__", None) or "").strip().split("\n")[0]
             self._resolved[name] = Entry(name, name, doc, _traits_of(obj), "import path") if mine else None
@@ -153,7 +154,7 @@ class Registry(Mapping[str, Entry]):
 
     def load(self, name: str) -> Any:
         """The implementation of ``name`` (imported now)."""
-        return self.check(name).load()
+        return self.check(name).load(self.key)
 
     def traits(self, name: str) -> frozenset[str]:
         """The traits of ``name`` (own, plugin or import path)."""

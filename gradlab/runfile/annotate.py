@@ -168,10 +168,11 @@ def _compiled() -> tuple[tuple[re.Pattern[str], Meta], ...]:
 
 def lookup(name: str, extra: Sequence[Meta] = ()) -> Meta | None:
     """The table row of dataset ``name`` (with or without the leading ``/``); first match wins.
-    ``extra``: rows of the quantities one run adds (``quantity_rows``), tried after the table."""
+    ``extra``: rows of the quantities one run adds (``quantity_rows``), tried first (their exact
+    names win over the table's families such as ``distance_<m>``)."""
     name = name.lstrip("/")
-    found = next((m for rx, m in _compiled() if rx.fullmatch(name)), None)
-    return found or next((m for m in extra if _regex(m.pattern).fullmatch(name)), None)
+    found = next((m for m in extra if _regex(m.pattern).fullmatch(name)), None)
+    return found or next((m for rx, m in _compiled() if rx.fullmatch(name)), None)
 
 
 def scale_path(dim: str, name: str) -> str:
