@@ -248,5 +248,5 @@ def markdown_table() -> str:
     return "\n".join(rows)
 
 
-if __name__ == "__main__":  # regenerate docs/design.md's table: python -m gradlab.runfile.annotate
+if __name__ == "__main__":  # print the table (docs/gen_reference.py writes it into docs/design.md)
     print(markdown_table())

@@ -75,7 +75,9 @@ def test_an_installed_plugin_adds_its_names_to_gradlab_run(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     _check_run(out, "contrast", "loss_desc", "distance_over_full")
+    listed = subprocess.run([sys.executable, "-m", "gradlab", "names"], capture_output=True, text=True, check=True)
     for concept, name in NAMES.items():
+        assert f"  {name:<16} gradlab-example-plugin" in listed.stdout
         assert registry.ALL[concept].check(name).origin == "gradlab-example-plugin"
         assert name not in registry.ALL[concept]  # a plugin's names are not gradlab's own (docs list these)
 
