@@ -404,7 +404,16 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
-    """Read a study TOML file; see the module docstring."""
+    """Read a study TOML file, apply ``overrides`` (``"section.key=VALUE"``, a TOML value, as
+    ``--set`` takes them) and validate it: one ``ConfigError`` naming the fix, before any work.
+
+        >>> cfg = load_config("studies/quickstart.toml", ["train.epochs=2", 'track.probes=["hsv", "random"]'])
+        >>> cfg.train.epochs, cfg.track.probes, cfg.model.name
+        (2, ['hsv', 'random'], 'smallcnn')
+        >>> load_config("studies/quickstart.toml", ["train.epoch=2"])
+        Traceback (most recent call last):
+        gradlab.errors.ConfigError: unknown config key "train.epoch" (did you mean "train.epochs"?)
+    """
     raw = read_toml(path)
     raw.pop("variants", None)  # named override lists, see gradlab.train.variants
     return config_from_dict(raw, overrides)

@@ -6,7 +6,15 @@
 
 This is the public entry above both the data layer (metric and random orders,
 ``gradlab.data.orders``) and the tracker (gradient-informed orders rebuilt at every theta_e,
-``gradlab.track.gradorders``).
+``gradlab.track.gradorders``). An order is named as in a study file: gradlab's, an installed
+plugin's, or an import path ``"package.module:Name"`` of your own ``Metric`` or ``GradientOrder``.
+
+    >>> import torch, gradlab
+    >>> images = torch.arange(8, dtype=torch.uint8).repeat_interleave(3 * 4 * 4).reshape(8, 3, 4, 4) * 30
+    >>> data = [(img, i % 2) for i, img in enumerate(images)]  # a torchvision-style dataset
+    >>> probe = gradlab.orders.batches(data, "intensity", batch_size=4)
+    >>> probe.num_batches, probe.batch_score.tolist()  # dark batch first: mean intensity of each batch
+    (2, [2160.0, 7920.0])
 """
 from __future__ import annotations
 

@@ -36,6 +36,11 @@ differs from the random probe's nabla_e (docs/explanation/batchnorm.md).
 
 A store that estimates D from sketches gives only ``SKETCHED`` reductions;
 ``check_store`` refuses a quantity that needs more (for example per-layer distances).
+
+    >>> [q.name for q in active(["l2"], per_layer=False)][:3]
+    ['distance_l2', 'batch_norm', 'batch_loss']
+    >>> QUANTITIES["batch_norm"].compute({SQ_NORM: np.array([4.0, 9.0])})
+    array([2., 3.])
 """
 from __future__ import annotations
 
@@ -77,15 +82,15 @@ Reductions = Mapping[str, Any]  # reduction name -> its array (or float)
 class Quantity:
     """One tracked quantity: declare ``name``, ``units``, ``description``, ``needs`` and ``compute``.
 
-    >>> class Ratio(Quantity):
-    ...     name, units, description = "ratio", "1", "|g_k - G| / |g_k|"
-    ...     needs = (SQ_DIST, SQ_NORM)
-    ...     def compute(self, r):
-    ...         return np.sqrt(r[SQ_DIST] / r[SQ_NORM])
-    >>> Ratio().compute({SQ_DIST: np.array([1.0, 4.0]), SQ_NORM: np.array([4.0, 4.0])})
-    array([0.5, 1. ])
-    >>> "ratio" in QUANTITIES  # declaring registers nothing: pass it to the Tracker that stores it
-    False
+        >>> class Ratio(Quantity):
+        ...     name, units, description = "ratio", "1", "|g_k - G| / |g_k|"
+        ...     needs = (SQ_DIST, SQ_NORM)
+        ...     def compute(self, r):
+        ...         return np.sqrt(r[SQ_DIST] / r[SQ_NORM])
+        >>> Ratio().compute({SQ_DIST: np.array([1.0, 4.0]), SQ_NORM: np.array([4.0, 4.0])})
+        array([0.5, 1. ])
+        >>> "ratio" in QUANTITIES  # declaring registers nothing: pass it to the Tracker that stores it
+        False
     """
 
     concept: ClassVar[str] = "quantity"  # what an import path must name (gradlab.registry.QUANTITIES)
@@ -113,8 +118,8 @@ def resolve(items: Iterable[Any], key: str = "track.quantities") -> list[Quantit
     (``gradlab.registry.QUANTITIES``), a ``Quantity`` subclass or an instance; one ``ConfigError``
     for anything else, a name without ``/`` missing, or a name already taken.
 
-    >>> [q.name for q in resolve([])]
-    []
+        >>> [q.name for q in resolve([])]
+        []
     """
     out: list[Quantity] = []
     for item in items:

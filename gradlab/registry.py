@@ -15,6 +15,16 @@ Cross-cutting rules live here too, once each:
 
 Adding a concept's member is one line below plus its implementation: for example a metric
 is a ``gradlab.metrics.Metric`` subclass in its own file and an ``Entry`` in ``METRICS``.
+Outside gradlab, a package adds members through the entry-point group ``gradlab.plugins``
+(``plugin_entries``), and a study file may name a user's class or function by its import path
+``"package.module:Name"`` (``Registry.check``); ``gradlab names`` lists what is installed.
+
+    >>> METRICS.names()
+    ('intensity', 'hsv', 'edges', 'lpips')
+    >>> sorted(GRADIENT_ORDERS.having(NEEDS_FULL))
+    ['align', 'match', 'proj', 'search']
+    >>> probe_name("align", "stratified"), split_probe_name("align@strat")
+    ('align@strat', ('align', 'stratified'))
 """
 from __future__ import annotations
 
@@ -38,9 +48,9 @@ PLUGIN_GROUP = "gradlab.plugins"  # the entry-point group through which an insta
 class Entry:
     """One registered name: where its implementation lives and what it needs.
 
-    >>> e = entry("contrast", "mypkg.metrics:Contrast", "RMS contrast")
-    >>> e.name, e.target, sorted(e.traits)
-    ('contrast', 'mypkg.metrics:Contrast', [])
+        >>> e = entry("contrast", "mypkg.metrics:Contrast", "RMS contrast")
+        >>> e.name, e.target, sorted(e.traits)
+        ('contrast', 'mypkg.metrics:Contrast', [])
     """
 
     name: str
@@ -64,8 +74,8 @@ class Entry:
 def entry(name: str, target: str, summary: str = "", *traits: str) -> Entry:
     """An ``Entry``: ``name`` is what a user types, ``target`` the ``"module:attr"`` that implements it.
 
-    >>> entry("align", "gradlab.track.gradorders:Align", "cos(g_i, G)", NEEDS_FULL).traits == {NEEDS_FULL}
-    True
+        >>> entry("align", "gradlab.track.gradorders:Align", "cos(g_i, G)", NEEDS_FULL).traits == {NEEDS_FULL}
+        True
     """
     return Entry(name, target, summary, frozenset(traits))
 
@@ -85,15 +95,15 @@ class Registry(Mapping[str, Entry]):
     ``"package.module:Name"`` to the user's own class or function, whose ``concept`` attribute
     (set by gradlab's base classes) must match this registry's (``kind``).
 
-    >>> METRICS.check("intensity").target
-    'gradlab.metrics.intensity:Intensity'
-    >>> "contrast" in METRICS
-    False
-    >>> with METRICS.scoped(entry("contrast", "gradlab.metrics.intensity:Intensity")):
-    ...     "contrast" in METRICS
-    True
-    >>> "contrast" in METRICS  # the scope ended: no trace
-    False
+        >>> METRICS.check("intensity").target
+        'gradlab.metrics.intensity:Intensity'
+        >>> "contrast" in METRICS
+        False
+        >>> with METRICS.scoped(entry("contrast", "gradlab.metrics.intensity:Intensity")):
+        ...     "contrast" in METRICS
+        True
+        >>> "contrast" in METRICS  # the scope ended: no trace
+        False
     """
 
     def __init__(self, concept: str, key: str, entries: Iterable[Entry], extra: str = "", kind: str | None = None):
@@ -326,8 +336,8 @@ def check_probe(name: str, key: str = "track.probes") -> None:
 def is_gradient_order(name: str) -> bool:
     """Whether ``name`` (own, plugin or import path) is a gradient order.
 
-    >>> is_gradient_order("align"), is_gradient_order("intensity")
-    (True, False)
+        >>> is_gradient_order("align"), is_gradient_order("intensity")
+        (True, False)
     """
     return GRADIENT_ORDERS.find(name) is not None
 
@@ -336,8 +346,8 @@ def order_kind(probe: str) -> str:
     """``control`` (random), ``gradient`` (rebuilt from per-sample gradients) or ``metric``; an
     import path counts as a metric here (reading a run file never imports the user's code).
 
-    >>> order_kind("random"), order_kind("align@strat"), order_kind("hsv")
-    ('control', 'gradient', 'metric')
+        >>> order_kind("random"), order_kind("align@strat"), order_kind("hsv")
+        ('control', 'gradient', 'metric')
     """
     order, _ = split_probe_name(probe)
     if order == RANDOM:

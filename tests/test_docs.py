@@ -150,3 +150,17 @@ SKETCH_PAGES = {"design.md"}
 def test_every_page_with_python_blocks_is_run_by_a_test():
     pages = {p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md") if python_blocks(p)}
     assert pages <= TESTED_PAGES | SKETCH_PAGES, sorted(pages - TESTED_PAGES - SKETCH_PAGES)
+
+
+def test_plugins_page_lists_every_layer_type_of_the_fast_path():
+    """The supported-layers table of docs/howto/plugins.md names every module type the fast
+    per-sample path hooks (gradlab.track.ghost.KINDS), and no other."""
+    import re
+
+    from gradlab.track.ghost import KINDS
+
+    text = (DOCS / "howto" / "plugins.md").read_text(encoding="utf-8")
+    table = text[text.index("| module | fast path | condition |"):]
+    table = table[: table.index("\n\n")]
+    listed = set(re.findall(r"`(?:nn\.|gradlab\.models\.agc\.)(\w+)`", table))
+    assert listed == {t.__name__ for t in KINDS}, listed

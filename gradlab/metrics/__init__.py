@@ -16,8 +16,8 @@ def get_metric(name: str) -> Metric:
     """A fresh instance of metric ``name``: gradlab's, a plugin's or an import path (imported now).
     Its ``name`` is the one it was asked by, so that caches and run files key it by that name.
 
-    >>> get_metric("intensity").label
-    'intensity (sum of pixel values, 0-255 scale)'
+        >>> get_metric("intensity").label
+        'intensity (sum of pixel values, 0-255 scale)'
     """
     m = registry.METRICS.load(name)()
     if m.name != name:

@@ -20,15 +20,15 @@ class Metric:
     ``version`` names the computation in the score cache (bump it when the computation
     changes, so cached scores are recomputed).
 
-    >>> import torch
-    >>> class Contrast(Metric):
-    ...     name, label = "contrast", "RMS contrast (grey levels)"
-    ...     def compute(self, images):
-    ...         return images.reshape(len(images), -1).double().std(dim=1).numpy()
-    >>> images = torch.tensor([[[[0, 0], [0, 0]]] * 3, [[[0, 255], [255, 0]]] * 3], dtype=torch.uint8)
-    >>> scores = score_images(Contrast(), images)
-    >>> scores.round(1).tolist(), Contrast().sort(scores).tolist()
-    ([0.0, 131.7], [0, 1])
+        >>> import torch
+        >>> class Contrast(Metric):
+        ...     name, label = "contrast", "RMS contrast (grey levels)"
+        ...     def compute(self, images):
+        ...         return images.reshape(len(images), -1).double().std(dim=1).numpy()
+        >>> images = torch.tensor([[[[0, 0], [0, 0]]] * 3, [[[0, 255], [255, 0]]] * 3], dtype=torch.uint8)
+        >>> scores = score_images(Contrast(), images)
+        >>> scores.round(1).tolist(), Contrast().sort(scores).tolist()
+        ([0.0, 131.7], [0, 1])
     """
 
     concept = "metric"  # what an import path must name (gradlab.registry.METRICS)

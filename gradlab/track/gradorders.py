@@ -68,15 +68,15 @@ class GradientOrder:
     gradient of this epoch's ``random`` probe pass (train mode); ``full_norm`` is |G| (0.0 without G). ``s.sketch`` (a
     CountSketch of each g_i) exists only for an order with ``needs_sketch = True``.
 
-    >>> import numpy as np
-    >>> class LossDescending(GradientOrder):
-    ...     name, label = "loss_desc", "loss at theta_e, descending"
-    ...     def key(self, s, full_norm):
-    ...         return -s.loss
-    >>> class S:  # a stand-in for SampleScores: three images' losses
-    ...     loss = np.array([0.5, 2.0, 1.0])
-    >>> np.argsort(LossDescending().key(S(), 0.0), kind="stable").tolist()
-    [1, 2, 0]
+        >>> import numpy as np
+        >>> class LossDescending(GradientOrder):
+        ...     name, label = "loss_desc", "loss at theta_e, descending"
+        ...     def key(self, s, full_norm):
+        ...         return -s.loss
+        >>> class S:  # a stand-in for SampleScores: three images' losses
+        ...     loss = np.array([0.5, 2.0, 1.0])
+        >>> np.argsort(LossDescending().key(S(), 0.0), kind="stable").tolist()
+        [1, 2, 0]
     """
 
     concept = "gradient order"  # what an import path must name (gradlab.registry.GRADIENT_ORDERS)

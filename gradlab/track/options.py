@@ -26,6 +26,18 @@ KEEP_GRADS = ("none", "last", "all")
 
 @dataclass(frozen=True)
 class TrackOptions:
+    """How a ``Tracker`` probes and what it stores, validated once (``validate``; an unknown or bad
+    value is one ``ConfigError`` naming the fix). Every field is also a keyword of ``Tracker``;
+    ``from_study`` maps a study file's ``[track]`` keys onto them (``track.grads`` is ``store``).
+
+        >>> import gradlab
+        >>> opts = gradlab.TrackOptions(store="disk", per_layer=False, param_stats="every:50")
+        >>> opts.validate().store, [q.name for q in opts.active_quantities()][:2]
+        ('disk', ['distance_l2', 'distance_cosine'])
+        >>> gradlab.TrackOptions.build(opts, measures=["l2"]).measures
+        ('l2',)
+    """
+
     measures: tuple[str, ...] = ("l2", "cosine")  # distance measures (gradlab.quantities.measures())
     per_layer: bool = True  # per-layer l2 distances [E, K, L]
     store: str = "memory"  # where batch gradients wait: memory | disk | recompute | sketch (registry.STORES)

@@ -68,7 +68,31 @@ class Tracker:
     - ``overwrite``: replace an existing ``out``; otherwise an existing file is an error.
     - ``runtime``: what ``gradlab run`` provides (torchrun shard, its lock, a progress bar).
 
+    - ``quantities``: further tracked quantities to store beside gradlab's own
+      (``gradlab.quantities.Quantity`` subclasses, a plugin's names or import paths).
+
     ``Tracker.resume`` continues a run file from a checkpoint's commit instead.
+
+    Example: a linear model on 64 random images, probed at the start of each of 2 epochs.
+
+        >>> import tempfile, torch, gradlab
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x, y = torch.randn(64, 3, 4, 4, generator=g), torch.randint(0, 3, (64,), generator=g)
+        >>> batches = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 3))
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> out = tempfile.mkdtemp() + "/mine.h5"
+        >>> with gradlab.Tracker(model, out, probes={"random": batches}, param_stats="off") as tracker:
+        ...     for epoch in range(2):
+        ...         tracker.epoch_start()  # freezes theta_e
+        ...         for xb, yb in batches:
+        ...             opt.zero_grad()
+        ...             torch.nn.functional.cross_entropy(model(xb), yb).backward()
+        ...             opt.step()
+        ...         stats = tracker.epoch_end(lr=0.1)  # one probe pass at theta_e, committed
+        >>> with gradlab.open_run(out) as run:
+        ...     run.epochs_done, run.probes, len(run.distances("random"))
+        (2, ['random'], 8)
     """
 
     def __init__(self, model: nn.Module, out: str | Path,
