@@ -90,7 +90,8 @@ class TrackConfig:
     enabled: bool = True  # false: plain training, no probe passes (the baseline for benchmarks)
     order: str = "shuffle"  # training order: "shuffle", or a metric name (paper mode)
     # probe orders: "random" (the control and the unit), metrics (intensity, hsv, edges, lpips), and
-    # gradient-informed orders rebuilt at every theta_e (loss, gradnorm, align, proj, match)
+    # gradient-informed orders rebuilt at every theta_e (loss, gradnorm, align, proj, match, search); a
+    # plugin's names and import paths "package.module:Name" of your own Metric or GradientOrder too
     probes: list[str] = field(default_factory=lambda: ["intensity", "random"])
     # how each sorted order is cut into batches: "contiguous" (the paper's), "stratified" (batch k =
     # sorted positions k, k+K, ...; stored as /probes/<order>@strat) and/or "class" (sorted within

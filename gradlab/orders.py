@@ -73,7 +73,9 @@ def batches(dataset: Any, order: str = registry.RANDOM, batch_size: int = 256, *
     """Probe batches of ``dataset`` for ``gradlab.Tracker(probes=...)``: sorted by a metric
     (``intensity``, ``hsv``, ``edges``, ``lpips``), shuffled (``random``), or a gradient-informed
     order rebuilt at every epoch's theta_e (``loss``, ``gradnorm``, ``align``, ``proj``,
-    ``match``; see ``gradient_batches`` to share one scoring pass between several).
+    ``match``, ``search``; see ``gradient_batches`` to share one scoring pass between several),
+    or a plugin's name or import path ``"package.module:Name"`` of your own ``Metric`` or
+    ``GradientOrder``.
 
     ``batching``: ``contiguous`` (the paper's cut of the sorted order), ``stratified``
     (batch k takes sorted positions k, k + K, ...) or ``class`` (sorted within each class, every

@@ -164,3 +164,9 @@ def test_plugins_page_lists_every_layer_type_of_the_fast_path():
     table = table[: table.index("\n\n")]
     listed = set(re.findall(r"`(?:nn\.|gradlab\.models\.agc\.)(\w+)`", table))
     assert listed == {t.__name__ for t in KINDS}, listed
+
+
+def test_study_files_page_lists_every_study():
+    text = (DOCS / "howto" / "study-files.md").read_text(encoding="utf-8")
+    missing = [p.name for p in sorted((ROOT / "studies").glob("*.toml")) if f"| `{p.name}` |" not in text]
+    assert not missing, f"docs/howto/study-files.md does not list {missing}"
