@@ -361,34 +361,12 @@ class Run:
         """One probe as an ``xarray.Dataset`` of committed epochs only: ``distance_l2(epoch, batch)``,
         ``layer_distance_l2(epoch, batch, layer)``, ``full_norm(epoch)``, ... with coordinates
         epoch, batch, batch_score, layer (names) and image, and each variable's ``units`` and
-        ``description`` (from ``gradlab.runfile.annotate``; so files of older schemas get them too).
-        Raw gradients (``grads/``) are left out."""
-        import xarray as xr
+        ``description`` (from ``gradlab.runfile.annotate``; so files of older schemas get them too;
+        a quantity outside gradlab's table from its own attributes). Raw gradients (``grads/``) are
+        left out."""
+        from gradlab.runfile.labelled import to_xarray
 
-        from gradlab.runfile import annotate
-
-        self._check_probe(probe)
-        coord_names = {f(probe) for f in (names.probe_batch, names.probe_image, names.sketch_bin, names.batch_score)}
-        data: dict[str, Any] = {}
-        for key, ds in self.f[names.probe(probe)].items():
-            meta = annotate.lookup(ds.name)
-            if not isinstance(ds, h5py.Dataset) or meta is None or ds.name.lstrip("/") in coord_names:
-                continue  # grads/ and the scales (coordinates below)
-            dims = meta.dims_of(ds.ndim)
-            values = ds[: self.epochs_done] if dims[0] == "epoch" else ds[()]
-            attrs = {"description": meta.description, **({"units": meta.units} if meta.units else {})}
-            data[key] = xr.Variable(dims, values, attrs)
-        per_epoch = self.is_per_epoch(probe)
-        scores = self.batch_score_matrix(probe) if per_epoch else self.batch_scores(probe)
-        coords = {"epoch": np.arange(self.epochs_done), "batch": np.arange(self.num_batches(probe)),
-                  "batch_score": (("epoch", "batch") if per_epoch else "batch", scores),
-                  "image": np.arange(self.f[names.probe_index(probe)].shape[-1]) if names.probe_index(probe) in self.f
-                  else np.arange(0)}
-        if any("layer" in v.dims for v in data.values()):
-            coords["layer"] = self.layers().layer.to_numpy()
-        attrs = {"probe": probe, "score_label": self.score_label(probe), "epochs_done": self.epochs_done,
-                 "run": str(self.path), "status": self.status}
-        return xr.Dataset(data, coords=coords, attrs=attrs)
+        return to_xarray(self, probe)
 
     def datasets(self) -> pd.DataFrame:
         """Every dataset in the file: name, shape, dtype (for ``gradlab inspect``)."""

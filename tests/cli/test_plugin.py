@@ -142,3 +142,30 @@ def test_an_import_path_of_the_wrong_kind_or_module_is_refused():
     assert registry.METRICS.check("gradlab.metrics.intensity:Intensity").origin == "import path"
     with pytest.raises(ConfigError, match="metric = 'no_such_pkg.mod:Thing': cannot import module 'no_such_pkg.mod'"):
         registry.METRICS.check("no_such_pkg.mod:Thing")
+
+
+def test_a_runs_own_quantity_reaches_xarray(tmp_path):
+    """A quantity outside gradlab's table keeps its description, units and dimensions in
+    ``Run.to_xarray`` (read from the file's own attributes)."""
+    import torch
+
+    from gradlab import quantities as Q
+
+    class Ratio(Q.Quantity):
+        name, units, description = "ratio_k", "1", "|g_k - G| / |g_k|"
+        needs = (Q.SQ_DIST, Q.SQ_NORM)
+
+        def compute(self, r):
+            return np.sqrt(r[Q.SQ_DIST] / r[Q.SQ_NORM])
+
+    x, y = torch.randn(32, 4), torch.randint(0, 2, (32,))
+    batches = [(x[i:i + 8], y[i:i + 8]) for i in range(0, 32, 8)]
+    model = torch.nn.Linear(4, 2)
+    with gradlab.Tracker(model, tmp_path / "r.h5", probes={"random": batches}, param_stats="off",
+                         quantities=[Ratio]) as tracker:
+        tracker.epoch_start()
+        tracker.epoch_end(lr=0.1)
+    with gradlab.open_run(tmp_path / "r.h5") as run:
+        ds = run.to_xarray("random")
+    assert ds["ratio_k"].dims == ("epoch", "batch") and ds["ratio_k"].attrs == {"description": "|g_k - G| / |g_k|",
+                                                                               "units": "1"}
