@@ -1,15 +1,12 @@
 """``Run.to_xarray``: one probe of a run file as a labelled ``xarray.Dataset``."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import h5py
 import numpy as np
 
 from gradlab.runfile import annotate, names
-
-if TYPE_CHECKING:
-    from gradlab.runfile.reader import Run
 
 
 def _meta(ds: h5py.Dataset) -> annotate.Meta | None:
@@ -24,8 +21,9 @@ def _meta(ds: h5py.Dataset) -> annotate.Meta | None:
     return meta
 
 
-def to_xarray(run: "Run", probe: str) -> Any:
-    """See ``Run.to_xarray``."""
+def to_xarray(run: Any, probe: str) -> Any:
+    """See ``Run.to_xarray`` (``run``: a ``gradlab.runfile.reader.Run``, not imported here so that
+    the reader imports this module one way)."""
     import xarray as xr
 
     run._check_probe(probe)
