@@ -120,8 +120,9 @@ def _table() -> tuple[Meta, ...]:
              "(epoch, batch) for orders rebuilt at every theta_e.", epoch_variant=True),
         *_search_rows(),
         *_quantity_rows(measures=True),
-        Meta(names.distance(O, M), bt, "Distance of another measure between g_k and G_e.", when="measures"),
         *_quantity_rows(measures=False),
+        # after every declared quantity, so that a quantity named distance_... is its own row (first match wins)
+        Meta(names.distance(O, M), bt, "Distance of another measure between g_k and G_e.", when="measures"),
         Meta(names.sketch(O), ("epoch", "batch", "sketch_bin"), "CountSketch of batch k's gradient at the "
              "start of epoch e.", GRAD, when="grads = sketch, keep_grads"),
         Meta(names.grads(O, E), ("batch", "parameter"),
