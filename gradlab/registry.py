@@ -19,10 +19,10 @@ Outside gradlab, a package adds members through the entry-point group ``gradlab.
 (``plugin_entries``), and a study file may name a user's class or function by its import path
 ``"package.module:Name"`` (``Registry.check``); ``gradlab names`` lists what is installed.
 
-    >>> METRICS.names()
-    ('intensity', 'hsv', 'edges', 'lpips')
-    >>> sorted(GRADIENT_ORDERS.having(NEEDS_FULL))
-    ['align', 'match', 'proj', 'search']
+    >>> METRICS.check("hsv").summary
+    'mean hue, saturation and value'
+    >>> {"align", "proj"} <= set(GRADIENT_ORDERS.having(NEEDS_FULL)), "loss" in GRADIENT_ORDERS.having(NEEDS_FULL)
+    (True, False)
     >>> probe_name("align", "stratified"), split_probe_name("align@strat")
     ('align@strat', ('align', 'stratified'))
 """
