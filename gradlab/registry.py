@@ -158,8 +158,9 @@ class Registry(Mapping[str, Entry]):
         found = self.find(name)
         if found is None:
             known = self.known()
+            extra = self.extra or ', or an import path "package.module:Name" of your own'
             raise ConfigError(f'unknown {self.key} "{name}"{did_you_mean(name, known)}; choose one of '
-                              f'{", ".join(known)}{self.extra}, or an import path "package.module:Name" of your own')
+                              f'{", ".join(known)}{extra}')
         return found
 
     def load(self, name: str) -> Any:
