@@ -32,6 +32,13 @@ def find_chromium() -> str | None:
     return None
 
 
+def _static(fig: go.Figure) -> go.Figure:
+    """A copy of ``fig`` without its menus (update_layout(updatemenus=[]) would keep them)."""
+    out = go.Figure(fig)
+    out.layout.updatemenus = ()
+    return out
+
+
 def export_pngs(figs: list[Fig], out_dir: Path) -> list[Path]:
     """Write every figure as ``<out_dir>/<NN>_<slug>.png`` with kaleido (one browser for all)."""
     browser = find_chromium()
@@ -44,7 +51,7 @@ def export_pngs(figs: list[Fig], out_dir: Path) -> list[Path]:
     os.environ["BROWSER_PATH"] = browser  # kaleido/choreographer use this browser, never a download
     try:
         # a static image has no working buttons: the figures' menus (updatemenus) are left out of it
-        static = [go.Figure(f.fig).update_layout(updatemenus=[]) for f in figs]
+        static = [_static(f.fig) for f in figs]
         pio.write_images(static, paths, format="png",
                          width=[1200 if f.fig.layout.width is None else f.fig.layout.width for f in figs],
                          height=[f.fig.layout.height or 450 for f in figs], scale=1.5)
