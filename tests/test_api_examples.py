@@ -73,3 +73,23 @@ def _root():
     from pathlib import Path
 
     return Path(__file__).resolve().parents[1]
+
+
+def _modules_with_examples() -> list[str]:
+    root = _root() / "gradlab"
+    return sorted("gradlab." + ".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+                  for p in root.rglob("*.py") if ">>>" in p.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("module", _modules_with_examples())
+def test_every_docstring_example_in_gradlab_runs(module, path, tmp_path, monkeypatch):
+    """Examples outside gradlab.__all__ too (Metric, GradientOrder, ...): none may go stale."""
+    import importlib
+
+    monkeypatch.chdir(_root())
+    mod = importlib.import_module(module)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    for t in doctest.DocTestFinder(exclude_empty=True).find(mod):
+        t.globs.update(path=path, tmp=str(tmp_path))
+        runner.run(t, out=lambda s: pytest.fail(f"{t.name}:\n{s}"))
+    assert runner.summarize(verbose=False).failed == 0

@@ -28,7 +28,7 @@ class Metric:
         >>> images = torch.tensor([[[[0, 0], [0, 0]]] * 3, [[[0, 255], [255, 0]]] * 3], dtype=torch.uint8)
         >>> scores = score_images(Contrast(), images)
         >>> scores.round(1).tolist(), Contrast().sort(scores).tolist()
-        ([0.0, 131.7], [0, 1])
+        ([0.0, 133.2], [0, 1])
     """
 
     concept = "metric"  # what an import path must name (gradlab.registry.METRICS)
