@@ -169,3 +169,14 @@ def test_a_runs_own_quantity_reaches_xarray(tmp_path):
         ds = run.to_xarray("random")
     assert ds["ratio_k"].dims == ("epoch", "batch") and ds["ratio_k"].attrs == {"description": "|g_k - G| / |g_k|",
                                                                                "units": "1"}
+
+
+def test_orders_batches_takes_a_users_metric_by_import_path(monkeypatch):
+    import torch
+
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    images = torch.zeros(8, 3, 4, 4, dtype=torch.uint8)
+    images[4:, :, ::2] = 255  # the last four images have contrast, the first four none
+    data = [(img, 0) for img in images.flip(0)]
+    probe = gradlab.orders.batches(data, "gradlab_example_plugin.metric:Contrast", batch_size=4)
+    np.testing.assert_allclose(probe.batch_score, [0.0, 127.5])  # the flat images first: ascending contrast
