@@ -1,7 +1,10 @@
-"""Generate the reference pages of the docs site from the code they describe.
+"""Generate every derived docs file from the code it describes: the one command after a change.
 
-    python docs/gen_reference.py           # (re)write docs/reference/{config,cli,runfile}.md
-    python docs/gen_reference.py --check   # exit 1 naming every page that is out of date
+    python docs/gen_reference.py           # (re)write every file below
+    python docs/gen_reference.py --check   # exit 1 naming every file that is out of date
+
+- ``docs/reference/{config,cli,runfile,api}.md`` (below), and
+- docs/design.md's run-file table, between ``<!-- annotate:begin -->`` and ``<!-- annotate:end -->``.
 
 - ``config.md``: every key of every study-config dataclass (``gradlab/config.py``) and every
   ``TrackOptions`` field, with its type, default and meaning. The meaning is the field's own
@@ -9,6 +12,8 @@
   without one fails here (``undocumented``) and in ``tests/test_docs.py``.
 - ``cli.md``: every ``gradlab`` subcommand's ``--help``, from the parser ``gradlab.cli`` builds.
 - ``runfile.md``: the run-file table of ``gradlab.runfile.annotate`` (as in docs/design.md).
+- ``api.md``: one mkdocstrings entry per name of ``gradlab.__all__`` (``API_SECTIONS`` places
+  each under a heading; a public name missing from it fails here and in ``tests/test_docs.py``).
 
 It imports gradlab's config, the CLI's parser, ``TrackOptions`` and the annotation table
 (no model is built and nothing is trained), so it runs in seconds.
@@ -208,10 +213,108 @@ def runfile_text() -> str:
             + annotate.markdown_table().rstrip() + "\n")
 
 
+# --------------------------------------------------------------------------- design.md's table
+
+DESIGN = ROOT / "docs" / "design.md"
+BEGIN, END = "<!-- annotate:begin -->\n", "<!-- annotate:end -->"
+
+
+def design_text() -> str:
+    """docs/design.md with the run-file table between its markers regenerated."""
+    from gradlab.runfile import annotate
+
+    text = DESIGN.read_text(encoding="utf-8")
+    head, _, rest = text.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    return head + BEGIN + annotate.markdown_table().rstrip() + "\n" + END + tail
+
+
+# --------------------------------------------------------------------------- Python API
+
+# Where each public name of gradlab (``gradlab.__all__``) appears, by section; then names that
+# are public API without a top-level alias (the Lightning callback, the phase summary, Runtime).
+API_SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Tracking", ("Tracker", "TrackOptions")),
+    ("Probe batches", ("orders",)),
+    ("Reading run files", ("open_run", "Run")),
+    ("Figures", ("plots",)),
+    ("Studies", ("load_config", "Runner", "run_study")),
+    ("Tracked quantities", ("quantities",)),
+    ("Registries and plugins", ("registry",)),
+)
+API_EXTRA: tuple[tuple[str, str], ...] = (
+    ("Tracking", "gradlab.track.options.Runtime"),
+    ("Tracking", "gradlab.integrations.lightning.GradlabCallback"),
+    ("Reading run files", "gradlab.report.summary.phase_summary"),
+    ("Image metrics and gradient orders", "gradlab.metrics.base.Metric"),
+    ("Image metrics and gradient orders", "gradlab.track.gradorders.GradientOrder"),
+)
+API_INTRO = """# Python API
+
+Every name of `gradlab.__all__`, generated from its docstring (`python docs/gen_reference.py`).
+The names are importable from `gradlab` lazily: `import gradlab` does not import torch until a
+name is used. Each docstring carries an example that the test suite runs
+(`tests/test_api_examples.py`); members without a docstring are listed too.
+
+## At a glance
+
+```python
+import gradlab
+
+run = gradlab.open_run("runs/quickstart.h5")          # after the quickstart
+run.config, run.epochs_done, run.probes
+df = run.distances(probe="intensity", measure="l2")   # epoch, phase, batch, batch_score, distance
+run.distances("intensity", measure=None)              # every stored measure as a column (l2, cosine)
+run.layer_distances("intensity")                      # + layer_index, layer, kind, numel, distance
+run.norms("intensity")                                # batch_norm, full_norm, batch_loss per (epoch, batch)
+run.noise_scale(), run.batch_loss("random"), run.train_curves(), run.param_stats()
+run.quantities("random"), run.batch_table("random"), run.epoch_table("random")
+run.to_xarray("intensity")                            # one probe as a labelled xarray.Dataset
+fig = gradlab.plots.heatmap(run, probe="intensity", phase=0)
+
+from gradlab.report.summary import phase_summary
+phase_summary(run, measure="l2", bins=4)              # best score quartile per (probe, phase) vs chance
+```
+
+Every table holds committed epochs only (rows `< epochs_done`). Tutorials:
+[the tracker in your own loop](../tutorials/tracker.md),
+[analysing a run](../tutorials/analysis.md); extending gradlab from your own package:
+[Plugins](../howto/plugins.md).
+"""
+
+
+def public_targets() -> dict[str, str]:
+    """Each name of ``gradlab.__all__`` (but ``__version__``) -> the dotted path it stands for."""
+    import gradlab
+
+    return {name: mod if attr is None else f"{mod}.{attr}" for name, (mod, attr) in gradlab._LAZY.items()}
+
+
+def unplaced() -> list[str]:
+    """Public names that ``API_SECTIONS`` leaves out (the API page would not show them)."""
+    placed = {n for _, names in API_SECTIONS for n in names}
+    return [n for n in public_targets() if n not in placed]
+
+
+def api_text() -> str:
+    targets = public_targets()
+    parts = [HEADER.format(source="gradlab.__all__ and the docstrings"), API_INTRO]
+    extra = {}
+    for section, path in API_EXTRA:
+        extra.setdefault(section, []).append(path)
+    for section in dict.fromkeys([s for s, _ in API_SECTIONS] + list(extra)):
+        parts.append(f"\n## {section}\n")
+        paths = [targets[n] for s, names in API_SECTIONS if s == section for n in names] + extra.get(section, [])
+        for path in paths:
+            parts.append(f"\n::: {path}\n")
+    return "".join(parts)
+
+
 # --------------------------------------------------------------------------- main
 
 def pages() -> dict[Path, str]:
-    return {OUT / "config.md": _config_text()[0], OUT / "cli.md": cli_text(), OUT / "runfile.md": runfile_text()}
+    return {OUT / "config.md": _config_text()[0], OUT / "cli.md": cli_text(), OUT / "runfile.md": runfile_text(),
+            OUT / "api.md": api_text(), DESIGN: design_text()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
     missing = undocumented()
     if missing:
         print(f"gen_reference: config keys without a comment in the source: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    if unplaced():
+        print(f"gen_reference: public names without a place in API_SECTIONS: {', '.join(unplaced())}",
+              file=sys.stderr)
         return 1
     stale = []
     for path, text in pages().items():

@@ -2,7 +2,8 @@
 
 The package is laid out by part:
 
-- ``gradlab.registry`` every name a user can type (datasets, models, metrics, orders, stores)
+- ``gradlab.registry`` every name a user can type (datasets, models, metrics, orders, stores, policies),
+  and the names installed plugins add (entry-point group ``gradlab.plugins``)
 - ``gradlab.quantities`` what a probe pass stores, each quantity declared once
 - ``gradlab.track``   the tracker: theta_e snapshots, probe passes, gradient stores, distances
 - ``gradlab.train``   gradlab's own runner (``gradlab run``): loop, checkpoint, torchrun, provenance

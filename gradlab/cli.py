@@ -123,6 +123,23 @@ def _cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_names(args: argparse.Namespace) -> int:
+    """Every name a study file may use, by concept: gradlab's own and the installed plugins'."""
+    from gradlab import quantities, registry
+
+    for concept, reg in registry.ALL.items():
+        own = {n: reg[n].summary for n in reg.names()}
+        if reg is registry.QUANTITIES:  # gradlab's own are on by their options, not named
+            own = {n: f"stored when on ({q.when or 'always'})" for n, q in quantities.QUANTITIES.items()}
+        print(f"{concept} ({reg.key}; or an import path package.module:Name):")
+        for name, summary in own.items():
+            print(f"  {name:<16} gradlab   {summary}")
+        plugins = reg.plugins()
+        for name, e in plugins.items():
+            print(f"  {name:<16} {e.origin}   {e.summary}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gradlab", description="Gradient-distance studies during training.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -147,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("scores", help="compute and cache per-image metric scores of a training set")
     s.add_argument("--dataset", default="cifar10",
                    help=f"{' | '.join(DATASETS)} | package.module:load (default cifar10)")
-    s.add_argument("--metrics", default=",".join(METRICS), help="comma-separated metric names")
+    s.add_argument("--metrics", default=",".join(METRICS),
+                   help="comma-separated metric names (a plugin's names and import paths package.module:Name too)")
     s.add_argument("--root", default="data", help="dataset folder (as data.root; default data)")
     s.add_argument("--subset", type=int, default=0, help="first N training images only (0 = all)")
     s.add_argument("--out", help="cache file (default: <root>/scores.h5)")
@@ -169,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", choices=("csv", "parquet"), default="csv", help="file format (default csv)")
     ex.add_argument("--out", required=True, metavar="DIR", help="folder for <table>.<format> files")
     ex.set_defaults(func=_cmd_export)
+    nm = sub.add_parser("names", help="list every name a study file may use (gradlab's and installed plugins')")
+    nm.set_defaults(func=_cmd_names)
     rs = sub.add_parser("results", help="regenerate the results pages (tables, figures, provenance) from the run "
                                         "files committed in results/")
     rs.add_argument("--out", default="docs/results", metavar="DIR", help="folder of the pages (default docs/results)")

@@ -92,7 +92,8 @@ class TrackConfig:
     enabled: bool = True  # false: plain training, no probe passes (the baseline for benchmarks)
     order: str = "shuffle"  # training order: "shuffle", or a metric name (paper mode)
     # probe orders: "random" (the control and the unit), metrics (intensity, hsv, edges, lpips), and
-    # gradient-informed orders rebuilt at every theta_e (loss, gradnorm, align, proj, match)
+    # gradient-informed orders rebuilt at every theta_e (loss, gradnorm, align, proj, match, search); a
+    # plugin's names and import paths "package.module:Name" of your own Metric or GradientOrder too
     probes: list[str] = field(default_factory=lambda: ["intensity", "random"])
     # how each sorted order is cut into batches: "contiguous" (the paper's), "stratified" (batch k =
     # sorted positions k, k+K, ...; stored as /probes/<order>@strat) and/or "class" (sorted within
@@ -118,6 +119,9 @@ class TrackConfig:
     # distance measures, each stored as /probes/<o>/distance_<m> (gradlab.quantities.measures())
     measures: list[str] = field(default_factory=lambda: ["l2", "cosine"])
     per_layer: bool = True  # per-layer l2 distance [E, K, L]
+    # further tracked quantities to store, beside gradlab's own: names that installed plugins add
+    # (gradlab.registry.QUANTITIES) or import paths "package.module:Name" of Quantity subclasses
+    quantities: list[str] = field(default_factory=list)
     keep_grads: Literal["none", "last", "all"] = "none"  # per-batch gradients kept in the run file
     # per-tensor mean / variance / gradient norm -> /params/* (gradlab.track.paramstats): "epoch" (at init and
     # after each epoch), "every:N" (also after every N-th optimizer step), or "off"
@@ -176,23 +180,22 @@ class StudyConfig:
             raise ConfigError(f"track.sketch_dim must be >= 1, got {self.track.sketch_dim}")
         if self.track.enabled:
             quantities.check_measures(self.track.measures)
-            quantities.check_store(self.track.grads, quantities.active(self.track.measures, self.track.per_layer))
+            extra = quantities.resolve(self.track.quantities)
+            quantities.check_store(self.track.grads,
+                                   quantities.active(self.track.measures, self.track.per_layer, extra))
         return self
 
 
 def _check_orders(t: TrackConfig) -> None:
     """Probe and training orders, batchings and the gradient orders' needs (``gradlab.registry``)."""
-    known = registry.probe_orders()
     if len(set(t.probes)) != len(t.probes):
         raise ConfigError(f"track.probes lists an order twice: {t.probes}")
     for p in t.probes:
-        if p not in known:
-            raise ConfigError(f"track.probes: unknown order {p!r}{did_you_mean(p, known)}; choose from "
-                              f"{', '.join(known)}")
+        registry.check_probe(p)
     if registry.is_gradient_order(t.order):
         raise ConfigError(f"track.order = {t.order!r} is rebuilt from the probe's gradients at every epoch and "
                           f"cannot be a training order; list it in track.probes instead")
-    if t.order not in (registry.SHUFFLE, registry.RANDOM, *registry.METRICS):
+    if t.order not in (registry.SHUFFLE, registry.RANDOM) and registry.METRICS.find(t.order) is None:
         raise ConfigError(f"track.order must be {registry.SHUFFLE!r}, {registry.RANDOM!r} or a metric "
                           f"({', '.join(registry.METRICS)}), got {t.order!r}"
                           f"{did_you_mean(t.order, (registry.SHUFFLE, *registry.METRICS))}")
@@ -404,7 +407,16 @@ def read_toml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
-    """Read a study TOML file; see the module docstring."""
+    """Read a study TOML file, apply ``overrides`` (``"section.key=VALUE"``, a TOML value, as
+    ``--set`` takes them) and validate it: one ``ConfigError`` naming the fix, before any work.
+
+        >>> cfg = load_config("studies/quickstart.toml", ["train.epochs=2", 'track.probes=["hsv", "random"]'])
+        >>> cfg.train.epochs, cfg.track.probes, cfg.model.name
+        (2, ['hsv', 'random'], 'smallcnn')
+        >>> load_config("studies/quickstart.toml", ["train.epoch=2"])
+        Traceback (most recent call last):
+        gradlab.errors.ConfigError: unknown config key "train.epoch" (did you mean "train.epochs"?)
+    """
     raw = read_toml(path)
     raw.pop("variants", None)  # named override lists, see gradlab.train.variants
     return config_from_dict(raw, overrides)

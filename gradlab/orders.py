@@ -6,7 +6,15 @@
 
 This is the public entry above both the data layer (metric and random orders,
 ``gradlab.data.orders``) and the tracker (gradient-informed orders rebuilt at every theta_e,
-``gradlab.track.gradorders``).
+``gradlab.track.gradorders``). An order is named as in a study file: gradlab's, an installed
+plugin's, or an import path ``"package.module:Name"`` of your own ``Metric`` or ``GradientOrder``.
+
+    >>> import torch, gradlab
+    >>> images = torch.arange(8, dtype=torch.uint8).repeat_interleave(3 * 4 * 4).reshape(8, 3, 4, 4) * 30
+    >>> data = [(img, i % 2) for i, img in enumerate(images)]  # a torchvision-style dataset
+    >>> probe = gradlab.orders.batches(data, "intensity", batch_size=4)
+    >>> probe.num_batches, probe.batch_score.tolist()  # dark batch first: mean intensity of each batch
+    (2, [2160.0, 7920.0])
 """
 from __future__ import annotations
 
@@ -65,7 +73,9 @@ def batches(dataset: Any, order: str = registry.RANDOM, batch_size: int = 256, *
     """Probe batches of ``dataset`` for ``gradlab.Tracker(probes=...)``: sorted by a metric
     (``intensity``, ``hsv``, ``edges``, ``lpips``), shuffled (``random``), or a gradient-informed
     order rebuilt at every epoch's theta_e (``loss``, ``gradnorm``, ``align``, ``proj``,
-    ``match``; see ``gradient_batches`` to share one scoring pass between several).
+    ``match``, ``search``; see ``gradient_batches`` to share one scoring pass between several),
+    or a plugin's name or import path ``"package.module:Name"`` of your own ``Metric`` or
+    ``GradientOrder``.
 
     ``batching``: ``contiguous`` (the paper's cut of the sorted order), ``stratified``
     (batch k takes sorted positions k, k + K, ...) or ``class`` (sorted within each class, every

@@ -2,7 +2,7 @@
 
 A quantity is one small class: its dataset name in the probe group, its dimensions, units
 and description, the reductions of the batch gradients it needs, when it is on, and how it
-is computed from those reductions (numpy only). Declaring the class registers it:
+is computed from those reductions (numpy only):
 
     class RelativeDistance(Quantity):
         name = "relative_distance"
@@ -13,14 +13,35 @@ is computed from those reductions (numpy only). Declaring the class registers it
         def compute(self, r):
             return np.sqrt(r[SQ_DIST] / r[SQ_NORM])
 
+Registration is explicit. gradlab's own quantities are the ``Quantity`` subclasses with a
+``name`` declared in this module (``QUANTITIES``, collected once at import; a new built-in is its
+declaration here and nothing else), and every run stores those its options switch on. Anyone
+else's quantity is stored by the run that asks for it: ``Tracker(..., quantities=[RelativeDistance])``,
+or ``track.quantities = ["relative_distance"]`` in a study file, by a name an installed plugin
+adds (``gradlab.registry.QUANTITIES``, entry-point group ``gradlab.plugins``) or by an import path
+``"package.module:RelativeDistance"``. Declaring a class registers nothing, so a test's quantity
+leaves no trace in another test.
+
 Everything else derives from the declaration: the distance pass computes only the
 reductions the active quantities need (``gradlab.track.distances``), the tracker appends each
 quantity's row, the writer annotates the dataset with the description and units
 (``gradlab.runfile.annotate``), ``Run.quantity`` / ``Run.batch_table`` and ``gradlab export``
-read it back from the file's own attributes, and the design doc's table lists it.
+read it back from the file's own attributes, and the design doc's table lists the built-ins.
+
+What the reductions measure: every one compares batch k's gradient g_k with G, the
+batch-size-weighted mean of the K batch gradients *of the same probe pass* (that probe's own
+mean gradient, at theta_e, in the model's training mode). For the ``random`` probe G is
+nabla_e, the full gradient; for a sorted probe with BatchNorm it is that probe's own mean, which
+differs from the random probe's nabla_e (docs/explanation/batchnorm.md).
 
 A store that estimates D from sketches gives only ``SKETCHED`` reductions;
 ``check_store`` refuses a quantity that needs more (for example per-layer distances).
+
+    >>> names = [q.name for q in active(["l2"], per_layer=False)]
+    >>> "distance_l2" in names, "layer_distance_l2" in names  # per_layer=False: no per-layer distances
+    (True, False)
+    >>> QUANTITIES["batch_norm"].compute({SQ_NORM: np.array([4.0, 9.0])})
+    array([2., 3.])
 """
 from __future__ import annotations
 
@@ -53,7 +74,7 @@ TARGET_DOT = "target_dot"  # [K] <g_k, T>
 TARGET_SQ_NORM = "target_sq_norm"  # float |T|^2
 TARGET = frozenset({TARGET_SQ_DIST, TARGET_DOT, TARGET_SQ_NORM})
 # ... and values of the probe pass itself:
-FULL_SQ_NORM = "full_sq_norm"  # float |G|^2
+FULL_SQ_NORM = "full_sq_norm"  # float |G|^2, G this probe pass's own mean gradient (not the random probe's)
 BATCH_SIZE = "batch_size"  # [K] images in batch k
 BATCH_LOSS = "batch_loss"  # [K] mean loss of batch k at theta_e
 # [K, C] (float64, or None): batch k's targets in each class 0..C-1, C = the model output's classes
@@ -68,19 +89,26 @@ Reductions = Mapping[str, Any]  # reduction name -> its array (or float)
 
 
 class Quantity:
-    """One tracked quantity. Subclasses that set ``name`` register themselves (``QUANTITIES``)."""
+    """One tracked quantity: declare ``name``, ``units``, ``description``, ``needs`` and ``compute``.
 
+        >>> class Ratio(Quantity):
+        ...     name, units, description = "ratio", "1", "|g_k - G| / |g_k|"
+        ...     needs = (SQ_DIST, SQ_NORM)
+        ...     def compute(self, r):
+        ...         return np.sqrt(r[SQ_DIST] / r[SQ_NORM])
+        >>> Ratio().compute({SQ_DIST: np.array([1.0, 4.0]), SQ_NORM: np.array([4.0, 4.0])})
+        array([0.5, 1. ])
+        >>> "ratio" in QUANTITIES  # declaring registers nothing: pass it to the Tracker that stores it
+        False
+    """
+
+    concept: ClassVar[str] = "quantity"  # what an import path must name (gradlab.registry.QUANTITIES)
     name: ClassVar[str] = ""  # dataset name inside /probes/<o>/
     dims: ClassVar[tuple[str, ...]] = ("epoch", "batch")  # ("epoch",) per epoch; ("epoch", "batch", "layer")
     units: ClassVar[str | None] = None
     description: ClassVar[str] = ""
     needs: ClassVar[tuple[str, ...]] = ()  # reductions (module constants above)
     when: ClassVar[str] = ""  # the option that turns it on ("" = always), for the docs' "present" column
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if cls.name:
-            register(cls())
 
     def enabled(self, measures: Iterable[str], per_layer: bool) -> bool:
         """Whether a tracker with these options stores it."""
@@ -91,34 +119,40 @@ class Quantity:
         raise NotImplementedError
 
 
-QUANTITIES: dict[str, Quantity] = {}
-_version = [0]  # bumped by register/unregister: annotate's lookup table follows it
+QUANTITIES: dict[str, Quantity] = {}  # gradlab's own, name -> instance: filled at the end of this module
 
 
-def register(q: Quantity) -> Quantity:
-    """Add (or replace) ``q`` under ``q.name``."""
-    if not q.name or "/" in q.name:
-        raise ValueError(f"a quantity needs a name without '/', got {q.name!r}")
-    QUANTITIES[q.name] = q
-    _version[0] += 1
-    return q
+def resolve(items: Iterable[Any], key: str = "track.quantities") -> list[Quantity]:
+    """The quantities ``items`` name, beside gradlab's own: each a plugin's name or an import path
+    (``gradlab.registry.QUANTITIES``), a ``Quantity`` subclass or an instance; one ``ConfigError``
+    for anything else, a name without ``/`` missing, or a name already taken.
+
+        >>> [q.name for q in resolve([])]
+        []
+    """
+    out: list[Quantity] = []
+    for item in items:
+        obj = registry.QUANTITIES.load(item) if isinstance(item, str) else item
+        q = obj() if isinstance(obj, type) and issubclass(obj, Quantity) else obj
+        if not isinstance(q, Quantity):
+            raise ConfigError(f"{key}: {item!r} is not a gradlab.quantities.Quantity (subclass it)")
+        if not q.name or "/" in q.name:
+            raise ConfigError(f"{key}: {type(q).__name__} needs a name without '/', got {q.name!r}")
+        if q.name in QUANTITIES or q.name in {o.name for o in out}:
+            raise ConfigError(f"{key}: a quantity named {q.name!r} is already stored; rename "
+                              f"{type(q).__name__}")
+        out.append(q)
+    return out
 
 
-def unregister(name: str) -> None:
-    QUANTITIES.pop(name, None)
-    _version[0] += 1
-
-
-def version() -> int:
-    return _version[0]
-
-
-def active(measures: Iterable[str], per_layer: bool, common: bool = False) -> list[Quantity]:
-    """The quantities a tracker with these options computes, in declaration order. ``common``:
-    the tracker has a reference probe, so the quantities that need the common target (``TARGET``
-    reductions) are on too."""
+def active(measures: Iterable[str], per_layer: bool, extra: Iterable[Quantity] = (),
+           common: bool = False) -> list[Quantity]:
+    """The quantities a tracker with these options computes: gradlab's own in declaration order,
+    then ``extra`` (``resolve``), each as its ``enabled`` says. ``common``: the tracker has a
+    reference probe, so the quantities that need the common target (``TARGET`` reductions) are on
+    too; without one they are left out."""
     measures = list(measures)
-    return [q for q in QUANTITIES.values()
+    return [q for q in (*QUANTITIES.values(), *extra)
             if q.enabled(measures, per_layer) and (common or not TARGET.intersection(q.needs))]
 
 
@@ -140,9 +174,9 @@ class Measure(Quantity):
         return f"distance_{measure}"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
         if cls.measure:
             cls.name = Measure.name_of(cls.measure)
-        super().__init_subclass__(**kwargs)
 
     def enabled(self, measures, per_layer):
         return self.measure in measures
@@ -400,3 +434,8 @@ def check_store(store: str, quantities: Iterable[Quantity]) -> None:
             fix = "set track.per_layer = false (per_layer=False)" if q.when == "per_layer" else f"leave {q.name} out"
             raise ConfigError(f'track.grads = "{store}" estimates whole-model distances only, and {q.name} needs '
                               f"{', '.join(sorted(missing))}; {fix}, or use an exact store ({exact})")
+
+
+# gradlab's own quantities: every named Quantity subclass declared above, in declaration order.
+QUANTITIES.update((c.name, c()) for c in list(globals().values())
+                  if isinstance(c, type) and issubclass(c, Quantity) and c.name)

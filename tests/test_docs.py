@@ -138,7 +138,7 @@ def test_agc_howto_runs_on_the_committed_results(tmp_path):
 # Every docs page with a ```python block, and the test that runs it; a new page with code fails
 # here until a test runs its blocks.
 TESTED_PAGES = {"tutorials/tracker.md", "tutorials/analysis.md", "tutorials/lightning.md", "howto/orders-and-cuts.md",
-                "howto/agc-weight-segmentation.md", *QUICKSTART_PAGES}
+                "howto/agc-weight-segmentation.md", "howto/plugins.md", *QUICKSTART_PAGES}
 
 
 # The design notes show signatures and extension sketches (a model, loader and batches assumed), not
@@ -150,3 +150,45 @@ SKETCH_PAGES = {"design.md"}
 def test_every_page_with_python_blocks_is_run_by_a_test():
     pages = {p.relative_to(DOCS).as_posix() for p in DOCS.rglob("*.md") if python_blocks(p)}
     assert pages <= TESTED_PAGES | SKETCH_PAGES, sorted(pages - TESTED_PAGES - SKETCH_PAGES)
+
+
+def test_plugins_page_lists_every_layer_type_of_the_fast_path():
+    """The supported-layers table of docs/howto/plugins.md names every module type the fast
+    per-sample path hooks (gradlab.track.ghost.KINDS), and no other."""
+    import re
+
+    from gradlab.track.ghost import KINDS
+
+    text = (DOCS / "howto" / "plugins.md").read_text(encoding="utf-8")
+    table = text[text.index("| module | fast path | condition |"):]
+    table = table[: table.index("\n\n")]
+    listed = set(re.findall(r"`(?:nn\.|gradlab\.models\.agc\.)(\w+)`", table))
+    assert listed == {t.__name__ for t in KINDS}, listed
+
+
+def test_study_files_page_lists_every_study():
+    text = (DOCS / "howto" / "study-files.md").read_text(encoding="utf-8")
+    missing = [p.name for p in sorted((ROOT / "studies").glob("*.toml")) if f"| `{p.name}` |" not in text]
+    assert not missing, f"docs/howto/study-files.md does not list {missing}"
+
+
+def test_plugins_page_examples_run_and_compute(tmp_path):
+    """The metric, order, quantity, policy and entries of docs/howto/plugins.md, as pasted, then
+    each used once on small inputs (scores, a key, a row, an epoch's order)."""
+    code = "\n".join(python_blocks(DOCS / "howto" / "plugins.md")) + """
+import numpy as np, torch
+from gradlab.metrics import score_images
+imgs = torch.zeros(2, 3, 4, 4, dtype=torch.uint8); imgs[1, :, ::2] = 255
+assert np.allclose(score_images(Contrast(), imgs), [0.0, 127.5]), score_images(Contrast(), imgs)
+class S: loss = np.array([0.5, 2.0])
+assert LossDescending().key(S(), 0.0).tolist() == [-0.5, -2.0]
+from gradlab.quantities import SQ_DIST, FULL_SQ_NORM
+assert DistanceOverFull().compute({SQ_DIST: np.array([4.0]), FULL_SQ_NORM: 16.0}).tolist() == [0.5]
+batches = np.arange(8).reshape(4, 2)
+order = low_first(batches, np.array([3.0, 1.0, 2.0, 0.0]), 0, torch.Generator().manual_seed(0))
+assert sorted(order.tolist()) == [2, 3, 6, 7] and low_first(batches, np.zeros(4), 1, None) is None
+assert set(entries()) == {"metric", "gradient order", "quantity", "training policy"}
+print("ok")
+"""
+    res = run_script(code, tmp_path)
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-3000:]

@@ -25,7 +25,7 @@ from gradlab import registry
 from gradlab.data.datasets import BatchLoader, ImageSet, num_batches
 from gradlab.data.probes import ProbeBatches
 from gradlab.errors import ConfigError
-from gradlab.metrics import get_metric
+from gradlab.metrics import get_metric, score_images
 from gradlab.registry import RANDOM, SHUFFLE, probe_name  # noqa: F401  (SHUFFLE: the runner's import)
 
 
@@ -47,7 +47,7 @@ ScoreFn = Callable[[str, ImageSet], np.ndarray]
 
 def compute_scores(metric: str, data: ImageSet) -> np.ndarray:
     """Scores of every image of ``data`` under ``metric`` (no cache)."""
-    return get_metric(metric).compute(data.pixels(f"the {metric} metric"))
+    return score_images(get_metric(metric), data.pixels(f"the {metric} metric"))
 
 
 def random_order(n: int, batch_size: int, seed: int) -> Order:

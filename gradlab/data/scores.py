@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from gradlab.version import __version__
 from gradlab.data.datasets import ImageSet
-from gradlab.metrics import Metric, get_metric
+from gradlab.metrics import Metric, get_metric, score_images
 from gradlab.data.orders import ScoreFn
 
 DEFAULT_PATH = Path("data/scores.h5")
@@ -114,7 +114,7 @@ class ScoreCache:
         self.misses += 1
         t0 = time.perf_counter()
         with tqdm(total=len(data), desc=f"scores {name}", unit="img", leave=False, disable=not self.progress) as bar:
-            out = metric.compute(data.pixels(f"the {name} metric"), progress=bar.update)
+            out = score_images(metric, data.pixels(f"the {name} metric"), progress=bar.update)
         self.store(metric, data, out, time.perf_counter() - t0)
         return out
 

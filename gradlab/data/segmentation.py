@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,10 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradlab.config import DataConfig
+from gradlab.data.images import ImageSet
 from gradlab.errors import DatasetError
 
-if TYPE_CHECKING:  # datasets.py imports this module at its end; import ImageSet lazily
-    from gradlab.data.datasets import ImageSet
 
 CLASSES = ("background", "building")
 BUILDINGS_SIZES = {True: 4000, False: 1000}  # train, test tiles of the synthetic set
@@ -134,7 +132,6 @@ def synthetic_buildings(n: int, seed: int, size: int = 64, chunk: int = 250) -> 
 
 
 def load_buildings(cfg: DataConfig, train: bool) -> "ImageSet":
-    from gradlab.data.datasets import ImageSet
 
     limit = cfg.subset if train else cfg.test_subset
     n = BUILDINGS_SIZES[train] if limit <= 0 else min(limit, BUILDINGS_SIZES[train])
@@ -181,7 +178,6 @@ def load_folder(root: str | Path, train: bool, tile: int, limit: int = 0) -> "Im
     """
     from PIL import Image, UnidentifiedImageError
 
-    from gradlab.data.datasets import ImageSet
 
     _check_tile(tile)
     root = Path(root)

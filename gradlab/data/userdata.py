@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from gradlab.config import DataConfig
-from gradlab.data.datasets import MEAN, STD, ImageSet
+from gradlab.data.images import MEAN, STD, ImageSet
 from gradlab.data.inputs import ItemInputs, channel_stats
 from gradlab.errors import DatasetError
 from gradlab.usercode import call_user, load_object

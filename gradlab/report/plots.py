@@ -1,6 +1,12 @@
 """Plots: pure functions from a ``Run`` (stored data only) to plotly Figures.
 
 Colour follows the paper: light = close to the full gradient, dark = far.
+
+    >>> import gradlab
+    >>> with gradlab.open_run(path) as run:  # path: a small run of a linear model
+    ...     fig = gradlab.plots.heatmap(run, probe="sum", phase=0)
+    >>> fig.data[0].type, fig.data[0].z.shape  # phase 0: 2 epochs x 4 batches
+    ('heatmap', (2, 4))
 """
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import plotly.graph_objects as go
 import plotly.io as pio
 
 from gradlab.errors import GradlabError
@@ -31,6 +32,13 @@ def find_chromium() -> str | None:
     return None
 
 
+def _static(fig: go.Figure) -> go.Figure:
+    """A copy of ``fig`` without its menus (update_layout(updatemenus=[]) would keep them)."""
+    out = go.Figure(fig)
+    out.layout.updatemenus = ()
+    return out
+
+
 def export_pngs(figs: list[Fig], out_dir: Path) -> list[Path]:
     """Write every figure as ``<out_dir>/<NN>_<slug>.png`` with kaleido (one browser for all)."""
     browser = find_chromium()
@@ -42,7 +50,9 @@ def export_pngs(figs: list[Fig], out_dir: Path) -> list[Path]:
     old = os.environ.get("BROWSER_PATH")
     os.environ["BROWSER_PATH"] = browser  # kaleido/choreographer use this browser, never a download
     try:
-        pio.write_images([f.fig for f in figs], paths, format="png",
+        # a static image has no working buttons: the figures' menus (updatemenus) are left out of it
+        static = [_static(f.fig) for f in figs]
+        pio.write_images(static, paths, format="png",
                          width=[1200 if f.fig.layout.width is None else f.fig.layout.width for f in figs],
                          height=[f.fig.layout.height or 450 for f in figs], scale=1.5)
     except Exception as exc:  # kaleido raises several types (browser start, timeouts)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Iterable, Sequence
 
 import h5py
 import numpy as np
@@ -44,11 +45,14 @@ class Meta:
         return self.dims[:ndim]
 
 
+def quantity_rows(quantities: Iterable[Q.Quantity]) -> tuple[Meta, ...]:
+    """One row per tracked quantity, from its declaration (``gradlab.quantities``)."""
+    return tuple(Meta(names.quantity(O, q.name), q.dims, q.description, q.units, when=q.when) for q in quantities)
+
+
 def _quantity_rows(measures: bool) -> tuple[Meta, ...]:
-    """One row per tracked quantity, from its declaration (``gradlab.quantities``): the
-    distance measures, or the others."""
-    return tuple(Meta(names.quantity(O, q.name), q.dims, q.description, q.units, when=q.when)
-                 for q in Q.QUANTITIES.values() if isinstance(q, Q.Measure) == measures)
+    """gradlab's own quantities: the distance measures, or the others."""
+    return quantity_rows(q for q in Q.QUANTITIES.values() if isinstance(q, Q.Measure) == measures)
 
 
 _SEARCH = {  # the search order's per-epoch record (gradlab.track.search.SearchRecord): units, description
@@ -118,8 +122,9 @@ def _table() -> tuple[Meta, ...]:
              "(epoch, batch) for orders rebuilt at every theta_e.", epoch_variant=True),
         *_search_rows(),
         *_quantity_rows(measures=True),
-        Meta(names.distance(O, M), bt, "Distance of another measure between g_k and G_e.", when="measures"),
         *_quantity_rows(measures=False),
+        # after every declared quantity, so that a quantity named distance_... is its own row (first match wins)
+        Meta(names.distance(O, M), bt, "Distance of another measure between g_k and G_e.", when="measures"),
         Meta(names.sketch(O), ("epoch", "batch", "sketch_bin"), "CountSketch of batch k's gradient at the "
              "start of epoch e.", GRAD, when="grads = sketch, keep_grads"),
         Meta(names.grads(O, E), ("batch", "parameter"),
@@ -150,24 +155,27 @@ def _regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(_PLACEHOLDER.get(p, re.escape(p)) for p in parts))
 
 
-_COMPILED: list = [-1, ()]  # [quantities.version() it was built at, ((regex, Meta), ...)]
+_COMPILED: list = []  # ((regex, Meta), ...), built on first use
 
 
 def table() -> tuple[Meta, ...]:
-    """Every row, the declared quantities' included (a quantity declared later appears too)."""
+    """Every row, gradlab's own quantities included."""
     return tuple(m for _, m in _compiled())
 
 
 def _compiled() -> tuple[tuple[re.Pattern[str], Meta], ...]:
-    if _COMPILED[0] != Q.version():
-        _COMPILED[:] = [Q.version(), tuple((_regex(m.pattern), m) for m in _table())]
-    return _COMPILED[1]
+    if not _COMPILED:
+        _COMPILED.append(tuple((_regex(m.pattern), m) for m in _table()))
+    return _COMPILED[0]
 
 
-def lookup(name: str) -> Meta | None:
-    """The table row of dataset ``name`` (with or without the leading ``/``); first match wins."""
+def lookup(name: str, extra: Sequence[Meta] = ()) -> Meta | None:
+    """The table row of dataset ``name`` (with or without the leading ``/``); first match wins.
+    ``extra``: rows of the quantities one run adds (``quantity_rows``), tried first (their exact
+    names win over the table's families such as ``distance_<m>``)."""
     name = name.lstrip("/")
-    return next((m for rx, m in _compiled() if rx.fullmatch(name)), None)
+    found = next((m for m in extra if _regex(m.pattern).fullmatch(name)), None)
+    return found or next((m for rx, m in _compiled() if rx.fullmatch(name)), None)
 
 
 def scale_path(dim: str, name: str) -> str:
@@ -194,12 +202,13 @@ def _scale(f: h5py.File, dim: str, path: str, length: int) -> h5py.Dataset | Non
     return ds
 
 
-def annotate(f: h5py.File, name: str) -> None:
+def annotate(f: h5py.File, name: str, extra: Sequence[Meta] = ()) -> None:
     """Write ``description``/``units`` and attach the dimension scales of the new dataset ``name``.
 
-    Must run outside SWMR mode (it writes attributes). A dataset not in the table is left as it is.
+    Must run outside SWMR mode (it writes attributes). A dataset not in the table (nor in
+    ``extra``, the run's own quantities) is left as it is.
     """
-    meta = lookup(name)
+    meta = lookup(name, extra)
     if meta is None:
         return
     ds = f[name]
@@ -242,5 +251,5 @@ def markdown_table() -> str:
     return "\n".join(rows)
 
 
-if __name__ == "__main__":  # regenerate docs/design.md's table: python -m gradlab.runfile.annotate
+if __name__ == "__main__":  # print the table (docs/gen_reference.py writes it into docs/design.md)
     print(markdown_table())

@@ -24,7 +24,22 @@ def _str(v: Any) -> Any:
 
 
 class Run:
-    """A read-only view of one run file. Use as a context manager or call ``close()``."""
+    """A read-only view of one run file (``open_run``). Use as a context manager or call ``close()``.
+
+        >>> run = open_run(path)  # path: a small run of a linear model, probes random and sum
+        >>> run.status, run.epochs_done, run.probes, run.num_phases
+        ('complete', 4, ['random', 'sum'], 2)
+        >>> run.distances("random").columns.tolist()
+        ['epoch', 'phase', 'batch', 'batch_score', 'distance']
+        >>> run.close()
+
+    Attributes:
+        config: the study config (or the dict given to ``Tracker``), from the root attribute.
+        status: ``running``, ``complete`` or ``failed``.
+        epochs_done: committed epochs; every table holds rows ``< epochs_done`` only.
+        provenance: versions, device, load, git commit and seed of the run.
+        failure: why a failed run stopped ("" otherwise).
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -50,6 +65,7 @@ class Run:
         self.close()
 
     def close(self) -> None:
+        """Close the file (a ``with`` block does it on exit); closing twice is harmless."""
         if self.f.id.valid:
             self.f.close()
 
@@ -59,6 +75,7 @@ class Run:
     # ------------------------------------------------------------------ structure
     @property
     def probes(self) -> list[str]:
+        """The probe names (``random``, ``intensity``, ``align@strat``, ...), sorted."""
         return self._keys(names.PROBES)
 
     @property
@@ -72,6 +89,7 @@ class Run:
 
     @property
     def num_phases(self) -> int:
+        """Learning-rate phases among the committed epochs (0 before the first commit)."""
         return int(self._phases(self.epochs_done).max()) + 1 if self.epochs_done else 0
 
     def phase_epochs(self, phase: int) -> np.ndarray:
@@ -88,6 +106,7 @@ class Run:
         return float(self._read(names.TRAIN_LR, int(epochs[0])))
 
     def layers(self) -> pd.DataFrame:
+        """One row per parameter tensor, in the flat gradient's order: ``layer``, ``kind``, ``numel``."""
         return pd.DataFrame({
             "layer": [_str(n) for n in self._read(names.LAYER_NAME)],
             "kind": [_str(k) for k in self._read(names.LAYER_KIND)],
@@ -95,6 +114,7 @@ class Run:
         })
 
     def measures(self, probe: str) -> list[str]:
+        """The distance measures stored for ``probe`` (``l2``, ``cosine``), sorted."""
         try:
             g = self.f[names.probe(probe)] if names.probe(probe) in self.f else {}
             return sorted(m for m in map(names.measure_of, g) if m is not None)
@@ -163,6 +183,7 @@ class Run:
         return self._read(names.probe_index(probe), row).astype(np.int64)
 
     def score_label(self, probe: str) -> str:
+        """What ``probe``'s batch score is (its metric's label, or ``batch number`` for ``random``)."""
         return _str(self.f[names.probe(probe)].attrs.get("score_label", "batch score"))
 
     def _check_probe(self, probe: str) -> None:
@@ -348,34 +369,12 @@ class Run:
         """One probe as an ``xarray.Dataset`` of committed epochs only: ``distance_l2(epoch, batch)``,
         ``layer_distance_l2(epoch, batch, layer)``, ``full_norm(epoch)``, ... with coordinates
         epoch, batch, batch_score, layer (names) and image, and each variable's ``units`` and
-        ``description`` (from ``gradlab.runfile.annotate``; so files of older schemas get them too).
-        Raw gradients (``grads/``) are left out."""
-        import xarray as xr
+        ``description`` (from ``gradlab.runfile.annotate``; so files of older schemas get them too;
+        a quantity outside gradlab's table from its own attributes). Raw gradients (``grads/``) are
+        left out."""
+        from gradlab.runfile.labelled import to_xarray
 
-        from gradlab.runfile import annotate
-
-        self._check_probe(probe)
-        coord_names = {f(probe) for f in (names.probe_batch, names.probe_image, names.sketch_bin, names.batch_score)}
-        data: dict[str, Any] = {}
-        for key, ds in self.f[names.probe(probe)].items():
-            meta = annotate.lookup(ds.name)
-            if not isinstance(ds, h5py.Dataset) or meta is None or ds.name.lstrip("/") in coord_names:
-                continue  # grads/ and the scales (coordinates below)
-            dims = meta.dims_of(ds.ndim)
-            values = ds[: self.epochs_done] if dims[0] == "epoch" else ds[()]
-            attrs = {"description": meta.description, **({"units": meta.units} if meta.units else {})}
-            data[key] = xr.Variable(dims, values, attrs)
-        per_epoch = self.is_per_epoch(probe)
-        scores = self.batch_score_matrix(probe) if per_epoch else self.batch_scores(probe)
-        coords = {"epoch": np.arange(self.epochs_done), "batch": np.arange(self.num_batches(probe)),
-                  "batch_score": (("epoch", "batch") if per_epoch else "batch", scores),
-                  "image": np.arange(self.f[names.probe_index(probe)].shape[-1]) if names.probe_index(probe) in self.f
-                  else np.arange(0)}
-        if any("layer" in v.dims for v in data.values()):
-            coords["layer"] = self.layers().layer.to_numpy()
-        attrs = {"probe": probe, "score_label": self.score_label(probe), "epochs_done": self.epochs_done,
-                 "run": str(self.path), "status": self.status}
-        return xr.Dataset(data, coords=coords, attrs=attrs)
+        return to_xarray(self, probe)
 
     def datasets(self) -> pd.DataFrame:
         """Every dataset in the file: name, shape, dtype (for ``gradlab inspect``)."""
@@ -453,7 +452,9 @@ class Run:
 
     @property
     def migrated_from(self) -> str | None:
-        """The schema the file was migrated from (``gradlab migrate``); None for a file written as is."""
+        """The schema the file was written in, when ``open_run`` migrated it to the current one in
+        memory on opening (``gradlab.runfile.schema``; the file itself is unchanged); None for a file
+        written in the current schema."""
         return _str(self.f.attrs.get("migrated_from"))
 
     def has(self, name: str) -> bool:
@@ -494,5 +495,11 @@ def damaged(path: Path, name: str, exc: BaseException) -> RunFileError:
 
 
 def open_run(path: str | Path) -> Run:
-    """Open a gradlab run file for analysis."""
+    """Open a gradlab run file for analysis: a ``Run`` (read-only; a file of an older schema is
+    migrated in memory, a damaged or foreign file is one ``RunFileError``).
+
+        >>> with open_run(path) as run:  # path: a small run of a linear model
+        ...     run.norms("random")[["epoch", "batch", "batch_norm"]].shape
+        (16, 3)
+    """
     return Run(path)

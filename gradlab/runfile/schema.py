@@ -1,13 +1,13 @@
 """Run-file schema versions: read the current one, migrate older ones on read, refuse newer ones.
 
 The root attribute ``schema`` is ``"gradlab.run/<N>"``. This gradlab writes and reads
-``CURRENT`` (see ``store.SCHEMA``). A file written by an older gradlab is opened through a
+``CURRENT`` (``SCHEMA``, below). A file written by an older gradlab is opened through a
 migration registered in ``MIGRATIONS[N]``: a function that copies the old file into an
 in-memory HDF5 file laid out as version ``N + 1`` (the file on disk is never modified).
 Migrations chain, so a ``/0`` file becomes ``/1`` via ``MIGRATIONS[0]``. An older version
 with no migration is refused with a message naming the fix; a newer one asks to upgrade.
 
-To change the layout: bump ``store.SCHEMA``, and register here the function that turns
+To change the layout: bump ``SCHEMA``, and register here the function that turns
 the previous version into the new one (with a test on a constructed old file).
 """
 from __future__ import annotations
@@ -20,8 +20,7 @@ import h5py
 
 from gradlab.errors import RunFileError
 from gradlab.runfile import names
-from gradlab.runfile.writer import SCHEMA
-
+SCHEMA = "gradlab.run/3"  # what this gradlab writes (gradlab.runfile.writer); CHANGES says what changed
 PREFIX = "gradlab.run/"
 CURRENT = int(SCHEMA.removeprefix(PREFIX))
 

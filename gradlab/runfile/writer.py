@@ -20,6 +20,7 @@ import torch
 
 from gradlab.runfile import names
 from gradlab.runfile.annotate import annotate, detach
+from gradlab.runfile.schema import SCHEMA, resolve  # noqa: F401  (SCHEMA re-exported: what the writer writes)
 from gradlab.errors import RunFileError, is_disk_full
 from gradlab.runfile.swmr import WRITE_LIBVER, open_clearing_flags, open_elsewhere, open_read, stop_writing
 
@@ -59,7 +60,6 @@ class Layers(Protocol):
 
 
 STATUS_ROOM = 1 << 20  # bytes free that recording a failure needs at most (superblock, attributes, metadata)
-SCHEMA = "gradlab.run/3"  # gradlab/runfile/schema.py: what changed in each version
 STR = h5py.string_dtype()
 # Fletcher-32 checksum on every numeric dataset (HDF5 allows no filters on variable-length
 # strings): a chunk damaged on disk fails on read instead of reading back as numbers.
@@ -220,7 +220,7 @@ class RunWriter:
     def _create(self, name: str, row: np.ndarray) -> None:
         self.f.create_dataset(name, shape=(0, *row.shape), maxshape=(None, *row.shape), dtype=row.dtype,
                               chunks=(1, *row.shape) if row.size > 1 else (256, *row.shape), **CHECKSUM)
-        annotate(self.f, name)
+        annotate(self.f, name, getattr(self, "described", ()))  # described: the run's own quantities' rows
 
     @_writes
     def write_pending(self) -> None:
@@ -374,6 +374,4 @@ def open_h5(path: str | Path) -> h5py.File:
         f.close()
         raise RunFileError(f"{path} is HDF5 but not a gradlab run (no schema attribute); "
                            f"pass a file written by gradlab run")
-    from gradlab.runfile.schema import resolve  # version check, migration of older files (gradlab/schema.py)
-
     return resolve(path, f, str(schema))

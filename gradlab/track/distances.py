@@ -144,7 +144,7 @@ CHUNK_BYTES = 64 << 20  # rows per distance-pass chunk: its float32 temporaries 
 def epoch_stats(store: GradStore, full: torch.Tensor, layout: ParamLayout, batch_sizes: np.ndarray,
                 measures: Sequence[str], per_layer: bool, gather: RowGather | None = None,
                 batch_loss: np.ndarray | None = None, class_counts: np.ndarray | None = None,
-                target: torch.Tensor | None = None) -> EpochStats:
+                quantities: Sequence[Q.Quantity] | None = None, target: torch.Tensor | None = None) -> EpochStats:
     """One sequential pass over the stored gradients: every active quantity of this epoch.
     ``batch_loss`` and ``class_counts`` (``ClassCounter.matrix``) are the probe pass's own values.
 
@@ -156,7 +156,9 @@ def epoch_stats(store: GradStore, full: torch.Tensor, layout: ParamLayout, batch
     rank's batches; ``gather`` turns the per-batch reductions of every rank into all K rows in
     batch order before the quantities are computed.
     """
-    active = Q.active(measures, per_layer, common=target is not None)
+    active = (list(quantities) if quantities is not None else Q.active(measures, per_layer, common=True))
+    if target is None:  # no reference probe: the common-target quantities are left out
+        active = [q for q in active if not Q.TARGET.intersection(q.needs)]
     need = Q.needed(active)
     full_sq = float(full.pow(2).sum())
     estimate = store.reductions(full)  # a store that estimates D (sketch) skips the exact pass

@@ -57,8 +57,29 @@ class GradientOrder:
     """One order from per-sample scores at theta_e. A sorting order gives each image a ``key``
     (ascending) and is cut like any sorted order; an order that builds its batches (trait
     ``builds`` in ``gradlab.registry.GRADIENT_ORDERS``) overrides ``arrange``. What an order
-    needs (the full gradient G) and how it may be cut come from its registry entry."""
+    needs (the full gradient G) and how it may be cut come from its registry entry; a user's
+    order named by an import path declares them as class attributes ``needs_full = True`` and
+    ``builds = True``.
 
+    ``key(s, full_norm)`` may use the fields of ``s`` (``gradlab.track.persample.SampleScores``,
+    one entry per image, in dataset order): ``s.loss`` (the image's loss at theta_e, eval mode),
+    ``s.sq_norm`` and ``s.gradnorm`` (|g_i|^2, |g_i|), and, when the order needs G (``needs_full``),
+    ``s.dot`` (<g_i, G>) with ``s.align(full_norm)`` and ``s.proj(full_norm)``. G is nabla_e, the full
+    gradient of this epoch's ``random`` probe pass (train mode); ``full_norm`` is |G| (0.0 without G). ``s.sketch`` (a
+    CountSketch of each g_i) exists only for an order with ``needs_sketch = True``.
+
+        >>> import numpy as np
+        >>> class LossDescending(GradientOrder):
+        ...     name, label = "loss_desc", "loss at theta_e, descending"
+        ...     def key(self, s, full_norm):
+        ...         return -s.loss
+        >>> class S:  # a stand-in for SampleScores: three images' losses
+        ...     loss = np.array([0.5, 2.0, 1.0])
+        >>> np.argsort(LossDescending().key(S(), 0.0), kind="stable").tolist()
+        [1, 2, 0]
+    """
+
+    concept = "gradient order"  # what an import path must name (gradlab.registry.GRADIENT_ORDERS)
     name = ""
     label = ""  # what batch_score is, for axes and the run file's score_label
     needs_sketch = False  # needs a CountSketch S g_i of every image
@@ -66,12 +87,12 @@ class GradientOrder:
 
     @property
     def needs_full(self) -> bool:
-        return registry.NEEDS_FULL in registry.GRADIENT_ORDERS[self.name].traits
+        return registry.NEEDS_FULL in registry.GRADIENT_ORDERS.traits(self.name)
 
     @property
     def cuts(self) -> tuple[str, ...]:
         """How it may be cut into batches: one way (its own) when it builds them."""
-        builds = registry.BUILDS in registry.GRADIENT_ORDERS[self.name].traits
+        builds = registry.BUILDS in registry.GRADIENT_ORDERS.traits(self.name)
         return ("contiguous",) if builds else registry.BATCHINGS.names()
 
     def key(self, s: SampleScores, full_norm: float) -> np.ndarray:
@@ -155,7 +176,12 @@ class Search(GradientOrder):
 
 
 def get_gradient_order(name: str) -> GradientOrder:
-    return registry.GRADIENT_ORDERS.load(name)()
+    """A fresh instance of gradient order ``name`` (gradlab's, a plugin's or an import path),
+    named as it was asked for."""
+    order = registry.GRADIENT_ORDERS.load(name)()
+    if order.name != name:
+        order.name = name
+    return order
 
 
 class SampleScorer:

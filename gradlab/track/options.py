@@ -26,6 +26,18 @@ KEEP_GRADS = ("none", "last", "all")
 
 @dataclass(frozen=True)
 class TrackOptions:
+    """How a ``Tracker`` probes and what it stores, validated once (``validate``; an unknown or bad
+    value is one ``ConfigError`` naming the fix). Every field is also a keyword of ``Tracker``;
+    ``from_study`` maps a study file's ``[track]`` keys onto them (``track.grads`` is ``store``).
+
+        >>> import gradlab
+        >>> opts = gradlab.TrackOptions(store="disk", per_layer=False, param_stats="every:50")
+        >>> opts.validate().store, "distance_cosine" in [q.name for q in opts.active_quantities()]
+        ('disk', True)
+        >>> gradlab.TrackOptions.build(opts, measures=["l2"]).measures
+        ('l2',)
+    """
+
     measures: tuple[str, ...] = ("l2", "cosine")  # distance measures (gradlab.quantities.measures())
     per_layer: bool = True  # per-layer l2 distances [E, K, L]
     store: str = "memory"  # where batch gradients wait: memory | disk | recompute | sketch (registry.STORES)
@@ -38,15 +50,19 @@ class TrackOptions:
     seed: int = 0  # the sketch's hash seed; recorded as provenance
     steps_per_epoch: int | None = None  # for /params/epoch; learnt from the first epoch's step() calls
     epochs: int | None = None  # the run's length, when known (keep_grads = "last")
+    # further quantities to store beside gradlab's own (gradlab.quantities.resolve): Quantity subclasses or
+    # instances, plugin names or import paths "package.module:Name"
+    quantities: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "measures", tuple(self.measures))  # a list from a config stays immutable
+        object.__setattr__(self, "quantities", tuple(self.quantities))
 
     def validate(self) -> "TrackOptions":
         """Every field's value and the rules between them, as one ``ConfigError`` naming the fix."""
         Q.check_measures(self.measures)
         registry.STORES.check(self.store)
-        Q.check_store(self.store, self.quantities(common=True))
+        Q.check_store(self.store, self.active_quantities(common=True))
         if self.grad_dtype not in ("float32", "float16", "bfloat16"):
             raise ConfigError(f'grad_dtype must be "float32", "float16" or "bfloat16", got {self.grad_dtype!r}')
         if self.keep_grads not in KEEP_GRADS:
@@ -56,10 +72,10 @@ class TrackOptions:
         Schedule.parse(self.param_stats)
         return self
 
-    def quantities(self, common: bool = False) -> list[Q.Quantity]:
-        """The tracked quantities these options switch on (``gradlab.quantities``); ``common``: with
-        the reference probe among the probes, the common-target ones too."""
-        return Q.active(self.measures, self.per_layer, common)
+    def active_quantities(self, common: bool = False) -> list[Q.Quantity]:
+        """The tracked quantities these options switch on: gradlab's own, then ``quantities``;
+        ``common``: with the reference probe among the probes, the common-target ones too."""
+        return Q.active(self.measures, self.per_layer, Q.resolve(self.quantities, "quantities"), common)
 
     def store_options(self) -> dict[str, Any]:
         """Keyword options of ``gradlab.track.stores.make_store``."""
@@ -85,7 +101,7 @@ class TrackOptions:
         return cls(measures=tuple(t.measures), per_layer=t.per_layer, store=t.grads, grad_dtype=t.grad_dtype,
                    sketch_dim=t.sketch_dim, scratch_dir=t.scratch_dir or None, keep_grads=t.keep_grads,
                    param_stats=t.param_stats, seed=cfg.train.seed, steps_per_epoch=steps_per_epoch,
-                   epochs=cfg.train.epochs).validate()
+                   epochs=cfg.train.epochs, quantities=tuple(t.quantities)).validate()
 
 
 Progress = Callable[[Iterator[Any], int, str], Iterator[Any]]

@@ -15,7 +15,7 @@ buffers never change.
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -98,6 +98,7 @@ def probe_pass(frozen: FrozenModel, batches: Iterable[tuple[torch.Tensor, torch.
                store: GradStore, measures: list[str], per_layer: bool,
                keep: Callable[[GradStore], None] | None = None, shard: Dist | None = None,
                replay: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]] | None = None,
+               quantities: Sequence[Q.Quantity] | None = None,
                target: torch.Tensor | str | None = None) -> ProbeResult:
     """Run every batch at theta_e into ``store``, then compute D for this epoch.
 
@@ -109,7 +110,8 @@ def probe_pass(frozen: FrozenModel, batches: Iterable[tuple[torch.Tensor, torch.
     after the last batch. ``keep``, if given, sees the filled store before it is released
     (to save the raw gradients). A store that recomputes instead of storing
     (``store.needs_replay``) needs the same batches a second time: ``replay()`` returns
-    them again, or ``batches`` itself is re-iterable (a list).
+    them again, or ``batches`` itself is re-iterable (a list). ``quantities``: the ones to compute
+    (``TrackOptions.active_quantities``); None: gradlab's own that ``measures``/``per_layer`` switch on.
 
     ``shard`` (torchrun): ``batches`` are this rank's ``shard.owned(num_batches)`` only; the
     float64 sums are all-reduced into the full gradient and the per-batch rows gathered, so
@@ -119,12 +121,14 @@ def probe_pass(frozen: FrozenModel, batches: Iterable[tuple[torch.Tensor, torch.
     so a caller that evaluated the model before ``epoch_end`` still probes in training mode.
     """
     with frozen.training_modes():
-        return _probe_pass(frozen, batches, num_batches, store, measures, per_layer, keep, shard, replay, target)
+        return _probe_pass(frozen, batches, num_batches, store, measures, per_layer, keep, shard, replay, quantities,
+                           target)
 
 
 def _probe_pass(frozen: FrozenModel, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_batches: int,
                 store: GradStore, measures: list[str], per_layer: bool, keep: Callable[[GradStore], None] | None,
                 shard: Dist | None, replay: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]] | None,
+                quantities: Sequence[Q.Quantity] | None = None,
                 target: torch.Tensor | str | None = None) -> ProbeResult:
     total = num_batches
     if shard is not None:
@@ -158,7 +162,7 @@ def _probe_pass(frozen: FrozenModel, batches: Iterable[tuple[torch.Tensor, torch
             gather = lambda rows: shard.gather_rows(rows, total)  # noqa: E731
             width = shard.max_int(labels.width)  # one C on every rank (a rank may hold no batch)
         mean = full.mean()
-        stats = epoch_stats(store, mean, layout, sizes, measures, per_layer, gather=gather,
+        stats = epoch_stats(store, mean, layout, sizes, measures, per_layer, gather=gather, quantities=quantities,
                             batch_loss=losses.cpu().numpy(), class_counts=labels.matrix(num_batches, width),
                             target=mean if isinstance(target, str) else target)
         if keep is not None:

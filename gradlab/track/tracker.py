@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gradlab import quantities as Q
 from gradlab import registry
 from gradlab.data.probes import Batch, ProbeBatches, as_probe
 from gradlab.errors import GradlabError, is_disk_full
@@ -67,7 +68,31 @@ class Tracker:
     - ``overwrite``: replace an existing ``out``; otherwise an existing file is an error.
     - ``runtime``: what ``gradlab run`` provides (torchrun shard, its lock, a progress bar).
 
+    - ``quantities``: further tracked quantities to store beside gradlab's own
+      (``gradlab.quantities.Quantity`` subclasses, a plugin's names or import paths).
+
     ``Tracker.resume`` continues a run file from a checkpoint's commit instead.
+
+    Example: a linear model on 64 random images, probed at the start of each of 2 epochs.
+
+        >>> import tempfile, torch, gradlab
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x, y = torch.randn(64, 3, 4, 4, generator=g), torch.randint(0, 3, (64,), generator=g)
+        >>> batches = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
+        >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 3))
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> out = tempfile.mkdtemp() + "/mine.h5"
+        >>> with gradlab.Tracker(model, out, probes={"random": batches}, param_stats="off") as tracker:
+        ...     for epoch in range(2):
+        ...         tracker.epoch_start()  # freezes theta_e
+        ...         for xb, yb in batches:
+        ...             opt.zero_grad()
+        ...             torch.nn.functional.cross_entropy(model(xb), yb).backward()
+        ...             opt.step()
+        ...         stats = tracker.epoch_end(lr=0.1)  # one probe pass at theta_e, committed
+        >>> with gradlab.open_run(out) as run:
+        ...     run.epochs_done, run.probes, len(run.distances("random"))
+        (2, ['random'], 8)
     """
 
     def __init__(self, model: nn.Module, out: str | Path,
@@ -101,6 +126,7 @@ class Tracker:
         self.lock = self.runtime.lock
         self.writer = (RunWriter.reopen(self.out, epochs_done, dict(rows), json_config(config), run_id)
                        if self.dist.is_main else NullWriter())
+        self.writer.described = self._described()
         self.epoch = epochs_done
         self.stats = self._param_stats()
         self.stats.resume_at(epochs_done, int(rows.get(names.PARAM_STEP, 0)))
@@ -118,7 +144,7 @@ class Tracker:
         # pass gives the full gradient that the common-target quantities and per-epoch orders need
         self.probes = dict(sorted(probes.items(), key=lambda item: (item[1].per_epoch, item[0] != options.reference)))
         registry.check_reference([n for n, p in self.probes.items() if p.needs_full], self.probes, options.reference)
-        self.quantities = options.quantities(common=options.reference in self.probes)
+        self.quantities = options.active_quantities(common=options.reference in self.probes)
         self.layout = ParamLayout.of(model)
         self._full: torch.Tensor | None = None  # this epoch's full gradient of the reference probe
         self._score_s = 0.0  # this epoch's time in per-epoch orders' scoring passes
@@ -159,10 +185,17 @@ class Tracker:
         device = self._device()
         prov = {**provenance.collect(device, self.options.seed), **self.dist.provenance(), **dict(attrs or {})}
         writer = RunWriter(self.out, config, prov, self.layout)
+        writer.described = self._described()
         for name, p in self.probes.items():
             writer.add_probe(name, p.index, p.batch_score, p.score_label, p.batch_size, per_epoch=p.per_epoch,
                              attrs={**p.attrs, **probe_attrs(p)})
         return writer
+
+    def _described(self) -> tuple[Any, ...]:
+        """The run-file table rows of the quantities this run adds to gradlab's own (their attributes)."""
+        from gradlab.runfile.annotate import quantity_rows
+
+        return quantity_rows(q for q in self.quantities if q.name not in Q.QUANTITIES)
 
     def _device(self) -> torch.device:
         return next(iter(self.model.parameters())).device
@@ -250,7 +283,7 @@ class Tracker:
 
         common = o.reference in self.probes  # the reference's own pass: its own G is the target (self._full None)
         res = probe_pass(self._frozen, self._batches(probe, mine, f"probe {name}"), probe.num_batches, store,
-                         o.measures, o.per_layer, save if keep else None,
+                         o.measures, o.per_layer, save if keep else None, quantities=self.quantities,
                          shard=self.dist if self.dist.active else None,
                          replay=lambda: self._batches(probe, mine, f"probe {name} (recompute)"),
                          target=(self._full if name != o.reference else OWN) if common else None)

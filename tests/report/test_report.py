@@ -113,3 +113,14 @@ def test_report_of_a_run_with_no_committed_epoch(tmp_path, fake_run, capsys):
     assert "No committed epochs" in page and "0 / 3" in page and 'class="plotly-graph-div"' not in page
     assert main(["report", str(tmp_path / "missing.h5"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_png_copy_has_no_menus_and_the_page_keeps_them():
+    """A static image cannot use the heatmaps' D / D-in-units buttons: the PNG export drops the
+    menus from a copy; the interactive page's figure keeps them."""
+    import plotly.graph_objects as go
+
+    from gradlab.report.png import _static
+
+    fig = go.Figure(layout={"updatemenus": [{"buttons": [{"label": "D", "method": "restyle", "args": [{}]}]}]})
+    assert len(_static(fig).layout.updatemenus) == 0 and len(fig.layout.updatemenus) == 1

@@ -97,7 +97,7 @@ def _doc_patterns() -> dict[str, str]:
 @pytest.mark.e2e
 def test_design_document_lists_exactly_the_datasets_of_a_run(quickstart):
     text = DESIGN.read_text()
-    assert annotate.markdown_table() in text, "regenerate the table: python -m gradlab.runfile.annotate"
+    assert annotate.markdown_table() in text, "regenerate the table: python docs/gen_reference.py"
     doc = _doc_patterns()
     regex = {p: annotate._regex(p) for p in doc}
     found = _datasets(quickstart)

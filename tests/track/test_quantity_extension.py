@@ -1,6 +1,7 @@
 """A per-batch quantity declared here, in the test file alone, reaches the run file, ``Run`` and
 ``gradlab export`` (another process, which never imports this file) with its description and
-units: nothing else in gradlab is edited to add it (gradlab.quantities)."""
+units: nothing else in gradlab is edited to add it (gradlab.quantities). Declaring it registers
+nothing: the tracker that stores it is given it, and no other test sees it."""
 from __future__ import annotations
 
 import subprocess
@@ -19,24 +20,17 @@ from gradlab.runfile import names
 DESCRIPTION = "|g_k - G| / |g_k|: batch k's distance to the full gradient in units of its own norm."
 
 
-@pytest.fixture
-def relative_distance():
-    """Declare the quantity for one test, then take it out of the registry again."""
+class RelativeDistance(Q.Quantity):
+    name = "relative_distance"
+    units = "1"
+    description = DESCRIPTION
+    needs = (Q.SQ_DIST, Q.SQ_NORM)
 
-    class RelativeDistance(Q.Quantity):
-        name = "relative_distance"
-        units = "1"
-        description = DESCRIPTION
-        needs = (Q.SQ_DIST, Q.SQ_NORM)
-
-        def compute(self, r):
-            return np.sqrt(r[Q.SQ_DIST] / r[Q.SQ_NORM])
-
-    yield RelativeDistance
-    Q.unregister(RelativeDistance.name)
+    def compute(self, r):
+        return np.sqrt(r[Q.SQ_DIST] / r[Q.SQ_NORM])
 
 
-def _train(out, epochs=2):
+def _train(out, epochs=2, quantities=(RelativeDistance,)):
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(64, 3, 8, 8, generator=g), torch.randint(0, 4, (64,), generator=g)
     torch.manual_seed(0)
@@ -44,7 +38,7 @@ def _train(out, epochs=2):
                                 torch.nn.Linear(4 * 6 * 6, 4))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     batches = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
-    with gradlab.Tracker(model, out, probes={"random": batches}, param_stats="off") as tracker:
+    with gradlab.Tracker(model, out, probes={"random": batches}, param_stats="off", quantities=quantities) as tracker:
         for _ in range(epochs):
             tracker.epoch_start()
             losses = []
@@ -57,7 +51,7 @@ def _train(out, epochs=2):
             tracker.epoch_end(lr=0.1, train_loss=float(np.mean(losses)))
 
 
-def test_declared_quantity_reaches_file_run_and_export(relative_distance, tmp_path):
+def test_declared_quantity_reaches_file_run_and_export(tmp_path):
     out = tmp_path / "run.h5"
     _train(out)
     import h5py
@@ -85,7 +79,7 @@ def test_declared_quantity_reaches_file_run_and_export(relative_distance, tmp_pa
         (str(described.units), described.description) == ("1", DESCRIPTION)
 
 
-def test_a_quantity_the_sketch_store_cannot_give_is_refused_before_any_work(relative_distance, tmp_path):
+def test_a_quantity_the_sketch_store_cannot_give_is_refused_before_any_work(tmp_path):
     class LayerCount(Q.Quantity):  # needs per-layer reductions, which a sketch cannot estimate
         name = "layer_count"
         dims = ("epoch", "batch", "layer")
@@ -94,13 +88,33 @@ def test_a_quantity_the_sketch_store_cannot_give_is_refused_before_any_work(rela
         def compute(self, r):
             return np.ones_like(r[Q.LAYER_SQ_DIST])
 
-    try:
-        model = torch.nn.Linear(3, 2)
-        with pytest.raises(ConfigError, match="layer_count needs layer_sq_dist"):
-            gradlab.Tracker(model, tmp_path / "s.h5", probes={}, store="sketch", per_layer=False)
-        assert not (tmp_path / "s.h5").exists()
-    finally:
-        Q.unregister(LayerCount.name)
+    model = torch.nn.Linear(3, 2)
+    with pytest.raises(ConfigError, match="layer_count needs layer_sq_dist"):
+        gradlab.Tracker(model, tmp_path / "s.h5", probes={}, store="sketch", per_layer=False, quantities=[LayerCount])
+    assert not (tmp_path / "s.h5").exists()
+
+
+def test_declaring_a_quantity_registers_nothing(tmp_path):
+    """A class declared here is not stored by a tracker that is not given it, and gradlab's own
+    quantities are all still there (the doc example's name takes none of theirs)."""
+    assert "relative_distance" not in Q.QUANTITIES
+    assert {"distance_l2", "batch_norm", "noise_scale"} <= set(Q.QUANTITIES)
+    out = tmp_path / "plain.h5"
+    _train(out, epochs=1, quantities=())
+    with gradlab.open_run(out) as run:
+        assert "relative_distance" not in set(run.quantities("random")["quantity"])
+
+
+def test_a_quantity_name_that_is_taken_or_not_a_quantity_is_one_config_error():
+    class Clash(Q.Quantity):
+        name = "batch_norm"
+
+    with pytest.raises(ConfigError, match="already stored"):
+        Q.resolve([Clash])
+    with pytest.raises(ConfigError, match="not a gradlab.quantities.Quantity"):
+        Q.resolve([object()])
+    with pytest.raises(ConfigError, match="unknown track.quantities"):
+        Q.resolve(["no_such_quantity"])
 
 
 def test_unknown_tracker_option_names_the_nearest():
