@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Iterable, Mapping
 
 import numpy as np
 
-from gradlab import registry
+from gradlab import naming, registry
 from gradlab.errors import ConfigError, did_you_mean
 
 # Units: gradients are derivatives of the loss with respect to the parameters, so their norms
@@ -89,8 +89,7 @@ _version = [0]  # bumped by register/unregister: annotate's lookup table follows
 
 def register(q: Quantity) -> Quantity:
     """Add (or replace) ``q`` under ``q.name``."""
-    if not q.name or "/" in q.name:
-        raise ValueError(f"a quantity needs a name without '/', got {q.name!r}")
+    naming.check_name("quantity", q.name)  # one ConfigError saying what a name may be
     QUANTITIES[q.name] = q
     _version[0] += 1
     return q

@@ -22,6 +22,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping
 
+from gradlab import naming
 from gradlab.errors import ConfigError, did_you_mean
 
 RANDOM = "random"  # the control probe: a seeded shuffle; its pass gives the epoch's full gradient
@@ -44,7 +45,7 @@ class Entry:
 
 
 def entry(name: str, target: str, summary: str = "", *traits: str) -> Entry:
-    return Entry(name, target, summary, frozenset(traits))
+    return Entry(naming.check_name("registry entry", name), target, summary, frozenset(traits))
 
 
 class Registry(Mapping[str, Entry]):

@@ -117,6 +117,8 @@ class Run:
         try:
             return self.f[name][sel]
         except (OSError, KeyError, RuntimeError) as exc:
+            if isinstance(exc, KeyError) and not self.has(name):
+                raise missing(self.path, name) from None  # an intact file without it is not damaged
             raise damaged(self.path, name, exc) from None
 
     def is_per_epoch(self, probe: str) -> bool:
@@ -473,6 +475,11 @@ class Run:
             return {k: _str(v) for k, v in self.f[names.probe(probe)].attrs.items()}
         except (OSError, KeyError, RuntimeError) as exc:
             raise damaged(self.path, names.probe(probe), exc) from None
+
+
+def missing(path: Path, name: str) -> RunFileError:
+    """The one-line error for a dataset an intact file does not hold."""
+    return RunFileError(f"{path}: it has no dataset /{name} (the run did not store it; the file is intact)")
 
 
 def damaged(path: Path, name: str, exc: BaseException) -> RunFileError:

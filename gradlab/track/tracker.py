@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradlab import registry
+from gradlab import naming, registry
 from gradlab.data.probes import Batch, ProbeBatches, as_probe
 from gradlab.errors import GradlabError, is_disk_full
 from gradlab.runfile import names
@@ -51,6 +51,15 @@ def probe_attrs(p: ProbeBatches) -> dict[str, Any]:
     if p.batch_sizes is not None:
         out[names.BATCH_SIZES] = np.asarray(p.batch_sizes, dtype=np.int64)
     return out
+
+
+def check_probe_names(probes: Mapping[str, Any]) -> None:
+    """Every probe name is a valid run-file name (``gradlab.naming``), and a control's name
+    (``random@class``) belongs to that control: the ``gradlab.orders.batches`` order of that name."""
+    reserved = [registry.probe_name(registry.RANDOM, b) for b in registry.BATCHINGS if b != "contiguous"]
+    for name, source in probes.items():
+        built = getattr(getattr(source, "order", None), "name", None) == name
+        naming.check_name("probe", name, reserved, is_reserved_ok=built)
 
 
 class Tracker:
@@ -113,6 +122,7 @@ class Tracker:
         self.out = Path(out)
         self.runtime = runtime or Runtime()
         self.dist = self.runtime.shard
+        check_probe_names(probes or {})  # before any batch is read: one line naming what a name may be
         probes = {n: as_probe(n, b) for n, b in (probes or {}).items()}
         # fixed orders first: the reference pass gives the full gradient the per-epoch orders need
         self.probes = dict(sorted(probes.items(), key=lambda item: item[1].per_epoch))
@@ -192,6 +202,7 @@ class Tracker:
         if self._frozen is None and self.probes:
             raise GradlabError("Tracker.epoch_end() without epoch_start(): call epoch_start() before training "
                                "the epoch, so that theta_e is the epoch's start")
+        naming.check_names("epoch_end key", scalars)  # before the probe passes: nothing is written
         e = self.epoch
         self.stats.end_epoch()
         t0 = time.perf_counter()
