@@ -103,10 +103,20 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from gradlab.report.export import export
+    if not args.out and not args.tensorboard:
+        raise GradlabError("gradlab export needs --out DIR (CSV/Parquet tables) and/or --tensorboard DIR "
+                           "(TensorBoard event files)")
+    if args.tensorboard:
+        from gradlab.loggers.export import export_tensorboard
 
-    files = export(args.run, args.out, args.format)
-    print(f"export: {len(files)} {args.format} tables in {args.out} ({', '.join(f.name for f in files)})")
+        n = _hdf5_guard([args.run], lambda: export_tensorboard(args.run, args.tensorboard))
+        print(f"export: {n} epochs as TensorBoard scalars in {args.tensorboard} (tensorboard --logdir "
+              f"{args.tensorboard})")
+    if args.out:
+        from gradlab.report.export import export
+
+        files = export(args.run, args.out, args.format)
+        print(f"export: {len(files)} {args.format} tables in {args.out} ({', '.join(f.name for f in files)})")
     return 0
 
 
@@ -164,10 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--bins", type=int, default=4, help="score quantile bins in the phase summary (4 = quartiles)")
     rp.add_argument("--perm", type=int, default=2000, help="permutations for the chance level (default 2000)")
     rp.set_defaults(func=_cmd_report)
-    ex = sub.add_parser("export", help="write a run's tidy tables (distances, norms, curves, ...) as CSV or Parquet")
+    ex = sub.add_parser("export", help="write a run's tidy tables (distances, norms, curves, ...) as CSV or Parquet, "
+                                       "or its per-epoch summary as TensorBoard scalars")
     ex.add_argument("run", help="run file (.h5)")
     ex.add_argument("--format", choices=("csv", "parquet"), default="csv", help="file format (default csv)")
-    ex.add_argument("--out", required=True, metavar="DIR", help="folder for <table>.<format> files")
+    ex.add_argument("--out", metavar="DIR", help="folder for <table>.<format> files")
+    ex.add_argument("--tensorboard", metavar="DIR", help="write every committed epoch's summary (the values a "
+                    "TensorBoardLogger gets live) as event files in DIR (needs the loggers extra)")
     ex.set_defaults(func=_cmd_export)
     rs = sub.add_parser("results", help="regenerate the results pages (tables, figures, provenance) from the run "
                                         "files committed in results/")
