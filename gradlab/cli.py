@@ -1,4 +1,5 @@
-"""Command line: ``gradlab run | scores | inspect | report | watch | export | results`` (reference: docs/reference/cli.md).
+"""Command line: ``gradlab run | scores | inspect | report | watch | export | results``
+(reference: docs/reference/cli.md).
 
 Every ``GradlabError`` ends the command with one line on stderr and exit status 2.
 """

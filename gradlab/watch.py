@@ -97,8 +97,8 @@ def banner(path: Path, state: State, served: bool, interval: float) -> str:
     more = {"running": "the page updates as each epoch commits",
             "complete": "the run has finished", "failed": "the run failed", "stopped": "the run has stopped",
             "waiting": "waiting for the run file"}[state.status]
-    style = ("position:sticky;top:0;z-index:9;padding:.6em 1em;margin:0 0 1em;border-radius:6px;"
-             f"background:{'#e8f4ea' if state.status == 'complete' else '#fdf3e1' if state.status in FINAL else '#e7eefa'}")
+    colour = "#e8f4ea" if state.status == "complete" else "#fdf3e1" if state.status in FINAL else "#e7eefa"
+    style = f"position:sticky;top:0;z-index:9;padding:.6em 1em;margin:0 0 1em;border-radius:6px;background:{colour}"
     script = ""
     if served and state.status not in FINAL:
         script = (f"<script>setInterval(()=>fetch('status.json',{{cache:'no-store'}}).then(r=>r.json()).then(s=>{{"
