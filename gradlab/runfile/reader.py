@@ -15,6 +15,7 @@ import pandas as pd
 
 from gradlab.config import phase_of
 from gradlab.runfile import names
+from gradlab.runfile.display import Displayed
 from gradlab.runfile.provenance import PROVENANCE_KEYS
 from gradlab.errors import RunFileError
 from gradlab.runfile.writer import open_h5
@@ -23,7 +24,7 @@ def _str(v: Any) -> Any:
     return v.decode() if isinstance(v, bytes) else v
 
 
-class Run:
+class Run(Displayed):
     """A read-only view of one run file. Use as a context manager or call ``close()``."""
 
     def __init__(self, path: str | Path):
