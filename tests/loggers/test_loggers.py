@@ -131,3 +131,14 @@ def test_a_logger_without_the_protocol_is_refused(tmp_path):
     with pytest.raises(GradlabError, match="log_epoch"):
         gradlab.Tracker(nn.Linear(6, 3), tmp_path / "r.h5", {"random": _batches(1)}, loggers=[object()])
     assert not (tmp_path / "r.h5").exists()
+
+
+def test_the_loggers_howto_runs_as_pasted(tmp_path):
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("mlflow")
+    from tests.test_docs import DOCS, python_blocks, run_script
+
+    res = run_script("\n".join(python_blocks(DOCS / "howto" / "loggers.md")), tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "events.out.tfevents" in res.stdout
+    assert list((tmp_path / "snippet.py").parent.glob("*.h5")) == []  # the page writes into its own temporary folder
