@@ -140,3 +140,20 @@ def test_every_name_the_check_passes_reads_back(tmp_path_factory, name):
         assert run.distances(name).shape[0] == 2
         assert run.distance_matrix(name, "l2").shape == (1, 2)
         assert run._read(gradlab.runfile.names.scalar(name))[0] == 2.5 or name in ("lr", "phase")
+
+
+def test_a_markup_name_passes_and_the_report_reads_it_intact(tmp_path, capsys):
+    """A name HDF5 stores as one link is the user's to choose: the report shows it escaped and
+    never calls the intact file damaged."""
+    from gradlab.cli import main
+
+    name = "<script>alert(1)<!--"
+    out = tmp_path / "r.h5"
+    with gradlab.Tracker(_model(), out, probes={"random": _batches(), name: _batches(seed=3)}) as t:
+        for _ in range(2):
+            t.epoch_start()
+            t.epoch_end(lr=0.1)
+    assert main(["report", str(out), "--out", str(tmp_path / "r.html"), "--perm", "20"]) == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "<script>alert(1)" not in page and "<!--" not in page and "&lt;script&gt;alert(1)" in page
+    assert "damaged" not in capsys.readouterr().err
