@@ -40,7 +40,7 @@ def _train(out, loggers, **kw):
             t.epoch_end(lr=0.1 if e < 2 else 0.01, train_loss=1.0 / (e + 1), my_key=float(e) * 3)
 
 
-def expected(path) -> list[dict[str, float]]:
+def expected(path, user: bool = True) -> list[dict[str, float]]:
     """Per epoch: tag -> value, from the run file through the public Run."""
     with gradlab.open_run(path) as run:
         out = [{} for _ in range(run.epochs_done)]
@@ -58,12 +58,18 @@ def expected(path) -> list[dict[str, float]]:
         ps = run.param_stats()
         for e in range(run.epochs_done):
             out[e]["train/lr"] = curves.train_lr[e]
-            out[e]["user/my_key"] = 3.0 * e
+            if user:
+                out[e]["user/my_key"] = 3.0 * e
             last = ps[ps.epoch <= e + 1 + 1e-9]
             last = last[last.step == last.step.max()]
             for r in last.itertuples():
                 out[e][f"params/{r.stat}/{r.layer}"] = r.value
         return out
+
+
+def same32(a: float, b: float) -> bool:
+    """Equal to float32 precision (TensorBoard's scalar type); NaN equals NaN (a noise scale where g2 <= 0)."""
+    return bool(np.float32(a) == np.float32(b) or (np.isnan(a) and np.isnan(b)))
 
 
 def _tensorboard(log_dir) -> dict[tuple[str, int], float]:
@@ -92,11 +98,10 @@ def test_tensorboard_and_mlflow_hold_the_run_files_numbers(tmp_path, monkeypatch
     client = MlflowClient(tracking_uri=f"file://{tmp_path / 'mlruns'}")
     for e, values in enumerate(want):
         for tag, v in values.items():
-            f32 = np.float32(v)
-            assert np.float32(tb[(tag, e)]) == f32, (tag, e)  # TensorBoard keeps float32
-            assert np.float32(exported[(tag, e)]) == f32, (tag, e)
+            assert same32(tb[(tag, e)], v), (tag, e)  # TensorBoard keeps float32
+            assert same32(exported[(tag, e)], v), (tag, e)
             hist = {m.step: m.value for m in client.get_metric_history(ml.run_id, mlflow_key(tag))}
-            np.testing.assert_allclose(hist[e], v, rtol=1e-6, err_msg=tag)
+            np.testing.assert_allclose(hist[e], v, rtol=1e-6, err_msg=tag)  # NaN == NaN here
     assert "probes/mine:40:x/distance_l2" in {m for m in client.get_run(ml.run_id).data.metrics}
     assert client.get_run(ml.run_id).info.status == "FINISHED"
 
@@ -111,7 +116,7 @@ def test_export_tensorboard_from_the_command_line(tmp_path, capsys):
     assert f"{EPOCHS} epochs" in capsys.readouterr().out
     tb = _tensorboard(tmp_path / "tb")
     for e, values in enumerate(expected(out)):
-        assert values and all(np.float32(tb[(tag, e)]) == np.float32(v) for tag, v in values.items())
+        assert values and all(same32(tb[(tag, e)], v) for tag, v in values.items())
     assert not any(t.startswith("params/") for t, _ in tb)  # param_stats = "off": none in the file, none logged
     assert main(["export", str(out)]) == 2
 
@@ -142,3 +147,19 @@ def test_the_loggers_howto_runs_as_pasted(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert "events.out.tfevents" in res.stdout
     assert list((tmp_path / "snippet.py").parent.glob("*.h5")) == []  # the page writes into its own temporary folder
+
+
+@pytest.mark.e2e
+def test_export_of_a_gradlab_run_with_param_stats_every_n_steps(bn_run, tmp_path):
+    """A run of `gradlab run` (the session's bn_run: parameter statistics every 4 steps): the
+    exported values are the run file's, the parameter statistics at each epoch's last recording."""
+    pytest.importorskip("tensorboard")
+    from gradlab.loggers import export_tensorboard
+
+    assert export_tensorboard(bn_run, tmp_path / "tb") == 2
+    tb = _tensorboard(tmp_path / "tb")
+    want = expected(bn_run, user=False)
+    assert any(t.startswith("params/grad_norm/") for t in want[1])
+    for e, values in enumerate(want):
+        for tag, v in values.items():
+            assert same32(tb[(tag, e)], v), (tag, e)

@@ -41,3 +41,10 @@ def test_waiting_running_stopped_and_complete(tmp_path):
     assert (s.status, s.epochs_done) == ("stopped", 1) and "--resume" in s.detail
     lock_path(run).write_text(f"pid 999999999 on host {os.uname().nodename} since 2026-01-01 00:00:00")
     assert read_state(run).status == "stopped"  # a dead pid on this host
+
+
+def test_a_finished_gradlab_run_shows_complete(bn_run, tmp_path):
+    w = Watcher(bn_run, tmp_path / "live.html", served=False, n_perm=10)
+    assert w.poll() and w.finished and w.state.status == "complete" and w.state.epochs_done == 2
+    page = (tmp_path / "live.html").read_text()
+    assert "data-status='complete'" in page and "id='summary'" in page and "id='params'" in page
