@@ -235,11 +235,20 @@ class Tracker:
         return means
 
     def _log(self, e: int) -> None:
-        """Hand the committed epoch's summary to every logger (``gradlab.runfile.epochlog``)."""
+        """Hand the committed epoch's summary to every logger (``gradlab.runfile.epochlog``). A logger
+        that fails is dropped with a warning: the epoch is committed, and training goes on."""
         if self.loggers:
             values = epoch_values(self._rows, self.layout.names)
-            for lg in self.loggers:
-                lg.log_epoch(e, values)
+            for lg in list(self.loggers):
+                try:
+                    lg.log_epoch(e, values)
+                except Exception as exc:  # noqa: BLE001 (any logger's failure: report it, keep training)
+                    import warnings
+
+                    self.loggers.remove(lg)
+                    warnings.warn(f"{lg!r} failed at epoch {e} ({type(exc).__name__}: {exc}); it gets no more "
+                                  f"epochs. The run file has them all: gradlab export --tensorboard, or "
+                                  f"gradlab.loggers.replay", stacklevel=3)
         self._rows = {}
 
     def _scalars(self, scalars: Mapping[str, float], probe_s: float) -> dict[str, float]:

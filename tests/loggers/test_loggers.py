@@ -163,3 +163,21 @@ def test_export_of_a_gradlab_run_with_param_stats_every_n_steps(bn_run, tmp_path
     for e, values in enumerate(want):
         for tag, v in values.items():
             assert same32(tb[(tag, e)], v), (tag, e)
+
+
+def test_a_failing_logger_is_dropped_with_a_warning_and_training_goes_on(tmp_path):
+    class Broken:
+        calls = 0
+
+        def log_epoch(self, epoch, values):
+            Broken.calls += 1
+            raise ConnectionError("server gone")
+
+        def close(self):
+            pass
+
+    with pytest.warns(UserWarning, match="failed at epoch 0 .*ConnectionError: server gone"):
+        _train(tmp_path / "r.h5", [Broken()], param_stats="off")
+    assert Broken.calls == 1
+    with gradlab.open_run(tmp_path / "r.h5") as run:
+        assert run.status == "complete" and run.epochs_done == EPOCHS
