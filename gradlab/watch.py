@@ -141,8 +141,9 @@ class Watcher:
     def poll(self) -> bool:
         """Read the run's state; rebuild and publish the page when it changed. True when it did."""
         state = read_state(self.path)
-        if state == self.state:
-            return False
+        if state == self.state or (state.status == "waiting" and self.state is not None
+                                   and self.state.status != "waiting"):
+            return False  # unchanged, or a look that failed (the writer creating datasets): keep the last page
         try:
             page = render(self.path, state, self.served, self.interval, **self.options).encode()
         except GradlabError as exc:  # an epoch the report cannot show yet: keep the banner, say why
