@@ -1,7 +1,7 @@
 """Tracked/plain epoch time with and without loggers attached, side by side in one process.
 
-Three modes alternate (plain, tracked, tracked + loggers, plain, ...) so drift in machine speed
-hits each alike: ``plain`` is one SGD pass; ``tracked`` is a user's loop with ``gradlab.Tracker``
+Three modes alternate (plain, tracked, tracked + loggers, plain, +loggers, tracked, ...: the two
+tracked modes swap places every rep) so drift in machine speed and position hit each alike: ``plain`` is one SGD pass; ``tracked`` is a user's loop with ``gradlab.Tracker``
 (memory store, per-layer D, param_stats "epoch"); ``+loggers`` is the same tracker with a
 ``TensorBoardLogger`` and an ``MLflowLogger`` (a local file store) attached. Printed: the ratio of
 medians tracked/plain and tracked+loggers/plain, for wall and CPU time, and the machine load.
@@ -51,9 +51,9 @@ def measure(model_name: str, images: int, batch_size: int, reps: int, scratch: P
 
     tracked("tracked"), tracked("+loggers"), plain()  # warm-up: allocator, kernels, the loggers' first files
     out: dict[str, list] = {"plain": [], "tracked": [], "+loggers": []}
-    for _ in range(reps):
+    for rep in range(reps):
         out["plain"].append(plain())
-        for mode in ("tracked", "+loggers"):
+        for mode in ("tracked", "+loggers")[:: 1 if rep % 2 == 0 else -1]:  # each goes first every other rep
             out[mode].append(tracked(mode))
     for tr in trackers.values():
         tr.close()
