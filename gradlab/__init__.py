@@ -34,8 +34,8 @@ _LAZY = {
     "registry": ("gradlab.registry", None),
     "Runner": ("gradlab.train.runner", "Runner"),
     "run_study": ("gradlab.train.runner", "run_study"),
-    "Run": ("gradlab.runfile.reader", "Run"),
-    "open_run": ("gradlab.runfile.reader", "open_run"),
+    "Run": ("gradlab.notebook", "Run"),  # gradlab.notebook registers the Jupyter display on the reader's Run
+    "open_run": ("gradlab.notebook", "open_run"),
     "load_config": ("gradlab.config", "load_config"),
     "plots": ("gradlab.report.plots", None),
     "orders": ("gradlab.orders", None),

@@ -1,4 +1,5 @@
-"""Command line: ``gradlab run | scores | inspect | report | export | results`` (reference: docs/reference/cli.md).
+"""Command line: ``gradlab run | scores | inspect | report | watch | export | results``
+(reference: docs/reference/cli.md).
 
 Every ``GradlabError`` ends the command with one line on stderr and exit status 2.
 """
@@ -102,11 +103,44 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_export(args: argparse.Namespace) -> int:
-    from gradlab.report.export import export
+def _cmd_watch(args: argparse.Namespace) -> int:
+    from gradlab.watch import Watcher, describe, serve
 
-    files = export(args.run, args.out, args.format)
-    print(f"export: {len(files)} {args.format} tables in {args.out} ({', '.join(f.name for f in files)})")
+    served = not args.no_serve
+    out = args.out or (None if served else str(Path(args.run).with_suffix(".live.html")))
+    w = Watcher(args.run, out, served=served, interval=args.interval, n_perm=args.perm, measure=args.measure,
+                bins=args.bins)
+    w.poll()
+    if served:
+        server = serve(w, args.port)
+        print(f"watch: http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C to stop)", flush=True)
+    if out:
+        print(f"watch: {out} is rewritten as each epoch commits", flush=True)
+    print(describe(w.state), flush=True)
+    state = w.run(on_change=lambda s: print(describe(s), flush=True))
+    if served:
+        print("watch: the run has ended; the page stays served until Ctrl-C", flush=True)
+        import threading
+
+        threading.Event().wait()  # until Ctrl-C (KeyboardInterrupt: main prints "interrupted")
+    return 0 if state.status == "complete" else 1
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    if not args.out and not args.tensorboard:
+        raise GradlabError("gradlab export needs --out DIR (CSV/Parquet tables) and/or --tensorboard DIR "
+                           "(TensorBoard event files)")
+    if args.tensorboard:
+        from gradlab.loggers.export import export_tensorboard
+
+        n = _hdf5_guard([args.run], lambda: export_tensorboard(args.run, args.tensorboard))
+        print(f"export: {n} epochs as TensorBoard scalars in {args.tensorboard} (tensorboard --logdir "
+              f"{args.tensorboard})")
+    if args.out:
+        from gradlab.report.export import export
+
+        files = export(args.run, args.out, args.format)
+        print(f"export: {len(files)} {args.format} tables in {args.out} ({', '.join(f.name for f in files)})")
     return 0
 
 
@@ -182,10 +216,25 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--bins", type=int, default=4, help="score quantile bins in the phase summary (4 = quartiles)")
     rp.add_argument("--perm", type=int, default=2000, help="permutations for the chance level (default 2000)")
     rp.set_defaults(func=_cmd_report)
-    ex = sub.add_parser("export", help="write a run's tidy tables (distances, norms, curves, ...) as CSV or Parquet")
+    w = sub.add_parser("watch", help="a live report of a run in progress: served on localhost and/or rewritten in "
+                                     "place, updated as each epoch commits")
+    w.add_argument("run", help="run file (.h5), being written by gradlab run, a Tracker or torchrun")
+    w.add_argument("--port", type=int, default=8765, help="localhost port of the page (default 8765; 0: any free)")
+    w.add_argument("--out", metavar="FILE", help="also rewrite this HTML file in place at each epoch")
+    w.add_argument("--no-serve", action="store_true",
+                   help="no server: only rewrite --out (default <run>.live.html); exits when the run ends")
+    w.add_argument("--interval", type=float, default=2.0, help="seconds between looks at the file (default 2)")
+    w.add_argument("--measure", default="l2", help="distance measure of the report (default l2)")
+    w.add_argument("--bins", type=int, default=4, help="score quantile bins in the phase summary (4 = quartiles)")
+    w.add_argument("--perm", type=int, default=2000, help="permutations for the chance level (default 2000)")
+    w.set_defaults(func=_cmd_watch)
+    ex = sub.add_parser("export", help="write a run's tidy tables (distances, norms, curves, ...) as CSV or Parquet, "
+                                       "or its per-epoch summary as TensorBoard scalars")
     ex.add_argument("run", help="run file (.h5)")
     ex.add_argument("--format", choices=("csv", "parquet"), default="csv", help="file format (default csv)")
-    ex.add_argument("--out", required=True, metavar="DIR", help="folder for <table>.<format> files")
+    ex.add_argument("--out", metavar="DIR", help="folder for <table>.<format> files")
+    ex.add_argument("--tensorboard", metavar="DIR", help="write every committed epoch's summary (the values a "
+                    "TensorBoardLogger gets live) as event files in DIR (needs the loggers extra)")
     ex.set_defaults(func=_cmd_export)
     nm = sub.add_parser("names", help="list every name a study file may use (gradlab's and installed plugins')")
     nm.set_defaults(func=_cmd_names)

@@ -50,7 +50,7 @@ from typing import Any, ClassVar, Iterable, Mapping
 
 import numpy as np
 
-from gradlab import registry
+from gradlab import naming, registry
 from gradlab.errors import ConfigError, did_you_mean
 
 # Units: gradients are derivatives of the loss with respect to the parameters, so their norms
@@ -136,8 +136,7 @@ def resolve(items: Iterable[Any], key: str = "track.quantities") -> list[Quantit
         q = obj() if isinstance(obj, type) and issubclass(obj, Quantity) else obj
         if not isinstance(q, Quantity):
             raise ConfigError(f"{key}: {item!r} is not a gradlab.quantities.Quantity (subclass it)")
-        if not q.name or "/" in q.name:
-            raise ConfigError(f"{key}: {type(q).__name__} needs a name without '/', got {q.name!r}")
+        naming.check_name("quantity", q.name)  # one ConfigError saying what a name may be
         if q.name in QUANTITIES or q.name in {o.name for o in out}:
             raise ConfigError(f"{key}: a quantity named {q.name!r} is already stored; rename "
                               f"{type(q).__name__}")

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Iterable, Iterator, Mapping
 
+from gradlab import naming
 from gradlab.errors import ConfigError, did_you_mean
 
 RANDOM = "random"  # the control probe: a seeded shuffle; its pass gives the epoch's full gradient
@@ -77,7 +78,7 @@ def entry(name: str, target: str, summary: str = "", *traits: str) -> Entry:
         >>> entry("align", "gradlab.track.gradorders:Align", "cos(g_i, G)", NEEDS_FULL).traits == {NEEDS_FULL}
         True
     """
-    return Entry(name, target, summary, frozenset(traits))
+    return Entry(naming.check_name("registry entry", name), target, summary, frozenset(traits))
 
 
 def _traits_of(obj: Any) -> frozenset[str]:

@@ -138,7 +138,8 @@ def test_agc_howto_runs_on_the_committed_results(tmp_path):
 # Every docs page with a ```python block, and the test that runs it; a new page with code fails
 # here until a test runs its blocks.
 TESTED_PAGES = {"tutorials/tracker.md", "tutorials/analysis.md", "tutorials/lightning.md", "howto/orders-and-cuts.md",
-                "howto/agc-weight-segmentation.md", "howto/plugins.md", *QUICKSTART_PAGES}
+                "howto/agc-weight-segmentation.md", "howto/plugins.md", *QUICKSTART_PAGES,
+                "howto/loggers.md"}  # tests/loggers/test_loggers.py
 
 
 # The design notes show signatures and extension sketches (a model, loader and batches assumed), not

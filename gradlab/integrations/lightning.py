@@ -14,6 +14,12 @@ size, as ``/train/loss`` is defined; a logged ``train_loss``, whose value depend
 anything else as ``user/<name>``). The probe's forward pass is ``module(x)`` and its loss
 ``loss_fn(output, y)`` (cross-entropy unless given): the LightningModule's ``forward`` must
 return the logits that ``loss_fn`` expects.
+
+After each committed epoch the callback sends the tracker's per-epoch summary
+(``gradlab.runfile.epochlog.epoch_values``: mean D per probe, in random units too, the noise
+scale, the label entropy, per-tensor parameter statistics, ...; the tags are the run file's
+dataset names) to every logger of the trainer (``trainer.loggers``) with ``step`` = the epoch,
+as ``TensorBoardLogger`` and ``MLflowLogger`` (``gradlab.loggers``) do; ``log=False`` turns it off.
 """
 from __future__ import annotations
 
@@ -30,9 +36,10 @@ from gradlab.track.tracker import Tracker
 class GradlabCallback(pl.Callback):
     """Tracks gradient distances of fixed probe batches; ``tracker_kwargs`` go to ``Tracker``."""
 
-    def __init__(self, out: str | Path, probes: Mapping[str, Iterable | ProbeBatches], **tracker_kwargs: Any):
+    def __init__(self, out: str | Path, probes: Mapping[str, Iterable | ProbeBatches], *, log: bool = True,
+                 **tracker_kwargs: Any):
         super().__init__()
-        self.out, self.probes, self.kwargs = Path(out), probes, tracker_kwargs
+        self.out, self.probes, self.kwargs, self.log = Path(out), probes, tracker_kwargs, log
         self.tracker: Tracker | None = None
         self._lr: float | None = None
         self._loss_sum, self._seen = 0.0, 0  # this epoch's training losses x batch sizes, and images
@@ -43,8 +50,9 @@ class GradlabCallback(pl.Callback):
                                "use gradlab run under torchrun for several processes")
         config = self.kwargs.pop("config", None) or {"lightning": {"max_epochs": trainer.max_epochs,
                                                                    "module": type(pl_module).__name__}}
+        loggers = [*self.kwargs.pop("loggers", ()), *([LightningLoggers(trainer)] if self.log else [])]
         self.tracker = Tracker(pl_module, self.out, self.probes, config=config, epochs=trainer.max_epochs,
-                               **self.kwargs)
+                               loggers=loggers, **self.kwargs)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.tracker.epoch_start()
@@ -86,6 +94,21 @@ class GradlabCallback(pl.Callback):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if self.tracker is not None:
             self.tracker.close("failed", f"{type(exception).__name__}: {exception}")
+
+
+class LightningLoggers:
+    """An ``EpochLogger`` that hands the tracker's per-epoch summary to the trainer's own loggers."""
+
+    def __init__(self, trainer: pl.Trainer):
+        self.trainer = trainer
+
+    def log_epoch(self, epoch: int, values: Mapping[str, float]) -> None:
+        for lg in self.trainer.loggers:
+            lg.log_metrics(dict(values), step=epoch)
+
+    def close(self) -> None:
+        for lg in self.trainer.loggers:
+            lg.save()
 
 
 def _batch_size(batch: Any) -> int:

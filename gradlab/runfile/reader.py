@@ -15,6 +15,7 @@ import pandas as pd
 
 from gradlab.config import phase_of
 from gradlab.runfile import names
+from gradlab.runfile.display import Displayed
 from gradlab.runfile.provenance import PROVENANCE_KEYS
 from gradlab.errors import RunFileError
 from gradlab.runfile.writer import open_h5
@@ -23,7 +24,7 @@ def _str(v: Any) -> Any:
     return v.decode() if isinstance(v, bytes) else v
 
 
-class Run:
+class Run(Displayed):
     """A read-only view of one run file (``open_run``). Use as a context manager or call ``close()``.
 
         >>> run = open_run(path)  # path: a small run of a linear model, probes random and sum
@@ -137,6 +138,8 @@ class Run:
         try:
             return self.f[name][sel]
         except (OSError, KeyError, RuntimeError) as exc:
+            if isinstance(exc, KeyError) and not self.has(name):
+                raise missing(self.path, name) from None  # an intact file without it is not damaged
             raise damaged(self.path, name, exc) from None
 
     def is_per_epoch(self, probe: str) -> bool:
@@ -482,6 +485,11 @@ class Run:
             return {k: _str(v) for k, v in self.f[names.probe(probe)].attrs.items()}
         except (OSError, KeyError, RuntimeError) as exc:
             raise damaged(self.path, names.probe(probe), exc) from None
+
+
+def missing(path: Path, name: str) -> RunFileError:
+    """The one-line error for a dataset an intact file does not hold."""
+    return RunFileError(f"{path}: it has no dataset /{name} (the run did not store it; the file is intact)")
 
 
 def damaged(path: Path, name: str, exc: BaseException) -> RunFileError:

@@ -23,11 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gradlab import naming, registry
 from gradlab import quantities as Q
-from gradlab import registry
 from gradlab.data.probes import Batch, ProbeBatches, as_probe
 from gradlab.errors import GradlabError, is_disk_full
 from gradlab.runfile import names
+from gradlab.runfile.epochlog import EpochLogger, epoch_values
 from gradlab.track.layout import ParamLayout
 from gradlab.track.options import Runtime, TrackOptions, json_config
 from gradlab.track.paramstats import ParamStatsRecorder
@@ -52,6 +53,15 @@ def probe_attrs(p: ProbeBatches) -> dict[str, Any]:
     if p.batch_sizes is not None:
         out[names.BATCH_SIZES] = np.asarray(p.batch_sizes, dtype=np.int64)
     return out
+
+
+def check_probe_names(probes: Mapping[str, Any]) -> None:
+    """Every probe name is a valid run-file name (``gradlab.naming``), and a control's name
+    (``random@class``) belongs to that control: the ``gradlab.orders.batches`` order of that name."""
+    reserved = [registry.probe_name(registry.RANDOM, b) for b in registry.BATCHINGS if b != "contiguous"]
+    for name, source in probes.items():
+        built = getattr(getattr(source, "order", None), "name", None) == name
+        naming.check_name("probe", name, reserved, is_reserved_ok=built)
 
 
 class Tracker:
@@ -99,8 +109,9 @@ class Tracker:
                  probes: Mapping[str, Iterable[Batch] | ProbeBatches] | None = None,
                  options: TrackOptions | None = None, *, loss_fn: LossFn = F.cross_entropy,
                  config: Mapping[str, Any] | None = None, attrs: Mapping[str, Any] | None = None,
-                 overwrite: bool = False, runtime: Runtime | None = None, **option_changes: Any):
-        self._setup(model, out, probes, TrackOptions.build(options, **option_changes), loss_fn, runtime)
+                 overwrite: bool = False, runtime: Runtime | None = None, loggers: Sequence[EpochLogger] = (),
+                 **option_changes: Any):
+        self._setup(model, out, probes, TrackOptions.build(options, **option_changes), loss_fn, runtime, loggers)
         config = json_config(config)
         self.lock = self.runtime.lock if self.runtime.lock is not None or not self.dist.is_main else self._take_lock()
         try:
@@ -115,14 +126,14 @@ class Tracker:
     def resume(cls, model: nn.Module, out: str | Path, probes: Mapping[str, Iterable[Batch] | ProbeBatches] | None,
                options: TrackOptions, *, epochs_done: int, rows: Mapping[str, int], run_id: str | None,
                config: Mapping[str, Any], loss_fn: LossFn = F.cross_entropy,
-               runtime: Runtime | None = None) -> "Tracker":
+               runtime: Runtime | None = None, loggers: Sequence[EpochLogger] = ()) -> "Tracker":
         """Continue ``out`` at epoch ``epochs_done``: the file is cut back to the checkpoint's
         ``rows`` (dataset -> row count at its commit; ``RunWriter.row_counts``) and ``run_id``
         must match the file's. The caller restores the model, optimizer and RNG itself."""
         from gradlab.runfile.writer import RunWriter
 
         self = cls.__new__(cls)
-        self._setup(model, out, probes, options.validate(), loss_fn, runtime)
+        self._setup(model, out, probes, options.validate(), loss_fn, runtime, loggers)
         self.lock = self.runtime.lock
         self.writer = (RunWriter.reopen(self.out, epochs_done, dict(rows), json_config(config), run_id)
                        if self.dist.is_main else NullWriter())
@@ -134,11 +145,16 @@ class Tracker:
 
     # ------------------------------------------------------------------ set-up
     def _setup(self, model: nn.Module, out: str | Path, probes: Mapping[str, Any] | None, options: TrackOptions,
-               loss_fn: LossFn, runtime: Runtime | None) -> None:
+               loss_fn: LossFn, runtime: Runtime | None, loggers: Sequence[EpochLogger] = ()) -> None:
         self.model, self.loss_fn, self.options = model, loss_fn, options
+        for lg in loggers:
+            if not isinstance(lg, EpochLogger):
+                raise GradlabError(f"Tracker(loggers=...): {lg!r} has no log_epoch(epoch, values) and close(); "
+                                   f"see gradlab.loggers")
         self.out = Path(out)
         self.runtime = runtime or Runtime()
         self.dist = self.runtime.shard
+        check_probe_names(probes or {})  # before any batch is read: one line naming what a name may be
         probes = {n: as_probe(n, b) for n, b in (probes or {}).items()}
         # the reference probe first, then the other fixed orders, then the per-epoch ones: the reference
         # pass gives the full gradient that the common-target quantities and per-epoch orders need
@@ -153,10 +169,19 @@ class Tracker:
         self._last_lr: float | None = None
         self._phase = 0
         self._closed = False
+        # loggers see the epoch's rows once committed (rank 0 writes them; gradlab.runfile.epochlog)
+        self.loggers = list(loggers) if self.dist.is_main else []
+        self._rows: dict[str, Any] = {}
 
     def _param_stats(self) -> ParamStatsRecorder:
         o = self.options
-        return ParamStatsRecorder(self.model, self.layout, o.param_stats, o.steps_per_epoch, self.writer.append)
+        return ParamStatsRecorder(self.model, self.layout, o.param_stats, o.steps_per_epoch, self._append)
+
+    def _append(self, name: str, row: Any, e: int) -> None:
+        """``writer.append``, keeping the epoch's last row of each dataset for the loggers."""
+        self.writer.append(name, row, e)
+        if self.loggers:
+            self._rows[name] = row
 
     def _take_lock(self) -> Any:
         """One writer per run file (``gradlab.runfile.lock``), before the file is touched."""
@@ -226,6 +251,7 @@ class Tracker:
         if self._frozen is None and self.probes:
             raise GradlabError("Tracker.epoch_end() without epoch_start(): call epoch_start() before training "
                                "the epoch, so that theta_e is the epoch's start")
+        naming.check_names("epoch_end key", scalars)  # before the probe passes: nothing is written
         e = self.epoch
         self.stats.end_epoch()
         t0 = time.perf_counter()
@@ -233,13 +259,31 @@ class Tracker:
         means = {name: self._probe_epoch(name, p, e) for name, p in self.probes.items()}
         self._full = None
         for key, value in self._scalars(scalars, time.perf_counter() - t0).items():
-            self.writer.append(names.scalar(key), value, e)
+            self._append(names.scalar(key), value, e)
         self.writer.write_pending()  # rows on disk, marker not moved yet
         if before_commit is not None:
             before_commit()
         self.writer.commit(e)
         self.epoch, self._frozen = e + 1, None
+        self._log(e)
         return means
+
+    def _log(self, e: int) -> None:
+        """Hand the committed epoch's summary to every logger (``gradlab.runfile.epochlog``). A logger
+        that fails is dropped with a warning: the epoch is committed, and training goes on."""
+        if self.loggers:
+            values = epoch_values(self._rows, self.layout.names)
+            for lg in list(self.loggers):
+                try:
+                    lg.log_epoch(e, values)
+                except Exception as exc:  # noqa: BLE001 (any logger's failure: report it, keep training)
+                    import warnings
+
+                    self.loggers.remove(lg)
+                    warnings.warn(f"{lg!r} failed at epoch {e} ({type(exc).__name__}: {exc}); it gets no more "
+                                  f"epochs. The run file has them all: gradlab export --tensorboard, or "
+                                  f"gradlab.loggers.replay", stacklevel=3)
+        self._rows = {}
 
     def _scalars(self, scalars: Mapping[str, float], probe_s: float) -> dict[str, float]:
         """The epoch's scalar rows: the caller's, plus phase (derived from lr) and probe time."""
@@ -277,7 +321,7 @@ class Tracker:
             if rows is None:
                 return
             if what == "sketch":
-                self.writer.append(names.sketch(name), rows.cpu().numpy(), e)
+                self._append(names.sketch(name), rows.cpu().numpy(), e)
             else:
                 self.writer.write_grads(names.grads(name, e), rows)
 
@@ -288,7 +332,7 @@ class Tracker:
                          replay=lambda: self._batches(probe, mine, f"probe {name} (recompute)"),
                          target=(self._full if name != o.reference else OWN) if common else None)
         for q in self.quantities:  # every active quantity's row (gradlab.quantities)
-            self.writer.append(names.quantity(name, q.name), res.stats.values[q.name], e)
+            self._append(names.quantity(name, q.name), res.stats.values[q.name], e)
         if name == o.reference:
             self._full = res.full
         return float(np.mean(res.stats.distance["l2"])) if "l2" in res.stats.distance else float("nan")
@@ -298,10 +342,10 @@ class Tracker:
         t0 = time.perf_counter()
         probe.prepare(self._frozen, self._full)
         # int32 halves the largest per-epoch row (N images; 150 epochs of CIFAR-10 x 9 orders: 270 MB)
-        self.writer.append(names.probe_index(name), probe.index.astype(np.int32), e)
-        self.writer.append(names.batch_score(name), probe.batch_score, e)
+        self._append(names.probe_index(name), probe.index.astype(np.int32), e)
+        self._append(names.batch_score(name), probe.batch_score, e)
         for key, value in probe.epoch_record().items():  # the search's cost and moves (gradlab.track.search)
-            self.writer.append(names.order_record(name, key), value, e)
+            self._append(names.order_record(name, key), value, e)
         self._score_s += time.perf_counter() - t0
 
     # ------------------------------------------------------------------ closing
@@ -313,6 +357,12 @@ class Tracker:
                 self.writer.close(status, reason)
             finally:
                 self._release()
+                self._close_loggers()
+
+    def _close_loggers(self) -> None:
+        for lg in self.loggers:
+            lg.close()
+        self.loggers = []
 
     def close_failed(self, exc: BaseException, reason: str = "") -> None:
         """Close as ``failed`` because of ``exc`` (``reason``: the message to record, else ``exc``'s).
@@ -328,6 +378,7 @@ class Tracker:
                 self.writer.abandon(exc)
             finally:
                 self._release()
+                self._close_loggers()
             return
         self.close("failed", reason or f"{type(exc).__name__}: {exc}")
 

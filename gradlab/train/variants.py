@@ -20,6 +20,7 @@ import copy
 import re
 from pathlib import Path
 
+from gradlab import naming
 from gradlab.config import StudyConfig, config_from_dict, read_toml
 from gradlab.errors import ConfigError
 
@@ -38,8 +39,10 @@ def _variants_table(raw: dict, path: str | Path) -> dict[str, list[str]]:
         raise ConfigError(f"[variants] in {path} must be a table of name = [\"key=value\", ...]")
     out: dict[str, list[str]] = {}
     for name, items in table.items():
-        if not _NAME.match(name) or name == ALL:
-            raise ConfigError(f'variant name "{name}" in {path}: use letters, digits and _ . + - (and not "all")')
+        naming.check_name(f"variant (in {path})", name)
+        if not _NAME.match(name) or name in (ALL, ".", ".."):
+            raise ConfigError(f'variant name "{name}" in {path}: use letters, digits and _ . + - '
+                              f'(and not "all", "." or "..")')
         if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
             raise ConfigError(f'variants.{name} in {path} must be a list of "key=value" strings, got {items!r}')
         out[name] = list(items)

@@ -1,0 +1,85 @@
+"""Tracked/plain epoch time with and without loggers attached, side by side in one process.
+
+Three modes alternate (plain, tracked, tracked + loggers, plain, +loggers, tracked, ...: the two
+tracked modes swap places every rep) so drift in machine speed and position hit each alike: ``plain`` is one SGD pass; ``tracked`` is a user's loop with ``gradlab.Tracker``
+(memory store, per-layer D, param_stats "epoch"); ``+loggers`` is the same tracker with a
+``TensorBoardLogger`` and an ``MLflowLogger`` (a local file store) attached. Printed: the ratio of
+medians tracked/plain and tracked+loggers/plain, for wall and CPU time, and the machine load.
+
+    MLFLOW_ALLOW_FILE_STORE=true nice -n 10 python benchmarks/logger_overhead.py --reps 5
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from _common import conditions, setup, sync, timer
+from gradlab.data.orders import Order, OrderBatches
+from gradlab.loggers import MLflowLogger, TensorBoardLogger
+from gradlab.track.tracker import Tracker
+from gradlab.train.loop import train_epoch
+
+
+def measure(model_name: str, images: int, batch_size: int, reps: int, scratch: Path) -> dict[str, list]:
+    cfg, device, loader, model, layout = setup(model_name, images, batch_size, "auto", "none", False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    gen = torch.Generator().manual_seed(0)
+    order = torch.arange(loader.batch_size * len(loader))
+    probe = OrderBatches(Order("random", order.numpy(), np.arange(len(loader), dtype=np.float64), "batch"), loader)
+    loggers = [TensorBoardLogger(scratch / "tb"), MLflowLogger(f"file://{scratch / 'mlruns'}", "overhead")]
+    trackers = {"tracked": Tracker(model, scratch / "t.h5", {"random": probe}, overwrite=True),
+                "+loggers": Tracker(model, scratch / "l.h5", {"random": probe}, overwrite=True, loggers=loggers)}
+
+    def plain() -> tuple[float, float]:
+        sync(device); t, c = timer(), time.process_time()
+        train_epoch(model, opt, loader, order, gen)
+        sync(device); return timer() - t, time.process_time() - c
+
+    def tracked(mode: str) -> tuple[float, float]:
+        sync(device); t, c = timer(), time.process_time()
+        trackers[mode].epoch_start()
+        train_epoch(model, opt, loader, order, gen)
+        trackers[mode].epoch_end(lr=0.01)
+        sync(device); return timer() - t, time.process_time() - c
+
+    tracked("tracked"), tracked("+loggers"), plain()  # warm-up: allocator, kernels, the loggers' first files
+    out: dict[str, list] = {"plain": [], "tracked": [], "+loggers": []}
+    for rep in range(reps):
+        out["plain"].append(plain())
+        for mode in ("tracked", "+loggers")[:: 1 if rep % 2 == 0 else -1]:  # each goes first every other rep
+            out[mode].append(tracked(mode))
+    for tr in trackers.values():
+        tr.close()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["smallcnn"])
+    ap.add_argument("--images", type=int, default=2048)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--reps", type=int, default=5)
+    a = ap.parse_args()
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # this script's own scratch store
+    print(f"tracked/plain epoch with loggers: {conditions()}, median of {a.reps}")
+    print(f"{'model':<10} {'images':>6} {'clock':>5} {'plain s':>8} {'tracked':>8} {'+loggers':>9} {'ratio':>6}"
+          "   (each over plain; ratio = +loggers / tracked)")
+    for name in a.models:
+        with tempfile.TemporaryDirectory() as tmp:
+            r = measure(name, a.images, a.batch_size, a.reps, Path(tmp))
+        for i, clock in enumerate(("wall", "cpu")):
+            mp, mt, ml = (statistics.median(x[i] for x in r[m]) for m in ("plain", "tracked", "+loggers"))
+            print(f"{name:<10} {a.images:>6} {clock:>5} {mp:8.2f} {mt / mp:8.3f} {ml / mp:9.3f} {ml / mt:6.3f}",
+                  flush=True)
+    print(f"({conditions()} at the end)")
+
+
+if __name__ == "__main__":
+    main()
