@@ -185,9 +185,10 @@ class S: loss = np.array([0.5, 2.0])
 assert LossDescending().key(S(), 0.0).tolist() == [-0.5, -2.0]
 from gradlab.quantities import SQ_DIST, FULL_SQ_NORM
 assert DistanceOverFull().compute({SQ_DIST: np.array([4.0]), FULL_SQ_NORM: 16.0}).tolist() == [0.5]
-batches = np.arange(8).reshape(4, 2)
-order = low_first(batches, np.array([3.0, 1.0, 2.0, 0.0]), 0, torch.Generator().manual_seed(0))
-assert sorted(order.tolist()) == [2, 3, 6, 7] and low_first(batches, np.zeros(4), 1, None) is None
+from gradlab.train.policy import PolicyInput
+cut = PolicyInput(np.arange(8), 2, np.array([3.0, 1.0, 2.0, 0.0]), None, 0)  # batches [[0, 1], [2, 3], ...]
+order = low_first(cut, 0, torch.Generator().manual_seed(0))
+assert sorted(order.tolist()) == [2, 3, 6, 7] and low_first(cut, 1, None) is None
 assert set(entries()) == {"metric", "gradient order", "quantity", "training policy"}
 print("ok")
 """
