@@ -100,7 +100,9 @@ def choices() -> dict[str, tuple[str, ...]]:
 
     return {"data.dataset": tuple(registry.DATASETS), "model.name": tuple(registry.MODELS),
             "track.order": (registry.SHUFFLE, registry.RANDOM, *registry.METRICS),
-            "track.probes": tuple(registry.probe_orders()), "track.batching": tuple(registry.BATCHINGS),
+            # gradlab's own names only: an installed plugin must not change the generated pages
+            "track.probes": (registry.RANDOM, *registry.METRICS, *registry.GRADIENT_ORDERS),
+            "track.batching": tuple(registry.BATCHINGS),
             "track.grads": tuple(registry.STORES), "track.measures": tuple(quantities.measures()),
             "store": tuple(registry.STORES), "measures": tuple(quantities.measures())}
 

@@ -180,3 +180,13 @@ def test_orders_batches_takes_a_users_metric_by_import_path(monkeypatch):
     data = [(img, 0) for img in images.flip(0)]
     probe = gradlab.orders.batches(data, "gradlab_example_plugin.metric:Contrast", batch_size=4)
     np.testing.assert_allclose(probe.batch_score, [0.0, 127.5])  # the flat images first: ascending contrast
+
+
+def test_gradlab_names_lists_every_concept(capsys):
+    from gradlab.cli import main
+
+    assert main(["names"]) == 0
+    out = capsys.readouterr().out
+    for concept, reg in registry.ALL.items():
+        assert f"{concept} ({reg.key}; or an import path package.module:Name):" in out
+    assert "  intensity        gradlab" in out and "  batch_norm       gradlab" in out
