@@ -49,3 +49,36 @@ def to_xarray(run: Any, probe: str) -> Any:
              "run": str(run.path), "status": run.status}
     return xr.Dataset(data, coords=coords, attrs=attrs)
 
+
+
+def param_stats_frame(run: Any, stats: tuple[str, ...] | list[str] | None = None) -> Any:
+    """``Run.param_stats``: tidy per-tensor statistics of committed epochs (see that method)."""
+    import pandas as pd
+
+    cols = ["step", "epoch", "layer", "kind", "depth", "stat", "value"]
+    stats = list(stats or run.PARAM_STATS)
+    bad = [s for s in stats if s not in run.PARAM_STATS]
+    if bad:
+        raise KeyError(f"unknown parameter statistic(s) {bad}; choose from {list(run.PARAM_STATS)}")
+    if not run.has_param_stats:
+        return pd.DataFrame({c: [] for c in cols})
+    epoch = run._read(names.PARAM_EPOCH)
+    keep = np.flatnonzero(epoch <= run.epochs_done + 1e-9)
+    step = run._read(names.PARAM_STEP)[keep]
+    layers = run.layers()
+    n_s, n_l = len(keep), len(layers)
+    frames = []
+    for s in stats:
+        if f"{names.PARAMS}/{s}" not in run.f:
+            continue
+        values = run._read(f"{names.PARAMS}/{s}")[keep] if n_s else np.zeros((0, n_l))
+        frames.append(pd.DataFrame({
+            "step": np.repeat(step, n_l),
+            "epoch": np.repeat(epoch[keep], n_l),
+            "layer": np.tile(layers.layer.to_numpy(), n_s),
+            "kind": np.tile(layers.kind.to_numpy(), n_s),
+            "depth": np.tile(np.arange(n_l), n_s),
+            "stat": s,
+            "value": values.reshape(-1).astype(np.float64),
+        }))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({c: [] for c in cols})

@@ -419,33 +419,9 @@ class Run(Displayed):
         Only recordings of committed epochs (``epoch <= epochs_done``) are returned; a run
         without ``/params`` gives an empty frame with these columns.
         """
-        cols = ["step", "epoch", "layer", "kind", "depth", "stat", "value"]
-        stats = list(stats or self.PARAM_STATS)
-        bad = [s for s in stats if s not in self.PARAM_STATS]
-        if bad:
-            raise KeyError(f"unknown parameter statistic(s) {bad}; choose from {list(self.PARAM_STATS)}")
-        if not self.has_param_stats:
-            return pd.DataFrame({c: [] for c in cols})
-        epoch = self._read(names.PARAM_EPOCH)
-        keep = np.flatnonzero(epoch <= self.epochs_done + 1e-9)
-        step = self._read(names.PARAM_STEP)[keep]
-        layers = self.layers()
-        n_s, n_l = len(keep), len(layers)
-        frames = []
-        for s in stats:
-            if f"{names.PARAMS}/{s}" not in self.f:
-                continue
-            values = self._read(f"{names.PARAMS}/{s}")[keep] if n_s else np.zeros((0, n_l))
-            frames.append(pd.DataFrame({
-                "step": np.repeat(step, n_l),
-                "epoch": np.repeat(epoch[keep], n_l),
-                "layer": np.tile(layers.layer.to_numpy(), n_s),
-                "kind": np.tile(layers.kind.to_numpy(), n_s),
-                "depth": np.tile(np.arange(n_l), n_s),
-                "stat": s,
-                "value": values.reshape(-1).astype(np.float64),
-            }))
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({c: [] for c in cols})
+        from gradlab.runfile.labelled import param_stats_frame
+
+        return param_stats_frame(self, stats)
 
     # ---- public accessors for the read side (report, inspect, export)
     @property

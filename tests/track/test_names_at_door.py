@@ -83,11 +83,14 @@ def test_a_bad_epoch_end_key_is_refused_before_the_probe_pass(tmp_path, bad):
 
 
 @pytest.mark.parametrize("bad", ["a/b", "."])
-def test_a_bad_quantity_name_is_refused_where_it_is_declared(bad):
+def test_a_bad_quantity_name_is_refused_before_any_work(bad, tmp_path):
+    """Declaring a quantity registers nothing (gradlab.quantities); the tracker that is asked to
+    store it refuses a bad name in one line, before the run file exists."""
+    bad_q = type("Bad", (Q.Quantity,), {"name": bad, "compute": lambda self, r: 0})
     with pytest.raises(ConfigError) as exc:
-        type("Bad", (Q.Quantity,), {"name": bad, "compute": lambda self, r: 0})
+        gradlab.Tracker(_model(), tmp_path / "r.h5", probes={"random": _batches()}, quantities=[bad_q])
     _one_line(exc)
-    assert bad not in Q.QUANTITIES
+    assert bad not in Q.QUANTITIES and not (tmp_path / "r.h5").exists()
 
 
 def test_a_bad_metric_or_variant_name_is_refused():
