@@ -4,7 +4,9 @@ Three modes alternate (plain, tracked, tracked + loggers, plain, +loggers, track
 tracked modes swap places every rep) so drift in machine speed and position hit each alike: ``plain`` is one SGD pass; ``tracked`` is a user's loop with ``gradlab.Tracker``
 (memory store, per-layer D, param_stats "epoch"); ``+loggers`` is the same tracker with a
 ``TensorBoardLogger`` and an ``MLflowLogger`` (a local file store) attached. Printed: the ratio of
-medians tracked/plain and tracked+loggers/plain, for wall and CPU time, and the machine load.
+medians tracked/plain and tracked+loggers/plain, for wall and CPU time, and the machine load; then
+each logger's ``log_epoch`` timed on its own (the run's last epoch of values, 20 calls), as a
+fraction of a plain epoch: on a busy machine the epoch ratios scatter by more than the loggers cost.
 
     MLFLOW_ALLOW_FILE_STORE=true nice -n 10 python benchmarks/logger_overhead.py --reps 5
 """
@@ -57,6 +59,26 @@ def measure(model_name: str, images: int, batch_size: int, reps: int, scratch: P
             out[mode].append(tracked(mode))
     for tr in trackers.values():
         tr.close()
+    out["calls"] = call_cost(scratch, trackers["+loggers"].layout.names, trackers["+loggers"].out)
+    return out
+
+
+def call_cost(scratch: Path, layers: tuple[str, ...], run_path: Path, calls: int = 20) -> dict[str, tuple]:
+    """Seconds (wall, cpu) of one ``log_epoch`` call per logger, on the run's own last epoch of values:
+    the loggers' whole cost, measured apart from the epochs (insensitive to how busy the machine is)."""
+    from gradlab.runfile.epochlog import epoch_rows, epoch_values
+    from gradlab.runfile.reader import open_run
+
+    with open_run(run_path) as run:
+        values = epoch_values(epoch_rows(run, run.epochs_done - 1), layers)
+    out = {}
+    for lg in (TensorBoardLogger(scratch / "tb-calls"), MLflowLogger(f"file://{scratch / 'mlruns'}", "calls")):
+        lg.log_epoch(0, values)
+        t, c = timer(), time.process_time()
+        for e in range(1, calls + 1):
+            lg.log_epoch(e, values)
+        out[type(lg).__name__] = ((timer() - t) / calls, (time.process_time() - c) / calls, len(values))
+        lg.close()
     return out
 
 
@@ -78,6 +100,10 @@ def main() -> None:
             mp, mt, ml = (statistics.median(x[i] for x in r[m]) for m in ("plain", "tracked", "+loggers"))
             print(f"{name:<10} {a.images:>6} {clock:>5} {mp:8.2f} {mt / mp:8.3f} {ml / mp:9.3f} {ml / mt:6.3f}",
                   flush=True)
+        for logger, (wall, cpu, n) in r["calls"].items():
+            mp = statistics.median(x[0] for x in r["plain"])
+            print(f"{name:<10} {logger} log_epoch of {n} values: {wall * 1e3:.1f} ms wall, {cpu * 1e3:.1f} ms cpu "
+                  f"= {wall / mp:.4f} of a plain epoch", flush=True)
     print(f"({conditions()} at the end)")
 
 
