@@ -29,13 +29,14 @@ from gradlab.track.tracker import Tracker
 from gradlab.train.loop import train_epoch
 
 
-def measure(model_name: str, images: int, batch_size: int, reps: int, scratch: Path) -> dict[str, list]:
+def measure(model_name: str, images: int, batch_size: int, reps: int, scratch: Path, aa: bool = False
+            ) -> dict[str, list]:
     cfg, device, loader, model, layout = setup(model_name, images, batch_size, "auto", "none", False)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     gen = torch.Generator().manual_seed(0)
     order = torch.arange(loader.batch_size * len(loader))
     probe = OrderBatches(Order("random", order.numpy(), np.arange(len(loader), dtype=np.float64), "batch"), loader)
-    loggers = [TensorBoardLogger(scratch / "tb"), MLflowLogger(f"file://{scratch / 'mlruns'}", "overhead")]
+    loggers = [] if aa else [TensorBoardLogger(scratch / "tb"), MLflowLogger(f"file://{scratch / 'mlruns'}", "overhead")]
     trackers = {"tracked": Tracker(model, scratch / "t.h5", {"random": probe}, overwrite=True),
                 "+loggers": Tracker(model, scratch / "l.h5", {"random": probe}, overwrite=True, loggers=loggers)}
 
@@ -88,14 +89,16 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=2048)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--aa", action="store_true", help="A/A: no loggers in either tracker, to see the noise of the ratio")
     a = ap.parse_args()
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # this script's own scratch store
-    print(f"tracked/plain epoch with loggers: {conditions()}, median of {a.reps}")
+    print(f"tracked/plain epoch with loggers{' (A/A: none attached)' if a.aa else ''}: {conditions()}, "
+          f"median of {a.reps}")
     print(f"{'model':<10} {'images':>6} {'clock':>5} {'plain s':>8} {'tracked':>8} {'+loggers':>9} {'ratio':>6}"
           "   (each over plain; ratio = +loggers / tracked)")
     for name in a.models:
         with tempfile.TemporaryDirectory() as tmp:
-            r = measure(name, a.images, a.batch_size, a.reps, Path(tmp))
+            r = measure(name, a.images, a.batch_size, a.reps, Path(tmp), a.aa)
         for i, clock in enumerate(("wall", "cpu")):
             mp, mt, ml = (statistics.median(x[i] for x in r[m]) for m in ("plain", "tracked", "+loggers"))
             print(f"{name:<10} {a.images:>6} {clock:>5} {mp:8.2f} {mt / mp:8.3f} {ml / mp:9.3f} {ml / mt:6.3f}",
