@@ -70,13 +70,15 @@ def stratify(index: np.ndarray, batch_size: int, labels: np.ndarray | None = Non
     return np.concatenate([head, index[k * batch_size:]])
 
 
-def class_labels(labels: np.ndarray | torch.Tensor | None, what: str = 'batching "class"') -> np.ndarray:
-    """One int64 class label per image, or one ``ConfigError`` (masks of a segmentation set)."""
+def class_labels(labels: np.ndarray | torch.Tensor | None, what: str = 'batching "class"',
+                 fix: str = "cut it contiguous or stratified") -> np.ndarray:
+    """One int64 class label per image, or one ``ConfigError`` (masks of a segmentation set) that
+    ends with ``fix``."""
     arr = None if labels is None else np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
     if arr is None or arr.ndim != 1:
         got = "no labels" if arr is None else f"labels of shape {tuple(arr.shape)} (per-pixel masks?)"
         raise ConfigError(f"{what} needs one class label per image, and got {got}; a segmentation set has no "
-                          f"class per image: cut it contiguous or stratified")
+                          f"class per image: {fix}")
     return arr.astype(np.int64, copy=False)
 
 

@@ -99,7 +99,7 @@ def build_study(cfg: StudyConfig, scores: ScoreFn = compute_scores, device: torc
     probes = _fixed_probes(cfg, train, train_order, scores) if t.enabled else []
     gradient = [p for p in t.probes if is_gradient_order(p)] if t.enabled else []
     if LABELS in POLICIES.check(cfg.train.policy).traits:  # before any work: one class label per image
-        class_labels(train.labels, f'train.policy = "{cfg.train.policy}"')
+        class_labels(train.labels, f'train.policy = "{cfg.train.policy}"', "choose another train.policy")
     policy_cut = (None if cfg.train.policy == SHUFFLE
                   else build_order(cfg.train.policy_metric, train, bs, cfg.train.seed, scores))
     return Study(cfg, device, train, test, model, layout, train_order, probes, gradient, policy_cut)

@@ -126,3 +126,15 @@ def test_class_policy_draws_class_stratified_batches_anew_each_epoch():
     for row in a.reshape(-1, M):
         counts = np.bincount(labels[row], minlength=4)
         assert counts.min() >= 2 and counts.max() <= 3
+
+
+def test_class_policy_refuses_per_pixel_masks_before_training(tiny):
+    cfg = tiny(data={"dataset": "buildings", "subset": 32, "test_subset": 8, "tile": 32},
+               model={"name": "resunet", "width": 4, "num_classes": 2},
+               train={"policy": "class"}, track={"enabled": False})
+    with pytest.raises(ConfigError, match='train.policy = "class" needs one class label per image.*choose another '
+                                          'train.policy'):
+        Runner(cfg, progress=False)
+    from pathlib import Path
+
+    assert not Path(cfg.output.path).exists()  # refused before the run file is made
