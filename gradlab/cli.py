@@ -212,9 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("runs", nargs="+", metavar="RUN.h5", help="run files; several are compared side by side")
     rp.add_argument("--out", help="HTML file (default: first run's name + .report.html)")
     rp.add_argument("--png", metavar="DIR", help="also export every figure as PNG into DIR (needs Chromium)")
-    rp.add_argument("--measure", default="l2", help="distance measure for heatmaps and the summary (default l2)")
-    rp.add_argument("--bins", type=int, default=4, help="score quantile bins in the phase summary (4 = quartiles)")
-    rp.add_argument("--perm", type=int, default=2000, help="permutations for the chance level (default 2000)")
+    _report_options(rp, "for heatmaps and the summary")
     rp.set_defaults(func=_cmd_report)
     w = sub.add_parser("watch", help="a live report of a run in progress: served on localhost and/or rewritten in "
                                      "place, updated as each epoch commits")
@@ -224,9 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--no-serve", action="store_true",
                    help="no server: only rewrite --out (default <run>.live.html); exits when the run ends")
     w.add_argument("--interval", type=float, default=2.0, help="seconds between looks at the file (default 2)")
-    w.add_argument("--measure", default="l2", help="distance measure of the report (default l2)")
-    w.add_argument("--bins", type=int, default=4, help="score quantile bins in the phase summary (4 = quartiles)")
-    w.add_argument("--perm", type=int, default=2000, help="permutations for the chance level (default 2000)")
+    _report_options(w, "of the report")
     w.set_defaults(func=_cmd_watch)
     ex = sub.add_parser("export", help="write a run's tidy tables (distances, norms, curves, ...) as CSV or Parquet, "
                                        "or its per-epoch summary as TensorBoard scalars")
@@ -282,3 +278,10 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _report_options(p: argparse.ArgumentParser, measure_help: str) -> None:
+    """The report's analysis options, shared by ``gradlab report`` and ``gradlab watch``."""
+    p.add_argument("--measure", default="l2", help=f"distance measure {measure_help} (default l2)")
+    p.add_argument("--bins", type=int, default=4, help="score quantile bins in the phase summary (4 = quartiles)")
+    p.add_argument("--perm", type=int, default=2000, help="permutations for the chance level (default 2000)")

@@ -216,8 +216,13 @@ class Cosine(Measure):
     when = ""
 
     def compute(self, r):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return 1.0 - r[DOT] / np.sqrt(r[SQ_NORM] * r[FULL_SQ_NORM])
+        return cosine_distance(r[DOT], r[SQ_NORM], r[FULL_SQ_NORM])
+
+
+def cosine_distance(dot: np.ndarray, sq_norm: np.ndarray, target_sq_norm: float) -> np.ndarray:
+    """1 - <g_k, T> / (|g_k| |T|) from the reductions (NaN where a norm is 0)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 1.0 - dot / np.sqrt(sq_norm * target_sq_norm)
 
 
 # --------------------------------------------------------------------------- the common target
@@ -248,8 +253,7 @@ class CommonCosine(Quantity):
     when = "a reference probe (random)"
 
     def compute(self, r):
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return 1.0 - r[TARGET_DOT] / np.sqrt(r[SQ_NORM] * r[TARGET_SQ_NORM])
+        return cosine_distance(r[TARGET_DOT], r[SQ_NORM], r[TARGET_SQ_NORM])
 
 
 # --------------------------------------------------------------------------- per batch
