@@ -299,10 +299,6 @@ POLICIES = Registry("training policy", "train.policy", [
           "of the upper-quartile images by the metric, then every image shuffled"),
     entry("random_quarter_first", "gradlab.train.policy:random_quarter_first", "R2's control: phase 0 on a "
           "random quarter of the images (fixed for the run), then every image shuffled"),
-    entry("drop_extremes", "gradlab.train.policy:drop_extremes", "the first interventions study's R1: the cut's "
-          "batches less the bottom and top quartile by mean metric"),
-    entry("high_first", "gradlab.train.policy:high_first", "the first interventions study's R2: phase 0 on the "
-          "upper half of the cut's batches by mean metric, then shuffle"),
 ])
 
 # Tracked quantities a run turns on by name (``track.quantities``, ``Tracker(quantities=...)``): gradlab's

@@ -1,6 +1,6 @@
 """The papers' claims, one numbered row each, with a verdict computed from the committed runs.
 
-Best-minibatch paper (sections 4 and 5), tested on the probe study (``studies/class_mix.toml``):
+Best-minibatch paper (sections 4 and 5), tested on the convergence study (``studies/convergence.toml``):
 each claim is a contrast between groups of a metric's contiguous cut (the paper's batches),
 grouped by where each batch's mean score sits among the images' scores, of the batches' D in
 random units. Where the batches are the same images in every seed (a fixed order), the batch is
@@ -8,7 +8,7 @@ the unit of replication and a permutation of the batches shared by every seed de
 (``stats.batch_permutation_p``); the t-test over seeds stands beside it. Where the batches differ
 between seeds, the t-test over seeds decides. A colour metric on greyscale data is not testable
 (hue and saturation are 0: its order is intensity's) and stays out of the family. Training claims
-(R1, R2) compare policies with shuffled training, paired by seed (same initialisation). Each
+(``gradlab.results.steps``) compare each policy with its control at equal steps, paired by seed. Each
 family is Holm-corrected over its distinct tests (a test two claims share counts once).
 """
 from __future__ import annotations
@@ -119,14 +119,15 @@ def colourless(runs: list[Run], metric: str) -> bool:
 def probe_row(c: ProbeClaim, rs: list[Run], variant: str, m: str, ph: int) -> dict:
     """One (claim, dataset, metric, phase) row: the contrast per seed and its interval, the same on
     the class-balanced cut, the p that decides and the t-test over seeds beside it."""
-    k = rs[0].num_batches(m)
     row = {"id": c.id, "paper": c.paper, "data": DATASET_NAMES.get(variant, variant), "metric": m, "phase": ph,
-           "test": f"{c.contrast.words} of `{m}` {'< 0' if c.sign < 0 else '> 0'}", "share": c.contrast.share(k),
-           "sign": c.sign, "seeds": len(rs), "batches": k}
-    if colourless(rs, m):
+           "test": f"{c.contrast.words} of `{m}` {'< 0' if c.sign < 0 else '> 0'}", "sign": c.sign,
+           "seeds": len(rs)}
+    if colourless(rs, m):  # before reading the probe: a greyscale study need not run it
         nan = np.full(len(rs), math.nan)
         return row | {"values": nan, "ci": stats.interval(nan), "class_ci": stats.interval(nan), "p": math.nan,
                       "p_t": math.nan, "decided_by": "–", "verdict": NOT_TESTABLE}
+    k = rs[0].num_batches(m)
+    row |= {"share": c.contrast.share(k), "batches": k}
     shared = shared_composition(rs, m)
     vals, p, p_t = _contrast_test(c, rs, m, ph, shared, "own")
     if ph == 0 and all(len(r.phase_epochs(0)) > 1 for r in rs):  # phase 0 without theta_0, the initialisation

@@ -1,6 +1,6 @@
-"""Is it the image property or the class mix? (studies/class_mix.toml)
+"""Is it the image property or the class mix? (the convergence study, studies/convergence.toml)
 
-Every metric's contiguous (the paper's), stratified and class-balanced cut, against two controls:
+Every metric's contiguous (the paper's) and class-balanced cut, against two controls:
 ``random`` and ``random@class`` (class-stratified random batches), per phase, over seeds. Two
 differences per metric answer the question:
 
@@ -8,6 +8,9 @@ differences per metric answer the question:
   are because sorting by the metric also sorts by class;
 - image property beyond class balance: D(m@class) in random@class units, minus 1: below 0, the
   metric's homogeneous batches beat class-balanced random ones; above 0, they are worse.
+
+The metrics and cuts are the run's own (``track.probes``, ``track.batching``); a third table gives
+every probe's D to the common target (the random probe's full gradient), in the same unit.
 """
 from __future__ import annotations
 
@@ -18,31 +21,40 @@ import numpy as np
 from gradlab.registry import CLASS_CONTROL, RANDOM, probe_name
 from gradlab.report.summary import seed_summary
 from gradlab.results import stats
-from gradlab.results.catalog import CLASS_MIX, DATASET_NAMES
+from gradlab.results.catalog import CONVERGENCE, DATASET_NAMES
 from gradlab.results.common import by_variant, final, seed_means
-from gradlab.results.markdown import ci, num, table
+from gradlab.results.markdown import ci, num, setting_line, table
 from gradlab.runfile.reader import Run
 
-METRICS = ("intensity", "hsv", "edges", "lpips")
-CUTS = ("contiguous", "stratified", "class")
 COMPOSITION = ("label_entropy", "top_class_share")
 
 
-def probes() -> list[str]:
+def metrics(runs: list[Run]) -> list[str]:
+    """The image metrics the runs probed (``track.probes`` less the random control), in study order."""
+    return [m for m in runs[0].config["track"]["probes"] if m != RANDOM]
+
+
+def cuts(runs: list[Run]) -> list[str]:
+    """The cuts the runs probed every metric in (``track.batching``)."""
+    return list(runs[0].config["track"]["batching"])
+
+
+def probes(runs: list[Run]) -> list[str]:
     """The rows of the tables: the two controls, then every metric in every cut."""
-    return [RANDOM, CLASS_CONTROL] + [probe_name(m, c) for m in METRICS for c in CUTS]
+    return [RANDOM, CLASS_CONTROL] + [probe_name(m, c) for m in metrics(runs) for c in cuts(runs)]
 
 
-def unit_table(runs: list[Run], unit: str) -> str:
+def unit_table(runs: list[Run], unit: str, target: str = "own") -> str:
     phases = range(runs[0].num_phases)
-    rows = [[f"`{p}`"] + [ci(*stats.interval(seed_means(runs, p, ph, unit))) for ph in phases] for p in probes()]
+    rows = [[f"`{p}`"] + [ci(*stats.interval(seed_means(runs, p, ph, unit, target=target))) for ph in phases]
+            for p in probes(runs)]
     return table(["probe"] + [f"phase {ph} (lr {runs[0].phase_lr(ph):g})" for ph in phases], rows)
 
 
 def decomposition(runs: list[Run]) -> tuple[str, list[str]]:
     """The two differences per metric and phase, and one generated sentence per metric."""
     rows, lines = [], []
-    for m in METRICS:
+    for m in metrics(runs):
         mix, prop = [], []
         for ph in range(runs[0].num_phases):
             mix.append(stats.interval(seed_means(runs, m, ph, RANDOM) - seed_means(runs, m + "@class", ph, RANDOM)))
@@ -72,7 +84,7 @@ def own_full_table(runs: list[Run]) -> str:
     phases = range(runs[0].num_phases)
     ref = [r.epoch_table(RANDOM)["full_norm"].to_numpy() for r in runs]
     rows = []
-    for p in probes():
+    for p in probes(runs):
         cells = []
         for ph in phases:
             vals = [np.mean(r.epoch_table(p)["full_norm"].to_numpy()[r.phase_epochs(ph)] / g[r.phase_epochs(ph)])
@@ -85,7 +97,7 @@ def own_full_table(runs: list[Run]) -> str:
 def composition_table(runs: list[Run]) -> str:
     """Mean label entropy (nats) and top-class share of each probe's batches, over batches, epochs, seeds."""
     rows = []
-    for p in probes():
+    for p in probes(runs):
         vals = [np.mean([r.quantity(p, q)[q].mean() for r in runs]) for q in COMPOSITION]
         rows.append([f"`{p}`"] + [num(v) for v in vals])
     return table(["probe", "label entropy (nats)", "top-class share"], rows)
@@ -122,10 +134,10 @@ def accuracy_line(runs: list[Run], seeds: tuple[int, ...]) -> str:
 
 def page(runs: dict, root: Path) -> str:
     out = [_INTRO]
-    for v in CLASS_MIX.variants:
+    for v in CONVERGENCE.variants:
         rs = by_variant(runs, v)
         dec, lines = decomposition(rs)
-        out += [f"## {DATASET_NAMES[v]}\n", accuracy_line(rs, CLASS_MIX.seeds) + "\n",
+        out += [f"## {DATASET_NAMES[v]}\n", setting_line(rs), accuracy_line(rs, CONVERGENCE.seeds) + "\n",
                 "### Mean D in random units (1 = the `random` probe's mean D at the same epoch)\n",
                 unit_table(rs, RANDOM),
                 "### Mean D in random@class units (1 = class-stratified random batches)\n",
@@ -134,6 +146,7 @@ def page(runs: dict, root: Path) -> str:
                 "distinguishable at this number of seeds):\n", "\n".join(f"- {x}" for x in lines) + "\n",
                 "### Class composition of the batches\n", composition_table(rs),
                 "### Each probe's own full gradient, |G| / |G of random|\n", _OWN_FULL, own_full_table(rs),
+                "### Mean D to the common target, in random units\n", _COMMON, unit_table(rs, RANDOM, "common"),
                 "### The closest quartile against chance, pooled over seeds\n", _POOLED]
         pooled, sentence = pooled_table(rs)
         out += [sentence + "\n", pooled]
@@ -146,6 +159,12 @@ with it each batch is normalised by its own statistics, so a metric-sorted parti
 gradient can differ from random batches' mean. Where this ratio is below 1, part of a probe's
 small D comes from a smaller target, not from batches closer to the random pass's ∇_e.
 """
+_COMMON = """The same batches' distance to one target for every probe: the `random` probe's full
+gradient at the same θ_e (`common_distance_l2`), divided by the `random` probe's mean D at that
+epoch (the unit of the first table). For `random` it is its own D; without BatchNorm it would
+equal each probe's own D. Where a probe's value here differs from the first table, its own
+partition's mean gradient is a different target.
+"""
 _POOLED = f"""The report's seed summary (`gradlab report` with the seeds together): per probe and phase,
 the quartile of batches by score whose mean D over seeds is smallest, and a one-sided p that it
 is closer than chance. A metric's fixed order puts the same images in the same batches in every
@@ -156,19 +175,19 @@ its own chance level is tested over seeds (*t over seeds*). In brackets: Holm ov
 """
 _INTRO = """# Image property or class mix?
 
-Every image metric's batches, cut three ways, against two controls, on three datasets
-(`studies/class_mix.toml`): smallcnn with BatchNorm, 2,048 training images in 16 batches of 128,
-3 epochs, one per learning-rate phase (0.1, 0.01, 0.001), probes taken at every epoch-start θ_e
-in train mode (batch statistics), never augmented. Cuts:
+Every image metric's batches, cut two ways, against two controls, on MNIST and Fashion-MNIST
+(`studies/convergence.toml`, the setting above each dataset's tables): smallcnn with BatchNorm,
+probes taken at every epoch-start θ_e in train mode (batch statistics), never augmented. D is
+taken at the start of each epoch, so epoch 0, in phase 0, is the untrained initialisation θ₀; a
+phase's value is the mean over its epochs. Cuts:
 
 - `m`: the paper's contiguous cut of the images sorted by metric `m`;
-- `m@strat`: stratified (batch k takes sorted positions k, k + K, ...);
 - `m@class`: sorted within each class, every batch holding every class in the dataset's proportion.
 
-On the greyscale MNIST and Fashion-MNIST images hue and saturation are 0, so `hsv` sorts as
-`intensity` does and its rows repeat intensity's. Controls: `random` (the common unit) and
-`random@class` (class-stratified random batches). Each
-cell is the mean over seeds of each seed's mean D over the phase's batches, with a 95% Student-t
-interval over seeds (n − 1 degrees of freedom). No correction for multiple comparisons is applied
+MNIST and Fashion-MNIST are greyscale: hue and saturation are 0, so `hsv` would sort as
+`intensity` does, and the study leaves it out. Controls: `random` (the common unit) and
+`random@class` (class-stratified random batches). Each cell is the mean over seeds of each seed's
+mean D over the phase's batches, with a 95% Student-t interval over seeds (n − 1 degrees of
+freedom; with one seed there is no interval). No correction for multiple comparisons is applied
 on this page; the verdicts on the [claims page](claims.md) are Holm-corrected.
 """

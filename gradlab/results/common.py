@@ -23,10 +23,14 @@ def by_variant(runs: dict[tuple[str, int], Run], variant: str) -> list[Run]:
     return [r for (v, _), r in runs.items() if v == variant]
 
 
-def seed_means(runs: list[Run], probe: str, phase: int, unit: str, measure: str = "l2") -> np.ndarray:
+def seed_means(runs: list[Run], probe: str, phase: int, unit: str, measure: str = "l2", target: str = "own"
+               ) -> np.ndarray:
     """``[S]``: each seed's mean D of ``probe`` over the phase's epochs and batches, in ``unit``'s
-    mean D at the same epoch (``gradlab.report.units``)."""
-    return np.array([np.nanmean(phase_profile(r, probe, phase, measure, unit=unit)) for r in runs])
+    mean D at the same epoch (``gradlab.report.units``). ``target="common"``: D to the common
+    target (the random probe's full gradient, ``Run.distance_matrix``), in the same unit."""
+    return np.array([np.nanmean(phase_profile(r, probe, phase, measure, unit=unit,
+                                              matrix=None if target == "own" else
+                                              r.distance_matrix(probe, measure, target))) for r in runs])
 
 
 def final(runs: list[Run], column: str) -> np.ndarray:

@@ -12,10 +12,9 @@ import numpy as np
 
 from gradlab.registry import RANDOM, probe_name
 from gradlab.results import stats
-from gradlab.results.catalog import CLASS_MIX, DATASET_NAMES
-from gradlab.results.classmix import CUTS, METRICS
-from gradlab.results.common import by_variant, curve, seed_means
-from gradlab.results.training import ARMS
+from gradlab.results.catalog import CONVERGENCE, DATASET_NAMES
+from gradlab.results.classmix import cuts, metrics
+from gradlab.results.common import by_variant, seed_means
 
 
 def _png(fig) -> bytes:
@@ -40,45 +39,28 @@ def _plt():
 def class_mix(runs: dict) -> bytes:
     """Datasets x phases: mean D (random units) of each metric in each cut, with the random@class line."""
     plt = _plt()
-    variants = CLASS_MIX.variants
-    phases = by_variant(runs, variants[0])[0].num_phases
-    fig, axes = plt.subplots(len(variants), phases, figsize=(3.2 * phases, 2.4 * len(variants)), sharey=True)
-    x = np.arange(len(METRICS))
+    variants = CONVERGENCE.variants
+    first = by_variant(runs, variants[0])
+    phases, names, cut_names = first[0].num_phases, metrics(first), cuts(first)
+    fig, axes = plt.subplots(len(variants), phases, figsize=(3.2 * phases, 2.4 * len(variants)), sharey=True,
+                             squeeze=False)
+    x, width = np.arange(len(names)), 0.8 / len(cut_names)
     for i, v in enumerate(variants):
         rs = by_variant(runs, v)
         for ph in range(phases):
             ax = axes[i, ph]
-            for j, cut in enumerate(CUTS):
-                m = [stats.interval(seed_means(rs, probe_name(name, cut), ph, RANDOM)) for name in METRICS]
-                ax.bar(x + (j - 1) * 0.27, [a[0] for a in m], 0.27, label=cut,
-                       yerr=np.abs(np.array([[a[0] - a[1], a[2] - a[0]] for a in m]).T))
+            for j, cut in enumerate(cut_names):
+                m = [stats.interval(seed_means(rs, probe_name(name, cut), ph, RANDOM)) for name in names]
+                err = np.nan_to_num(np.abs(np.array([[a[0] - a[1], a[2] - a[0]] for a in m]).T))  # one seed: none
+                ax.bar(x + (j - (len(cut_names) - 1) / 2) * width, [a[0] for a in m], width, label=cut, yerr=err)
             ctrl = stats.interval(seed_means(rs, "random@class", ph, RANDOM))[0]
             ax.axhline(1.0, color="black", lw=0.8)
             ax.axhline(ctrl, color="grey", lw=0.8, ls="--", label="random@class")
-            ax.set_xticks(x, METRICS)
+            ax.set_xticks(x, names)
             ax.set_title(f"{DATASET_NAMES[v]}, phase {ph}")
             if ph == 0:
                 ax.set_ylabel("mean D / random's")
     axes[0, 0].legend(fontsize=6)
-    fig.tight_layout()
-    return _png(fig)
-
-
-def interventions(runs: dict) -> bytes:
-    """Test accuracy after each epoch, mean over seeds with its 95% interval, per arm and dataset."""
-    plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
-    for ax, d in zip(axes, ("mnist", "fashion")):
-        for a, label in ARMS.items():
-            acc = curve(by_variant(runs, f"{d}-{a}"), "test_acc")
-            m = [stats.interval(acc[:, e]) for e in range(acc.shape[1])]
-            e = np.arange(1, acc.shape[1] + 1)
-            ax.plot(e, [c[0] for c in m], marker="o", ms=3, label=label)
-            ax.fill_between(e, [c[1] for c in m], [c[2] for c in m], alpha=0.15)
-        ax.set_title(DATASET_NAMES[d])
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("test accuracy")
-    axes[0].legend(fontsize=6)
     fig.tight_layout()
     return _png(fig)
 

@@ -57,8 +57,36 @@ def provenance(study: Study, root: Path, runs: dict[tuple[str, int], Run]) -> st
     size = sum(Path(r.path).stat().st_size for r in runs.values())
     head = (f"{len(runs)} run files of `{study.study_file}` in `results/` ({size / 2**20:.1f} MiB); each row's "
             f"command, run from the repository root, remakes that file.\n\n")
+    if study.planned and study.planned != study.seeds:
+        head += (f"The study is planned for seeds {_seeds(study.planned)}; these pages rest on seeds "
+                 f"{_seeds(study.seeds)}, the ones committed so far (`studies/run_queue.sh` runs the rest).\n\n")
     return head + table(["command", "commit", "torch, machine", "threads", "load (1, 5, 15 min)", "wall s",
                          "started (UTC)", "sha256"], rows)
+
+
+def _seeds(seeds: tuple[int, ...]) -> str:
+    return ", ".join(map(str, seeds))
+
+
+def setting_line(runs: dict | list) -> str:
+    """One line per setting among ``runs`` (a study's ``{(variant, seed): Run}`` or a list), read from
+    their configs: model, images, epochs per learning-rate phase, batch size and seeds (a phase here is
+    not the paper's 50 epochs)."""
+    lines: dict[tuple, set] = {}
+    for r in (runs.values() if isinstance(runs, dict) else runs):
+        c = r.config
+        t, d = c["train"], c["data"]
+        bounds = [0, *t["milestones"], t["epochs"]]
+        per = [b - a for a, b in zip(bounds, bounds[1:])]
+        key = (d["dataset"], d.get("subset"), c["model"]["name"], c["model"].get("norm"), t["epochs"], tuple(per),
+               t["batch_size"])
+        lines.setdefault(key, set()).add(t["seed"])
+    out = []
+    for (dataset, subset, model, norm, epochs, per, bs), seeds in lines.items():
+        out.append(f"{model} ({norm}) on {f'{subset:,}' if subset else 'all'} {dataset} training images, {epochs} "
+                   f"epochs in {len(per)} learning-rate phases of {'/'.join(map(str, per))} epochs, batch {bs}, "
+                   f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}")
+    return "Setting: " + "; ".join(out) + ".\n"
 
 
 def analysis_digest(root: Path) -> str:

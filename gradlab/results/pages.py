@@ -4,10 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from gradlab.results import classmix, claims, figures, references, stats, training
-from gradlab.results.catalog import AGC, CLASS_MIX, DATASET_NAMES, INTERVENTIONS, SEARCH, WEIGHT_MECHANISM
+from gradlab.results import classmix, claims, figures, references, stats, steps, training
+from gradlab.results.catalog import AGC, CONVERGENCE, DATASET_NAMES, SEARCH, TRAINING, WEIGHT_MECHANISM
 from gradlab.results.common import by_variant, final, open_study
-from gradlab.results.markdown import analysis_digest, ci, num, provenance, table
+from gradlab.results.markdown import analysis_digest, ci, num, provenance, setting_line, table
 
 Page = Callable[[Path], dict[str, bytes]]  # repository root -> {file name: content}
 
@@ -25,21 +25,23 @@ def _footer(root: Path, parts: list[tuple]) -> str:
 
 
 def class_mix_page(root: Path) -> dict[str, bytes]:
-    runs = open_study(CLASS_MIX, root)
+    runs = open_study(CONVERGENCE, root)
     text = classmix.page(runs, root) + "\n![Mean D per metric and cut](class-mix.png)\n\n" + _footer(
-        root, [(CLASS_MIX, runs)])
+        root, [(CONVERGENCE, runs)])
     return {"class-mix.md": _md(text), "class-mix.png": figures.class_mix(runs)}
 
 
-def interventions_page(root: Path) -> dict[str, bytes]:
-    runs = open_study(INTERVENTIONS, root)
-    out = [_INTERVENTIONS]
-    for d, name in (("mnist", "MNIST"), ("fashion", "Fashion-MNIST")):
-        curves, summary = training.intervention_tables(runs, d)
-        out += [f"## {name}\n", "Test accuracy after each epoch (mean over seeds [95% interval]):\n", curves,
-                "Convergence (differences are paired by seed):\n", summary]
-    out += ["![Test accuracy per epoch](interventions.png)\n", _footer(root, [(INTERVENTIONS, runs)])]
-    return {"interventions.md": _md("\n".join(out)), "interventions.png": figures.interventions(runs)}
+def training_page(root: Path) -> dict[str, bytes]:
+    runs = open_study(TRAINING, root)
+    out = [_TRAINING]
+    for d in steps.DATASETS:
+        rs = [r for (v, _), r in runs.items() if v.startswith(d + "-")]
+        out += [f"## {DATASET_NAMES[d]}\n", setting_line(rs),
+                _accuracy(runs, tuple(v for v in TRAINING.variants if v.startswith(d + "-")), "test_acc",
+                          "final test accuracy"),
+                "Each contrast, paired by seed (mean over seeds [95% interval]):\n", steps.contrast_table(runs, d)]
+    out += ["![Test accuracy against optimisation steps](training.png)\n", _footer(root, [(TRAINING, runs)])]
+    return {"training.md": _md("\n".join(out)), "training.png": figures.accuracy_vs_steps(runs)}
 
 
 def segmentation_page(root: Path) -> dict[str, bytes]:
@@ -55,7 +57,7 @@ def search_page(root: Path) -> dict[str, bytes]:
     for v in SEARCH.variants:
         rs = by_variant(runs, v)
         tgt, sentence = references.targets(rs, SEARCH.seeds)
-        out += [f"## {DATASET_NAMES[v]}\n", classmix.accuracy_line(rs, SEARCH.seeds) + "\n",
+        out += [f"## {DATASET_NAMES[v]}\n", setting_line(rs), classmix.accuracy_line(rs, SEARCH.seeds) + "\n",
                 "### Mean D in random units, and each probe's gain as a fraction of `search`'s\n",
                 references.reference_table(rs), "### `search` against the cheap constructions, every epoch\n",
                 sentence, tgt, "### What the search cost\n", references.search_costs(rs, SEARCH.seeds)]
@@ -64,41 +66,24 @@ def search_page(root: Path) -> dict[str, bytes]:
 
 
 def claims_page(root: Path) -> dict[str, bytes]:
-    mix, iv = open_study(CLASS_MIX, root), open_study(INTERVENTIONS, root)
+    conv, tr = open_study(CONVERGENCE, root), open_study(TRAINING, root)
     wm, agc = open_study(WEIGHT_MECHANISM, root), open_study(AGC, root)
-    families = [("Best-minibatch paper: where batches sit, by score bin (probe study)",
-                 claims.probe_claim_rows(mix, CLASS_MIX.variants),
-                 _accuracy(mix, CLASS_MIX.variants, "test_acc", "final test accuracy")),
-                ("Best-minibatch paper: training interventions", claims.finish(training.intervention_rows(iv)),
-                 _accuracy(iv, ("mnist-shuffle", "fashion-shuffle"), "test_acc", "final test accuracy")),
+    controls = tuple(f"{d}-shuffle" for d in steps.DATASETS)
+    families = [("Best-minibatch paper: where batches sit, by score bin (convergence study)",
+                 claims.probe_claim_rows(conv, CONVERGENCE.variants),
+                 _accuracy(conv, CONVERGENCE.variants, "test_acc", "final test accuracy")),
+                ("Best-minibatch paper and gradlab: training interventions at equal steps (training study)",
+                 claims.finish(steps.rows(tr)),
+                 _accuracy(tr, controls, "test_acc", "final test accuracy (the shuffled controls; every arm's is "
+                           "on the [training page](training.md))")),
                 ("Weight mechanism", claims.finish(training.weight_rows(wm), effect_key="effect"),
                  _accuracy(wm, ("baseline",), "test_miou", "final test mIoU")),
                 ("AGC: equivalence with BatchNorm", claims.finish(training.agc_rows(wm, agc)),
                  _accuracy(agc, ("bn-paper-lr", "agc-paper-lr", "agc"), "test_miou", "final test mIoU"))]
     out = [_claims_intro()]
-    for (title, rows, acc), runs in zip(families, (mix, iv, wm, agc)):
-        out += [f"## {title}\n", _setting(runs), acc, _family_line(rows), _claims_table(rows)]
+    for (title, rows, acc), runs in zip(families, (conv, tr, wm, agc)):
+        out += [f"## {title}\n", setting_line(runs), acc, _family_line(rows), _claims_table(rows)]
     return {"claims.md": _md("\n".join(out))}
-
-
-def _setting(runs: dict) -> str:
-    """One line per dataset of a family's runs, read from their configs: model, images, epochs per
-    learning-rate phase, batch size and seeds (a phase here is not the paper's 50 epochs)."""
-    lines = {}
-    for (v, _), r in runs.items():
-        c = r.config
-        t, d = c["train"], c["data"]
-        bounds = [0, *t["milestones"], t["epochs"]]
-        per = [b - a for a, b in zip(bounds, bounds[1:])]
-        key = (d["dataset"], d.get("subset"), c["model"]["name"], c["model"].get("norm"), t["epochs"], tuple(per),
-               t["batch_size"])
-        lines.setdefault(key, set()).add(r.config["train"]["seed"])
-    out = []
-    for (dataset, subset, model, norm, epochs, per, bs), seeds in lines.items():
-        out.append(f"{model} ({norm}) on {f'{subset:,}' if subset else 'all'} {dataset} training images, {epochs} "
-                   f"epochs in {len(per)} learning-rate phases of {'/'.join(map(str, per))} epochs, batch {bs}, "
-                   f"{len(seeds)} seeds")
-    return "Setting: " + "; ".join(out) + ".\n"
 
 
 VERDICTS = ("supported", "contradicted", "not resolvable", claims.NOT_TESTABLE)
@@ -126,7 +111,8 @@ def _claims_table(rows: list[dict]) -> str:
                + (f"; without θ₀: {ci(*r['no_init_ci'])}" if "no_init_ci" in r else ""))
         test = ((f"phase {r['phase']}: " if isinstance(r["phase"], int) else "") + r["test"]
                 + (f" ({r['share']})" if "share" in r else ""))
-        body.append([r["id"], r["paper"], f"{r['data']}, {r['seeds']} seeds", test, est if testable else "–",
+        seeds = f"{r['seeds']} seed{'s' if r['seeds'] != 1 else ''}"
+        body.append([r["id"], r["paper"], f"{r['data']}, {seeds}", test, est if testable else "–",
                      ci(*r["class_ci"]) if "class_ci" in r and testable else "–", num(r["p"]),
                      r.get("decided_by", claims.T_OVER_SEEDS), _p_t(r),
                      num(r["p_holm"]), f"**{r['verdict']}**", _needed(r["needed"])]
@@ -171,12 +157,13 @@ def index_page(root: Path, names: list[str]) -> dict[str, bytes]:
     return {"index.md": _md(text)}
 
 
-PAGES: tuple[Page, ...] = (claims_page, class_mix_page, search_page, interventions_page, segmentation_page)
+PAGES: tuple[Page, ...] = (claims_page, class_mix_page, training_page, search_page, segmentation_page)
 _TITLES = {"claims.md": "every paper claim gradlab tests, with a verdict and an interval",
            "class-mix.md": "is it the image property or the class mix? every metric and cut against two controls",
            "search-reference.md": "where each metric sits between random batches (0) and the achievable end, "
                                   "`search` (1), with BatchNorm",
-           "interventions.md": "the paper's R1 and R2 as training policies, against shuffled training",
+           "training.md": "the paper's R1 and R2, and class-stratified batches, as training policies against "
+                          "controls at equal optimisation steps",
            "agc-weight-mechanism.md": "AGC at its paper's learning rate, and the weight mechanism's gains"}
 
 _INDEX = """# Results
@@ -197,6 +184,26 @@ DPN-92 on CIFAR-10; weight mechanism: Massachusetts buildings; AGC: SegNet and C
 Cityscapes): "contradicted" means the effect has the opposite sign here, not that the paper's
 own runs were wrong. Phases are numbered from 0 here; the paper's "first training phase" is
 phase 0.
+
+**Phases and θ₀.** The probe claims rest on the convergence study and the training claims on the
+training study: networks that reach their usual accuracy (the final accuracy stands above each
+table; `tests/results/test_convergence_targets.py` fails when a committed run misses the target),
+in learning-rate phases of several epochs (each family's setting line gives them). D is taken at
+the start of every epoch, so epoch 0 is the untrained initialisation θ₀; a phase's value is the
+mean over its epochs, and a phase-0 row also gives its estimate without θ₀ ("without θ₀").
+
+**Two targets.** The paper's D is each batch's distance to the mean gradient of its own
+partition (the probe's batches, covering the training set once). With BatchNorm a sorted
+partition's mean gradient differs from a random one's, so part of a small or large D can be a
+different target. Every probe claim is therefore also tested on D to the common target, the
+`random` probe's full gradient at the same θ_e (`common_distance_l2`), in the same unit and by the
+same test, Holm-corrected as a family of its own (last column). The own-partition D, the
+paper's, decides the verdict.
+
+**Training claims** compare an intervention with a control that differs from it in one thing and
+takes the same optimisation steps on the same number of images (R1 at the batch and at the image
+level, R2, and gradlab's class-stratified batches as G1); the pages refuse a pair whose steps per
+epoch differ. The measure is the mean test accuracy over epochs, paired by seed.
 
 **Which test decides.** Probe claims compare groups of a metric's batches (its contiguous cut, the
 paper's batches), grouped by where a batch's mean score sits among the images' scores: a batch
@@ -232,28 +239,43 @@ t-test over seeds decides; more seeds do not add batches to a batch-level test.
 
 "Same on the class-balanced cut" repeats the contrast on `m@class`, whose batches hold every
 class in proportion, to show how much of an effect is class composition. Final accuracies are on
-the [class-mix](class-mix.md), [interventions](interventions.md) and
+the [class-mix](class-mix.md), [training](training.md) and
 [AGC and weight mechanism](agc-weight-mechanism.md) pages.
 """
 
 
-_INTERVENTIONS = """# R1 and R2 as training interventions
+_TRAINING = """# Training interventions at equal steps
 
-`studies/interventions.toml`: smallcnn with BatchNorm, 4,096 training images, 32 batches of
-128, 6 epochs in three learning-rate phases (0.1, 0.01, 0.001), no augmentation, 5 seeds per
-arm; test accuracy on 2,000 test images after every epoch. Arms (`train.policy`): `shuffle`,
-plain SGD; `batches`, every batch of the intensity-sorted contiguous cut in a new random order
-each epoch (the control for batch homogeneity); `drop_extremes` (R1), those batches less the
-bottom and top quartile by mean intensity, so half the images per epoch; `high_first` (R2),
-phase 0 on the upper half of those batches, then shuffle. The same seed gives every arm the same
-initialisation, so differences are paired.
+`studies/training.toml`: the convergence study's setting (above each dataset's tables) without
+probe passes. Each intervention is compared with a control that differs from it in one thing and
+takes the same optimisation steps on the same number of images (`gradlab.train.policy`; a pair
+whose recorded steps per epoch differ is refused):
+
+- R1, batch level: `r1-batches` trains on the intensity-sorted contiguous batches less the lowest
+  and the highest 10% of batches by mean intensity; `r1-batches-control` drops as many sorted
+  batches at random (fixed for the run). Both train on sorted batches: `batches` (every sorted
+  batch, in a new random order each epoch) against `shuffle` shows what sorting alone costs.
+- R1, image level: `r1-images` trains on shuffled batches of the middle 80% of images by
+  intensity; `r1-images-control` on 80% of the images drawn at random.
+- R2: `r2` trains phase 0 on the upper-quartile images by intensity, `r2-control` on a random
+  quarter; both train on every image afterwards.
+- G1 (gradlab's own finding, not the paper's): `class`, class-stratified random batches redrawn
+  every epoch, against `shuffle`.
+
+The same seed gives every arm the same initialisation, so differences are paired by seed. "Mean
+test accuracy over epochs" is the area under the test-accuracy curve (evaluated after every
+epoch on the test subset), larger when a run gets there sooner; with equal steps per epoch it is
+the area against steps too. The figure plots test accuracy against cumulative steps.
 """
 _SEARCH = """# The achievable end: `search`
 
 How close can a batch get to the full gradient ∇_e with BatchNorm, and what fraction of that
-does an image metric reach? `studies/search_reference.toml`: the class-mix setting (smallcnn with
-BatchNorm, 2,048 training images in 16 batches of 128, 3 epochs in three learning-rate phases),
-3 seeds. `search` builds its 16 batches at each θ_e: it starts from the best of a few
+does an image metric reach? `studies/search_reference.toml` keeps a small setting (above each
+dataset's tables: 16 batches, one epoch per learning-rate phase) because `search` costs up to ten
+probe passes per epoch. Its phases are single epochs and its networks stop short of the accuracy
+the convergence studies reach (final accuracy below), so this page locates the metrics between
+random batches and `search` in that setting; it draws no verdict, and no claim rests on it.
+`search` builds its 16 batches at each θ_e: it starts from the best of a few
 class-balanced constructions and swaps images between batches, keeping a swap only when the
 real train-mode D of the two batches drops (`gradlab.track.search`; at most
 `track.search_passes` = 10 probe passes of batch gradients per epoch). A probe's fraction of

@@ -34,9 +34,9 @@ class Contrast:
 
 
 _R1 = ("\"slightly faster convergence by removing minibatches with extremely low or high intensities\" "
-       "(section 5, Conclusions, recommendation 1)")
+       "(section 5, Conclusions, conclusion 1)")
 _R2 = ("\"slightly faster convergence by only considering mini-batches with high intensity images ... during the "
-       "first training phase\" (section 5, Conclusions, recommendation 2)")
+       "first training phase\" (section 5, Conclusions, conclusion 2)")
 _G1 = ("gradlab's own finding, not the paper's: class-stratified random batches are closer to the full gradient "
        "than random ones (class-mix page); does training on them converge faster?")
 CONTRASTS = (

@@ -1,67 +1,24 @@
-"""Training studies: the paper's R1/R2 as interventions (studies/interventions.toml), and AGC and
-the weight mechanism (studies/agc_vs_bn.toml, studies/weight_mechanism.toml). Every comparison is
-paired by seed: the same seed gives the same initialisation and the same data."""
+"""Segmentation training studies: AGC and the weight mechanism (studies/agc_vs_bn.toml,
+studies/weight_mechanism.toml). Every comparison is paired by seed: the same seed gives the same
+initialisation and the same data. (The best-minibatch paper's R1/R2 are in ``steps``.)"""
 from __future__ import annotations
 
 import numpy as np
 
 from gradlab.results import stats
-from gradlab.results.catalog import DATASET_NAMES
 from gradlab.results.common import by_variant, curve, final
 from gradlab.results.markdown import ci, num, table
 
-ARMS = {"shuffle": "shuffle (plain SGD)", "batches": "batches (every sorted batch, random visiting order)",
-        "r1": "R1: drop_extremes", "r2": "R2: high_first"}
 THRESHOLD = 0.9  # epochs to reach this fraction of the shuffled arm's mean final test accuracy
 EQUIVALENCE = 0.01  # mIoU: "essentially identical" final accuracy: the paired difference within +-0.01
 EPOCH_MARGIN = 1.0  # epochs: "essentially identical" training rate: epochs to the target within +-1
 TOST_ALPHA = 0.05  # per side: TOST at 5% = the 90% interval inside the margin
 
 
-def auc(acc: np.ndarray) -> np.ndarray:
-    """Mean test accuracy over the epochs of each seed: the area under the accuracy curve per epoch,
-    larger when a run gets there sooner (the convergence measure of R1 and R2)."""
-    return acc.mean(axis=1)
-
-
 def epochs_to(acc: np.ndarray, level: float) -> np.ndarray:
     """First epoch (1-based) whose test accuracy reaches ``level``, per seed; NaN when never."""
     hit = acc >= level
     return np.where(hit.any(axis=1), hit.argmax(axis=1) + 1.0, np.nan)
-
-
-def intervention_rows(runs: dict) -> list[dict]:
-    """R1 and R2 per dataset: mean test accuracy over epochs, arm minus shuffle, paired by seed."""
-    rows = []
-    for claim, arm, paper in (("R1", "r1", _R1), ("R2", "r2", _R2)):
-        for d in ("mnist", "fashion"):
-            base = auc(curve(by_variant(runs, f"{d}-shuffle"), "test_acc"))
-            vals = auc(curve(by_variant(runs, f"{d}-{arm}"), "test_acc")) - base
-            rows.append({"id": claim, "paper": paper, "data": DATASET_NAMES[d], "metric": "intensity", "phase": "all",
-                         "test": f"`{arm}` − `shuffle`: mean test accuracy over epochs > 0", "sign": +1,
-                         "values": vals, "ci": stats.interval(vals), "p": stats.t_test_p(vals), "seeds": len(vals)})
-    return rows
-
-
-def intervention_tables(runs: dict, dataset: str) -> tuple[str, str]:
-    arms = {a: curve(by_variant(runs, f"{dataset}-{a}"), "test_acc") for a in ARMS}
-    epochs = arms["shuffle"].shape[1]
-    curves = table(["arm"] + [f"epoch {e + 1}" for e in range(epochs)],
-                   [[ARMS[a]] + [ci(*stats.interval(acc[:, e])) for e in range(epochs)] for a, acc in arms.items()])
-    level = THRESHOLD * float(arms["shuffle"][:, -1].mean())
-    loss = {a: final(by_variant(runs, f"{dataset}-{a}"), "test_loss") for a in ARMS}
-    rows = []
-    for a, acc in arms.items():
-        to = epochs_to(acc, level)
-        rows.append([ARMS[a], ci(*stats.interval(auc(acc))),
-                     "–" if a == "shuffle" else ci(*stats.interval(auc(acc) - auc(arms["shuffle"]))),
-                     "–" if a in ("shuffle", "batches") else ci(*stats.interval(auc(acc) - auc(arms["batches"]))),
-                     ci(*stats.interval(acc[:, -1])), ci(*stats.interval(loss[a])),
-                     f"{num(np.nanmean(to), 1) if np.isfinite(to).any() else '–'} ({int(np.isfinite(to).sum())}"
-                     f" of {len(to)} reached)"])
-    summary = table(["arm", "mean test acc. over epochs", "− shuffle (paired)", "− batches (paired)",
-                     "final test acc.", "final test loss", f"epochs to {num(level)} test acc."], rows)
-    return curves, summary
 
 
 def weight_rows(wm: dict) -> list[dict]:
@@ -139,10 +96,6 @@ def segmentation_table(wm: dict, agc: dict) -> str:
     return table(["model", "lr", "pixel acc.", "mIoU", "mIoU difference (paired)"], rows)
 
 
-_R1 = ("\"slightly faster convergence by removing minibatches with extremely low or high intensities\" "
-       "(section 5, Conclusions, conclusion 1)")
-_R2 = ("\"slightly faster convergence by only considering mini-batches with high intensity images ... during the "
-       "first training phase\" (section 5, Conclusions, conclusion 2)")
 _A1 = ("\"the training rate and accuracy for both techniques are essentially identical\" (section 4, Discussion")
 # (claim, variant, the paper's mIoU gain over the baseline in its Table II, whose BN weights start at 1 as
 # PyTorch's default BatchNorm init does in gradlab's U-Net (Table I's start from N(0, 1)), its words)

@@ -153,22 +153,3 @@ def class_batches(cut: PolicyInput, phase: int, gen: torch.Generator) -> torch.T
     labels = class_labels(cut.labels, 'train.policy = "class"')
     perm = torch.randperm(len(labels), generator=gen).numpy()
     return torch.from_numpy(by_class(perm, cut.batch_size, labels))
-
-
-# The first interventions study's definitions (committed runs interventions-*-r1/-r2, made with them):
-# quartiles of batches for R1, the upper half of batches for R2. Superseded by the symmetric, step-matched
-# policies above; kept so that those run files still reproduce from their study file.
-
-def drop_extremes(cut: PolicyInput, phase: int, gen: torch.Generator) -> torch.Tensor:
-    """First study's R1: the middle half of the batches by mean metric (bottom and top quartile dropped)."""
-    k = len(cut.batch_score)
-    q = k // 4
-    return _visit(_ranked(cut.batch_score)[q: k - q], cut.batches, gen)
-
-
-def high_first(cut: PolicyInput, phase: int, gen: torch.Generator) -> torch.Tensor | None:
-    """First study's R2: phase 0 on the upper half of the batches by mean metric, then shuffle."""
-    if phase > 0:
-        return None
-    k = len(cut.batch_score)
-    return _visit(_ranked(cut.batch_score)[k - max(1, k // 2):], cut.batches, gen)

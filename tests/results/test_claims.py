@@ -6,12 +6,13 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import torch
 import pytest
 
 from gradlab.registry import DATASETS, GREYSCALE
 from gradlab.results import claims, training
 from gradlab.results import repo_root
-from gradlab.results.catalog import CLASS_MIX
+from gradlab.results.catalog import CONVERGENCE
 from gradlab.results.common import by_variant, open_study
 
 
@@ -66,15 +67,25 @@ def test_weight_mechanism_gains_are_table_ii_differences():
         assert gain == pytest.approx(model - base, abs=1e-12)
 
 
-def test_hsv_on_greyscale_committed_runs_is_intensity_and_not_testable():
-    runs = open_study(CLASS_MIX, repo_root())
-    for v in CLASS_MIX.variants:
+def test_hsv_on_greyscale_images_sorts_as_intensity():
+    """The fact behind the greyscale trait: on grey images (one value repeated in 3 channels) hue and
+    saturation are 0, so hsv's batch order is intensity's, and an HSV claim there is no colour test."""
+    from gradlab.metrics import get_metric
+    from gradlab.metrics.base import score_images
+
+    grey = torch.rand(64, 1, 16, 16, generator=torch.Generator().manual_seed(0)).expand(64, 3, 16, 16)
+    hsv, intensity = get_metric("hsv"), get_metric("intensity")
+    a = hsv.primary(score_images(hsv, grey.clone()))
+    b = intensity.primary(score_images(intensity, grey.clone()))
+    assert np.array_equal(np.argsort(a, kind="stable"), np.argsort(b, kind="stable"))
+
+
+def test_hsv_claims_on_the_committed_greyscale_study_are_not_testable_and_out_of_the_family():
+    runs = open_study(CONVERGENCE, repo_root())
+    for v in CONVERGENCE.variants:
         rs = by_variant(runs, v)
-        grey = claims.colourless(rs, "hsv")
-        assert grey == (rs[0].config["data"]["dataset"] in DATASETS.having(GREYSCALE))
-        if grey:  # the fact behind the trait: hue and saturation are 0, so hsv's order is intensity's
-            assert all(np.array_equal(r.order_index("hsv"), r.order_index("intensity")) for r in rs)
-    rows = claims.probe_claim_rows(runs, CLASS_MIX.variants)
+        assert claims.colourless(rs, "hsv") and rs[0].config["data"]["dataset"] in DATASETS.having(GREYSCALE)
+    rows = claims.probe_claim_rows(runs, CONVERGENCE.variants)
     untestable = [r for r in rows if r["verdict"] == claims.NOT_TESTABLE]
     assert untestable and all(r["metric"] == "hsv" and r["p"] != r["p"] for r in untestable)
     distinct = {(r["data"], r["metric"], r["phase"], r["test"]) for r in rows if r["verdict"] != claims.NOT_TESTABLE}

@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 
 from gradlab.results import DOCS_DIR, check, repo_root
-from gradlab.results.catalog import CLASS_MIX, INTERVENTIONS
+from gradlab.results.catalog import CONVERGENCE, SEARCH, TRAINING
 from gradlab.runfile.reader import Run
 
 ROOT = repo_root()
 CHANCE_FLOOR = 0.3  # 10 classes: chance is 0.1; a run below 0.3 supports no claim about training
 
 
-@pytest.mark.parametrize("study", [CLASS_MIX, INTERVENTIONS], ids=lambda s: s.name)
+@pytest.mark.parametrize("study", [CONVERGENCE, TRAINING, SEARCH], ids=lambda s: s.name)
 def test_every_committed_classification_run_trained(study):
     low = []
     for v in study.variants:

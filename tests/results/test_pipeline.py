@@ -9,7 +9,7 @@ from gradlab import results
 from gradlab.cli import main
 from gradlab.errors import GradlabError
 from gradlab.results import claims, pages
-from gradlab.results.catalog import CLASS_MIX
+from gradlab.results.catalog import CONVERGENCE
 from gradlab.runfile.reader import Run
 
 K = 20  # batches; quartiles of 5
@@ -66,5 +66,5 @@ def test_cli_check_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_a_missing_run_file_names_the_command_that_makes_it(tmp_path):
-    with pytest.raises(GradlabError, match=r"gradlab run studies/class_mix\.toml --variant synthetic --seeds 0"):
-        CLASS_MIX.paths(tmp_path, "synthetic")
+    with pytest.raises(GradlabError, match=r"gradlab run studies/convergence\.toml --variant mnist --seeds 0"):
+        CONVERGENCE.paths(tmp_path, "mnist")

@@ -24,22 +24,6 @@ def _input(batches, score, labels=None, seed=0):
     return policy.PolicyInput(batches.reshape(-1), B, score, labels, seed)
 
 
-@pytest.mark.parametrize("seed", range(5))
-def test_drop_extremes_keeps_the_middle_half_by_mean_metric(seed):
-    batches, score = _cut(np.random.default_rng(seed))
-    got = policy.drop_extremes(_input(batches, score), 0, torch.Generator().manual_seed(seed)).numpy().reshape(-1, B)
-    kept = sorted(score[[int(np.flatnonzero((batches == row[0]).any(1))[0]) for row in got]])
-    assert kept == [2.0, 3.0, 4.0, 5.0]  # of scores 0..7, the quartiles {0,1} and {6,7} are dropped
-    assert sorted(map(tuple, got)) == sorted(map(tuple, batches[(score >= 2) & (score <= 5)]))
-
-
-def test_high_first_is_the_upper_half_in_phase_0_then_shuffle():
-    batches, score = _cut(np.random.default_rng(0))
-    got = policy.high_first(_input(batches, score), 0, torch.Generator().manual_seed(0)).numpy().reshape(-1, B)
-    assert sorted(map(tuple, got)) == sorted(map(tuple, batches[score >= 4]))
-    assert policy.high_first(_input(batches, score), 1, torch.Generator()) is None
-
-
 def test_visiting_order_changes_between_epochs_but_not_the_batches():
     batches, score = _cut(np.random.default_rng(1))
     gen = torch.Generator().manual_seed(0)
@@ -64,8 +48,8 @@ def test_the_runner_trains_on_the_chosen_batches_of_the_intensity_cut(tiny):
 def test_a_policy_with_a_training_order_is_refused(tiny):
     with pytest.raises(ConfigError, match='set track.order = "shuffle"'):
         tiny(train={"policy": "batches"}, track={"order": "intensity"}).validate()
-    with pytest.raises(ConfigError, match='did you mean "drop_extremes"'):  # the first study's R1
-        tiny(train={"policy": "drop_extreme"}).validate()
+    with pytest.raises(ConfigError, match='did you mean "drop_extreme_batches"'):
+        tiny(train={"policy": "drop_extreme_batchs"}).validate()
 
 
 # ------------------------------------------------------------------ the step-matched R1 / R2 arms and their controls
