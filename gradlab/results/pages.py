@@ -39,7 +39,9 @@ def training_page(root: Path) -> dict[str, bytes]:
         out += [f"## {DATASET_NAMES[d]}\n", setting_line(rs),
                 _accuracy(runs, tuple(v for v in TRAINING.variants if v.startswith(d + "-")), "test_acc",
                           "final test accuracy"),
-                "Each contrast, paired by seed (mean over seeds [95% interval]):\n", steps.contrast_table(runs, d)]
+                "Each contrast, paired by seed (mean over seeds [95% interval]):\n", steps.contrast_table(runs, d),
+                "Read from the paired intervals (no correction for multiple comparisons; the claims page gives "
+                "the Holm verdicts):\n", steps.reading(runs, d)]
     out += ["![Test accuracy against optimisation steps](training.png)\n", _footer(root, [(TRAINING, runs)])]
     return {"training.md": _md("\n".join(out)), "training.png": figures.accuracy_vs_steps(runs)}
 
@@ -82,7 +84,7 @@ def claims_page(root: Path) -> dict[str, bytes]:
                  _accuracy(agc, ("bn-paper-lr", "agc-paper-lr", "agc"), "test_miou", "final test mIoU"))]
     out = [_claims_intro()]
     for (title, rows, acc), runs in zip(families, (conv, tr, wm, agc)):
-        out += [f"## {title}\n", setting_line(runs), acc, _family_line(rows), _claims_table(rows)]
+        out += [f"## {title}\n", setting_line(runs), acc, _family_line(rows), _claims_table(rows), _reading(rows)]
     return {"claims.md": _md("\n".join(out))}
 
 
@@ -95,6 +97,24 @@ def _family_line(rows: list[dict]) -> str:
     return (f"{len(rows)} rows; Holm family of m = {rows[0]['m']} distinct tests (a test two claims share counts "
             f"once; rows not testable here are not in it): " + ", ".join(f"{n} {v}" for v, n in counts.items() if n)
             + ".\n")
+
+
+def _reading(rows: list[dict]) -> str:
+    """Generated from the rows: each one whose verdict disagrees with the paper, quoting the claim and
+    its phase, and each one whose verdict on the common target differs from the own-partition one."""
+    def where(r: dict) -> str:
+        return f"{r['id']}, {r['data']}" + (f", phase {r['phase']}" if isinstance(r["phase"], int) else "")
+    out = [f"- **{where(r)}**: the paper says {r['paper']}; here the test \"{r['test']}\" finds "
+           f"{'the difference wholly outside the margin' if 'on_reject' in r else 'the opposite sign'}: "
+           f"{ci(*r['ci'])}, p (Holm) {num(r['p_holm'])}." for r in rows if r["verdict"] == "contradicted"]
+    out += [f"- {where(r)}, `{r['metric']}`: {r['verdict']} on the own-partition D, {r['common']['verdict']} on "
+            f"the common target ({ci(*r['common']['ci'])})." for r in rows
+            if "common" in r and r["verdict"] != claims.NOT_TESTABLE and r["common"]["verdict"] != r["verdict"]]
+    if not out:
+        return ("No row contradicts the paper" + (", and the common target gives every row the own-partition "
+                                                 "verdict" if any("common" in r for r in rows) else "") + ".\n")
+    return "Where gradlab disagrees with the paper, and where the two targets disagree (from the table):\n\n" + (
+        "\n".join(out) + "\n")
 
 
 def _accuracy(runs: dict, variants: tuple[str, ...], column: str, words: str) -> str:

@@ -104,6 +104,22 @@ def contrast_table(runs: dict, dataset: str) -> str:
                   "control: same", "difference (paired)", "final test acc. difference (paired)"], body)
 
 
+def reading(runs: dict, dataset: str) -> str:
+    """One generated line per contrast of ``dataset``, read from its paired interval (no correction;
+    the claims page gives the Holm-corrected verdict of the claims' rows)."""
+    lines = []
+    for c in (*CONTRASTS, HOMOGENEITY):
+        a, b = paired(runs, dataset, c)
+        mean, lo, hi = stats.interval(auc(a) - auc(b))
+        if not np.isfinite(lo):
+            words = f"{len(a)} seed: no interval yet"
+        else:
+            words = ("above its control" if lo > 0 else "below its control" if hi < 0 else
+                     "not distinguishable from its control") + f" at {len(a)} seeds"
+        lines.append(f"- `{c.arm}` − `{c.control}`: mean test accuracy over epochs {ci(mean, lo, hi)}, {words}.")
+    return "\n".join(lines) + "\n"
+
+
 def accuracy_vs_steps(runs: dict, dataset: str, variants: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """variant -> (cumulative steps after each epoch ``[E]``, mean test accuracy over seeds ``[E]``): the
     data of the accuracy-against-steps figure (every seed of a variant takes the same steps)."""

@@ -139,3 +139,18 @@ def test_phase_0_is_also_given_without_theta_0(tmp_path, fake_run):
     assert "no_init_ci" not in claims.probe_row(claims.PROBE_CLAIMS[1], rs, "mnist", "intensity", 1)
     for r in rs:
         r.close()
+
+
+def test_the_reading_lists_contradicted_rows_and_target_disagreements():
+    from gradlab.results import pages
+
+    base = {"paper": "the paper's words", "data": "MNIST", "metric": "lpips", "phase": 0, "test": "Q4 < 0",
+            "ci": (1.2, 1.0, 1.4), "p_holm": 0.001}
+    rows = [{**base, "id": "C5", "verdict": "contradicted", "common": {"verdict": "contradicted", "ci": (1, 0, 2)}},
+            {**base, "id": "C1", "verdict": "supported", "common": {"verdict": "not resolvable", "ci": (1, -1, 3)}},
+            {**base, "id": "C4", "verdict": "supported", "common": {"verdict": "supported", "ci": (1, 0.5, 2)}}]
+    text = pages._reading(rows)
+    assert "**C5, MNIST, phase 0**: the paper says the paper's words" in text and "opposite sign" in text
+    assert "C1, MNIST, phase 0, `lpips`: supported on the own-partition D, not resolvable on the common" in text
+    assert "C4" not in text
+    assert pages._reading(rows[2:]).startswith("No row contradicts the paper, and the common target")

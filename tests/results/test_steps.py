@@ -55,3 +55,19 @@ def test_the_figure_draws_every_contrast_of_both_datasets():
                 runs[(f"{d}-{v}", s)] = _Run([0.5, 0.8, 0.9], [100, 100, 100])
     png = figures.accuracy_vs_steps(runs)
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+@pytest.mark.parametrize("shift, words", [(0.1, "above its control"), (-0.1, "below its control"),
+                                          (0.0, "not distinguishable from its control")])
+def test_the_reading_follows_the_paired_interval(shift, words):
+    runs = {}
+    rng = np.random.default_rng(0)
+    for v in {x for c in (*steps.CONTRASTS, steps.HOMOGENEITY) for x in (c.arm, c.control)}:
+        for s in range(4):
+            noise = rng.normal(0, 0.003 if v == "r2" else 0.0)  # the arm's seeds spread a little
+            acc = np.array([0.5, 0.8, 0.9]) + (shift + noise if v == "r2" else 0.0)
+            runs[(f"mnist-{v}", s)] = _Run(acc, [100, 100, 100])
+    line = next(x for x in steps.reading(runs, "mnist").splitlines() if x.startswith("- `r2` − `r2-control`"))
+    assert line.endswith(f"{words} at 4 seeds."), line
+    one = {k: v for k, v in runs.items() if k[1] == 0}
+    assert "1 seed: no interval yet" in steps.reading(one, "mnist")
