@@ -94,6 +94,9 @@ VERDICTS = ("supported", "contradicted", "not resolvable", claims.NOT_TESTABLE)
 def _family_line(rows: list[dict]) -> str:
     """The family's size and verdict counts, from its rows."""
     counts = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
+    if rows[0]["m"] == 0:
+        return (f"{len(rows)} rows; no row can be tested yet: each needs a p, and a t-test over seeds needs at "
+                f"least 2 seeds (these runs have {min(r['seeds'] for r in rows)}).\n")
     return (f"{len(rows)} rows; Holm family of m = {rows[0]['m']} distinct tests (a test two claims share counts "
             f"once; rows not testable here are not in it): " + ", ".join(f"{n} {v}" for v, n in counts.items() if n)
             + ".\n")
