@@ -165,3 +165,34 @@ def write_fake_run(path, *, epochs=6, commit=None, milestones=(3,), batches=20, 
 @pytest.fixture
 def fake_run():
     return write_fake_run
+
+
+def _sgd_epochs(tracker, model, batches, epochs, lr=lambda e: 0.1, phase=None, step=False, **end):
+    """The training loop of a hand-written ``Tracker`` script: plain SGD (lr 0.1) over ``batches`` for
+    ``epochs`` epochs, each between ``epoch_start`` and ``epoch_end`` (``lr(e)``, ``phase(e)`` when given,
+    the epoch's mean train loss, and ``end``'s values: a callable of the epoch, or a constant);
+    ``step=True`` also calls ``tracker.step()`` after every optimizer step."""
+    import numpy as np
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for e in range(epochs):
+        tracker.epoch_start()
+        losses = []
+        for xb, yb in batches:
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(xb), yb)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            if step:
+                tracker.step()
+        extra = {k: v(e) if callable(v) else v for k, v in end.items()}
+        if phase is not None:
+            extra["phase"] = phase(e)
+        tracker.epoch_end(lr=lr(e), **({"train_loss": float(np.mean(losses))} | extra))
+
+
+@pytest.fixture(scope="session")
+def sgd_epochs():
+    """``_sgd_epochs``: the loop the API tests, the quantity-extension tests and the logger tests share."""
+    return _sgd_epochs

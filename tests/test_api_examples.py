@@ -9,7 +9,6 @@ from __future__ import annotations
 import doctest
 import inspect
 
-import numpy as np
 import pytest
 import torch
 
@@ -19,27 +18,17 @@ PUBLIC = [n for n in gradlab.__all__ if n != "__version__"]
 
 
 @pytest.fixture(scope="module")
-def path(tmp_path_factory):
+def path(tmp_path_factory, sgd_epochs):
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(64, 3, 4, 4, generator=g), torch.randint(0, 3, (64,), generator=g)
     batches = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
     sorted_ = sorted(batches, key=lambda b: float(b[0].sum()))
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(48, 3))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
     out = tmp_path_factory.mktemp("api") / "run.h5"
     with gradlab.Tracker(model, out, probes={"random": batches, "sum": sorted_}, param_stats="epoch",
                          config={"train": {"milestones": [2]}}) as tracker:
-        for epoch in range(4):
-            tracker.epoch_start()
-            losses = []
-            for xb, yb in batches:
-                opt.zero_grad()
-                loss = torch.nn.functional.cross_entropy(model(xb), yb)
-                loss.backward()
-                opt.step()
-                losses.append(loss.item())
-            tracker.epoch_end(lr=0.1 if epoch < 2 else 0.01, phase=int(epoch >= 2), train_loss=float(np.mean(losses)))
+        sgd_epochs(tracker, model, batches, 4, lr=lambda e: 0.1 if e < 2 else 0.01, phase=lambda e: int(e >= 2))
     return str(out)
 
 

@@ -23,21 +23,13 @@ def _batches(seed: int, n: int = 3, m: int = 8):
     return [(torch.randn(m, 6, generator=g), torch.randint(0, 3, (m,), generator=g)) for _ in range(n)]
 
 
-def _train(out, loggers, **kw):
+def _train(out, loggers, sgd_epochs, **kw):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    data = _batches(7, n=4)
     probes = {"random": _batches(1), "mine@x": _batches(2)}
     with gradlab.Tracker(model, out, probes, loggers=loggers, **kw) as t:
-        for e in range(EPOCHS):
-            t.epoch_start()
-            for x, y in data:
-                opt.zero_grad()
-                torch.nn.functional.cross_entropy(model(x), y).backward()
-                opt.step()
-                t.step()
-            t.epoch_end(lr=0.1 if e < 2 else 0.01, train_loss=1.0 / (e + 1), my_key=float(e) * 3)
+        sgd_epochs(t, model, _batches(7, n=4), EPOCHS, lr=lambda e: 0.1 if e < 2 else 0.01, step=True,
+                   train_loss=lambda e: 1.0 / (e + 1), my_key=lambda e: float(e) * 3)
 
 
 def expected(path, user: bool = True) -> list[dict[str, float]]:
@@ -79,7 +71,7 @@ def _tensorboard(log_dir) -> dict[tuple[str, int], float]:
     return {(r.tag, int(r.step)): float(r.value) for r in df.itertuples()}
 
 
-def test_tensorboard_and_mlflow_hold_the_run_files_numbers(tmp_path, monkeypatch):
+def test_tensorboard_and_mlflow_hold_the_run_files_numbers(tmp_path, monkeypatch, sgd_epochs):
     pytest.importorskip("tensorboard")
     pytest.importorskip("mlflow")
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps its file store behind this
@@ -87,7 +79,7 @@ def test_tensorboard_and_mlflow_hold_the_run_files_numbers(tmp_path, monkeypatch
 
     out = tmp_path / "r.h5"
     ml = MLflowLogger(f"file://{tmp_path / 'mlruns'}", experiment="t")
-    _train(out, [TensorBoardLogger(tmp_path / "tb"), ml])
+    _train(out, [TensorBoardLogger(tmp_path / "tb"), ml], sgd_epochs)
     want = expected(out)
     assert len(want) == EPOCHS and len(want[0]) > 20
     tb = _tensorboard(tmp_path / "tb")
@@ -106,12 +98,12 @@ def test_tensorboard_and_mlflow_hold_the_run_files_numbers(tmp_path, monkeypatch
     assert client.get_run(ml.run_id).info.status == "FINISHED"
 
 
-def test_export_tensorboard_from_the_command_line(tmp_path, capsys):
+def test_export_tensorboard_from_the_command_line(tmp_path, capsys, sgd_epochs):
     pytest.importorskip("tensorboard")
     from gradlab.cli import main
 
     out = tmp_path / "r.h5"
-    _train(out, [], param_stats="off")
+    _train(out, [], sgd_epochs, param_stats="off")
     assert main(["export", str(out), "--tensorboard", str(tmp_path / "tb")]) == 0
     assert f"{EPOCHS} epochs" in capsys.readouterr().out
     tb = _tensorboard(tmp_path / "tb")
@@ -165,7 +157,7 @@ def test_export_of_a_gradlab_run_with_param_stats_every_n_steps(bn_run, tmp_path
             assert same32(tb[(tag, e)], v), (tag, e)
 
 
-def test_a_failing_logger_is_dropped_with_a_warning_and_training_goes_on(tmp_path):
+def test_a_failing_logger_is_dropped_with_a_warning_and_training_goes_on(tmp_path, sgd_epochs):
     class Broken:
         calls = 0
 
@@ -177,7 +169,7 @@ def test_a_failing_logger_is_dropped_with_a_warning_and_training_goes_on(tmp_pat
             pass
 
     with pytest.warns(UserWarning, match="failed at epoch 0 .*ConnectionError: server gone"):
-        _train(tmp_path / "r.h5", [Broken()], param_stats="off")
+        _train(tmp_path / "r.h5", [Broken()], sgd_epochs, param_stats="off")
     assert Broken.calls == 1
     with gradlab.open_run(tmp_path / "r.h5") as run:
         assert run.status == "complete" and run.epochs_done == EPOCHS

@@ -30,30 +30,20 @@ class RelativeDistance(Q.Quantity):
         return np.sqrt(r[Q.SQ_DIST] / r[Q.SQ_NORM])
 
 
-def _train(out, epochs=2, quantities=(RelativeDistance,)):
+def _train(out, sgd_epochs, epochs=2, quantities=(RelativeDistance,)):
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(64, 3, 8, 8, generator=g), torch.randint(0, 4, (64,), generator=g)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
                                 torch.nn.Linear(4 * 6 * 6, 4))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
     batches = [(x[i:i + 16], y[i:i + 16]) for i in range(0, 64, 16)]
     with gradlab.Tracker(model, out, probes={"random": batches}, param_stats="off", quantities=quantities) as tracker:
-        for _ in range(epochs):
-            tracker.epoch_start()
-            losses = []
-            for xb, yb in batches:
-                opt.zero_grad()
-                loss = torch.nn.functional.cross_entropy(model(xb), yb)
-                loss.backward()
-                opt.step()
-                losses.append(loss.item())
-            tracker.epoch_end(lr=0.1, train_loss=float(np.mean(losses)))
+        sgd_epochs(tracker, model, batches, epochs)
 
 
-def test_declared_quantity_reaches_file_run_and_export(tmp_path):
+def test_declared_quantity_reaches_file_run_and_export(tmp_path, sgd_epochs):
     out = tmp_path / "run.h5"
-    _train(out)
+    _train(out, sgd_epochs)
     import h5py
 
     with h5py.File(out, "r", locking=False) as f:  # the file speaks for itself
@@ -94,13 +84,13 @@ def test_a_quantity_the_sketch_store_cannot_give_is_refused_before_any_work(tmp_
     assert not (tmp_path / "s.h5").exists()
 
 
-def test_declaring_a_quantity_registers_nothing(tmp_path):
+def test_declaring_a_quantity_registers_nothing(tmp_path, sgd_epochs):
     """A class declared here is not stored by a tracker that is not given it, and gradlab's own
     quantities are all still there (the doc example's name takes none of theirs)."""
     assert "relative_distance" not in Q.QUANTITIES
     assert {"distance_l2", "batch_norm", "noise_scale"} <= set(Q.QUANTITIES)
     out = tmp_path / "plain.h5"
-    _train(out, epochs=1, quantities=())
+    _train(out, sgd_epochs, epochs=1, quantities=())
     with gradlab.open_run(out) as run:
         assert "relative_distance" not in set(run.quantities("random")["quantity"])
 
