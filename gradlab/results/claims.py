@@ -27,6 +27,9 @@ from gradlab.runfile.reader import Run
 
 T_OVER_SEEDS = "t over seeds"
 NOT_TESTABLE = "not testable here (no colour)"
+# The same contrast, tested beside the verdict, each a Holm family of its own: on D to the common target
+# (the random probe's full gradient), and on the metric's class-balanced cut (``m@class``)
+SIDE_TESTS = ("common", "class")
 
 
 def image_quantile(scores: np.ndarray) -> np.ndarray:
@@ -124,7 +127,7 @@ def probe_row(c: ProbeClaim, rs: list[Run], variant: str, m: str, ph: int) -> di
            "seeds": len(rs)}
     if colourless(rs, m):  # before reading the probe: a greyscale study need not run it
         nan = np.full(len(rs), math.nan)
-        return row | {"values": nan, "ci": stats.interval(nan), "class_ci": stats.interval(nan), "p": math.nan,
+        return row | {"values": nan, "ci": stats.interval(nan), "p": math.nan,
                       "p_t": math.nan, "decided_by": "–", "verdict": NOT_TESTABLE}
     k = rs[0].num_batches(m)
     row |= {"share": c.contrast.share(k), "batches": k}
@@ -135,8 +138,10 @@ def probe_row(c: ProbeClaim, rs: list[Run], variant: str, m: str, ph: int) -> di
     if all(has_common_target(r, m) for r in rs):
         cv, cp, _ = _contrast_test(c, rs, m, ph, shared, "common")
         row["common"] = {"values": cv, "ci": stats.interval(cv), "p": cp}
+    balanced = m + "@class"  # the same contrast on the class-balanced cut: what is left without class mix
+    bv, bp, _ = _contrast_test(c, rs, balanced, ph, shared_composition(rs, balanced), "own")
+    row["class"] = {"values": bv, "ci": stats.interval(bv), "p": bp}
     return row | {"values": vals, "ci": stats.interval(vals), "p": p, "p_t": p_t,
-                  "class_ci": stats.interval(c.contrast.per_seed(rs, m + "@class", ph)),
                   "decided_by": f"permutation of the {k} batches shared by every seed" if shared else T_OVER_SEEDS}
 
 
@@ -161,20 +166,22 @@ def _contrast_test(c: ProbeClaim, rs: list[Run], m: str, ph: int, shared: bool, 
 
 def probe_claim_rows(runs: dict, variants: tuple[str, ...]) -> list[dict]:
     """Every probe claim's rows on every variant of the probe study, Holm-corrected as one family.
-    Where the runs recorded the common target, each row also carries the same test on D to it
-    (``row["common"]``), Holm-corrected as a family of its own: the own-partition D (the paper's)
-    decides the verdict, the common target stands beside it."""
+    Each row also carries the same test on the class-balanced cut (``row["class"]``) and, where the
+    runs recorded it, on D to the common target (``row["common"]``), each Holm-corrected as a family
+    of its own: the own-partition D of the contiguous cut (the paper's) decides the verdict, the
+    others stand beside it."""
     rows = []
     for c in PROBE_CLAIMS:
         for v in variants:
             rs = by_variant(runs, v)
             rows += [probe_row(c, rs, v, m, ph) for m in c.metrics for ph in c.phases]
     finish(rows)
-    common = [r for r in rows if "common" in r]
-    if common:
-        shadow = finish([{**r, **r["common"], "verdict": None} for r in common])
-        for r, s in zip(common, shadow):
-            r["common"].update(p_holm=s["p_holm"], m=s["m"], verdict=s["verdict"])
+    for key in SIDE_TESTS:
+        side = [r for r in rows if key in r]
+        if side:
+            shadow = finish([{**r, **r[key], "verdict": None} for r in side])
+            for r, s in zip(side, shadow):
+                r[key].update(p_holm=s["p_holm"], m=s["m"], verdict=s["verdict"])
     return rows
 
 

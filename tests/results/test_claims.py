@@ -108,6 +108,9 @@ def test_claims_on_the_common_target_stand_beside_the_own_partition_verdict(tmp_
     c = claims.PROBE_CLAIMS[0]  # C1: Q4 - Q1..Q3 of intensity in phase 0
     row = claims.probe_row(c, list(runs.values()), "mnist", "intensity", 0)
     np.testing.assert_allclose(row["common"]["values"], 1.5 * row["values"], rtol=1e-12)
+    balanced = c.contrast.per_seed(list(runs.values()), "intensity@class", 0)  # the class-balanced cut's test
+    np.testing.assert_allclose(row["class"]["values"], balanced, rtol=1e-12)
+    assert 0 < row["class"]["p"] <= 1 and not np.allclose(balanced, row["values"])
     monkeypatch.setattr(claims, "PROBE_CLAIMS", claims.PROBE_CLAIMS[:2])  # the intensity claims: C1, C2
     rows = claims.probe_claim_rows(runs, ("mnist",))
     assert len(rows) == 3 and {r["common"]["m"] for r in rows} == {r["m"] for r in rows} == {2}  # phase 2: no epoch
@@ -146,11 +149,20 @@ def test_the_reading_lists_contradicted_rows_and_target_disagreements():
 
     base = {"paper": "the paper's words", "data": "MNIST", "metric": "lpips", "phase": 0, "test": "Q4 < 0",
             "ci": (1.2, 1.0, 1.4), "p_holm": 0.001}
-    rows = [{**base, "id": "C5", "verdict": "contradicted", "common": {"verdict": "contradicted", "ci": (1, 0, 2)}},
-            {**base, "id": "C1", "verdict": "supported", "common": {"verdict": "not resolvable", "ci": (1, -1, 3)}},
-            {**base, "id": "C4", "verdict": "supported", "common": {"verdict": "supported", "ci": (1, 0.5, 2)}}]
+    same = {"verdict": "supported", "ci": (1, 0.5, 2)}
+    rows = [{**base, "id": "C5", "verdict": "contradicted", "common": {"verdict": "contradicted", "ci": (1, 0, 2)},
+             "class": {"verdict": "contradicted", "ci": (1, 0, 2)}},
+            {**base, "id": "C1", "verdict": "supported", "common": {"verdict": "not resolvable", "ci": (1, -1, 3)},
+             "class": same},
+            {**base, "id": "C2", "verdict": "supported", "common": same, "class": {"verdict": "contradicted",
+                                                                                    "ci": (-1, -2, -0.5)}},
+            {**base, "id": "C4", "verdict": "supported", "common": same, "class": same}]
     text = pages._reading(rows)
     assert "**C5, MNIST, phase 0**: the paper says the paper's words" in text and "opposite sign" in text
-    assert "C1, MNIST, phase 0, `lpips`: supported on the own-partition D, not resolvable on the common" in text
+    assert "C1, MNIST, phase 0, `lpips`: supported on the paper's batches and D, not resolvable on D to the common" \
+        in text
+    assert "C2, MNIST, phase 0, `lpips`: supported on the paper's batches and D, contradicted on the class-balanced" \
+        in text
     assert "C4" not in text
-    assert pages._reading(rows[2:]).startswith("No row contradicts the paper, and the common target")
+    assert pages._reading(rows[3:]).startswith("No row contradicts the paper, and every row has its verdict on D to "
+                                               "the common target and on the class-balanced cut too")
