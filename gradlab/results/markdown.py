@@ -55,8 +55,10 @@ def provenance(study: Study, root: Path, runs: dict[tuple[str, int], Run]) -> st
                      p.get("cpu_threads", ""), p.get("load_average", "") or "not recorded", num(wall_s(r), 0),
                      str(p.get("created_utc", "")), f"`{_file_digest(Path(r.path))}`"])
     size = sum(Path(r.path).stat().st_size for r in runs.values())
+    walls = [wall_s(r) for r in runs.values()]
     head = (f"{len(runs)} run files of `{study.study_file}` in `results/` ({size / 2**20:.1f} MiB); each row's "
-            f"command, run from the repository root, remakes that file.\n\n")
+            f"command, run from the repository root, remakes that file. Wall time (training, evaluation and probe "
+            f"passes): {sum(walls) / 3600:.1f} h in all, {min(walls):.0f}–{max(walls):.0f} s per run.\n\n")
     if study.planned and study.planned != study.seeds:
         head += (f"The study is planned for seeds {_seeds(study.planned)}; these pages rest on seeds "
                  f"{_seeds(study.seeds)}, the ones committed so far (`studies/run_queue.sh` runs the rest).\n\n")
