@@ -68,3 +68,21 @@ def test_cli_check_exits_2_with_one_line(tmp_path, monkeypatch, capsys):
 def test_a_missing_run_file_names_the_command_that_makes_it(tmp_path):
     with pytest.raises(GradlabError, match=r"gradlab run studies/convergence\.toml --variant mnist --seeds 0"):
         CONVERGENCE.paths(tmp_path, "mnist")
+
+
+def test_the_setting_and_the_planned_seeds_are_read_from_the_runs(tmp_path, fake_run):
+    """A family's setting line comes from its runs' configs (phases from the milestones), and a study
+    read before all its planned seeds are committed says which seeds the pages rest on."""
+    from dataclasses import replace
+
+    from gradlab.results.markdown import provenance, setting_line
+
+    runs = {("mnist", s): Run(fake_run(tmp_path / f"s{s}.h5", seed=s, epochs=6, milestones=(3,), batches=K))
+            for s in range(2)}
+    line = setting_line(runs)
+    assert "6 epochs in 2 learning-rate phases of 3/3 epochs" in line and line.rstrip().endswith("2 seeds.")
+    partial = replace(CONVERGENCE, seeds=(0, 1), planned=(0, 1, 2, 3, 4))
+    assert "planned for seeds 0, 1, 2, 3, 4; these pages rest on seeds 0, 1" in provenance(partial, tmp_path, runs)
+    assert "planned for" not in provenance(replace(partial, planned=(0, 1)), tmp_path, runs)
+    for r in runs.values():
+        r.close()
