@@ -73,8 +73,11 @@ _PROP_WORDS = ("farther than", "closer than", "not distinguishable from")
 
 
 def _words(x: tuple[float, float, float], above: str, below: str, neither: str) -> str:
-    """``above`` / ``below`` when the interval lies above / below 0, else ``neither``."""
+    """``above`` / ``below`` when the interval lies above / below 0, else ``neither``; with one seed
+    there is no interval, and the words say so."""
     _, lo, hi = x
+    if not np.isfinite(lo):
+        return "has no interval yet (one seed)" if above == _MIX_WORDS[0] else "without an interval (one seed) against"
     return above if lo > 0 else below if hi < 0 else neither
 
 
