@@ -50,11 +50,11 @@ SEARCH = Study("search_reference", "studies/search_reference.toml", ("synthetic"
 # They run for seeds 0-4 (studies/run_queue.sh, hours on 2 cores); the pages read the seeds committed so
 # far, named here, and say how many of the planned seeds they rest on.
 PLANNED_SEEDS = (0, 1, 2, 3, 4)
-CONVERGENCE = Study("convergence", "studies/convergence.toml", ("mnist", "fashion"), (0,), planned=PLANNED_SEEDS)
+CONVERGENCE = Study("convergence", "studies/convergence.toml", ("mnist", "fashion"), (0, 1), planned=PLANNED_SEEDS)
 TRAINING = Study("training", "studies/training.toml",
                  tuple(f"{d}-{a}" for d in ("mnist", "fashion")
                        for a in ("shuffle", "class", "batches", "r1-batches", "r1-batches-control", "r1-images",
-                                 "r1-images-control", "r2", "r2-control")), (0,), planned=PLANNED_SEEDS)
+                                 "r1-images-control", "r2", "r2-control")), (0, 1), planned=PLANNED_SEEDS)
 # What "converged" means for a verdict about trained networks (issue 28): (mean final test accuracy over
 # seeds, lowest seed) that every probe-study variant and every training control must reach
 ACCURACY_TARGETS = {"mnist": (0.97, 0.95), "fashion-mnist": (0.85, 0.82)}
