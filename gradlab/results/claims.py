@@ -27,9 +27,10 @@ from gradlab.runfile.reader import Run
 
 T_OVER_SEEDS = "t over seeds"
 NOT_TESTABLE = "not testable here (no colour)"
-# The same contrast, tested beside the verdict, each a Holm family of its own: on D to the common target
-# (the random probe's full gradient), and on the metric's class-balanced cut (``m@class``)
-SIDE_TESTS = ("common", "class")
+# The same contrast, tested beside the verdict, each a Holm family of its own: in phase 0 without theta_0
+# (epoch 0, the untrained initialisation), on the metric's class-balanced cut (``m@class``), and on D to
+# the common target (the random probe's full gradient)
+SIDE_TESTS = ("no_init", "class", "common")
 
 
 def image_quantile(scores: np.ndarray) -> np.ndarray:
@@ -134,7 +135,9 @@ def probe_row(c: ProbeClaim, rs: list[Run], variant: str, m: str, ph: int) -> di
     shared = shared_composition(rs, m)
     vals, p, p_t = _contrast_test(c, rs, m, ph, shared, "own")
     if ph == 0 and all(len(r.phase_epochs(0)) > 1 for r in rs):  # phase 0 without theta_0, the initialisation
-        row["no_init_ci"] = stats.interval(c.contrast.per_seed(rs, m, 0, skip_init=True))
+        nv, np_, _ = _contrast_test(c, rs, m, 0, shared, "own", skip_init=True)
+        row["no_init"] = {"values": nv, "ci": stats.interval(nv), "p": np_}
+        row["no_init_ci"] = row["no_init"]["ci"]
     if all(has_common_target(r, m) for r in rs):
         cv, cp, _ = _contrast_test(c, rs, m, ph, shared, "common")
         row["common"] = {"values": cv, "ci": stats.interval(cv), "p": cp}
@@ -154,11 +157,12 @@ def has_common_target(run: Run, probe: str) -> bool:
     return True
 
 
-def _contrast_test(c: ProbeClaim, rs: list[Run], m: str, ph: int, shared: bool, target: str
-                   ) -> tuple[np.ndarray, float, float]:
+def _contrast_test(c: ProbeClaim, rs: list[Run], m: str, ph: int, shared: bool, target: str,
+                   skip_init: bool = False) -> tuple[np.ndarray, float, float]:
     """Per-seed contrast values, the deciding p (batch permutation when every seed has the same
-    batches, else the t-test over seeds) and the t-test's p, on D to ``target``."""
-    prof, a, b = c.contrast.profiles(rs, m, ph, target)
+    batches, else the t-test over seeds) and the t-test's p, on D to ``target`` (``skip_init``:
+    the phase without epoch 0, theta_0)."""
+    prof, a, b = c.contrast.profiles(rs, m, ph, target, skip_init=skip_init)
     vals = np.array([p[ai].mean() - p[bi].mean() for p, ai, bi in zip(prof, a, b)])
     p_t = stats.t_test_p(vals)
     return vals, (stats.batch_permutation_p(prof, a, b) if shared else p_t), p_t

@@ -139,7 +139,10 @@ def test_phase_0_is_also_given_without_theta_0(tmp_path, fake_run):
         a, b = claims.UPPER.groups(r.batch_scores("intensity", r.phase_epochs(0)))
         want.append(rel[a].mean() - rel[b].mean())
     np.testing.assert_allclose(row["no_init_ci"][0], np.mean(want), rtol=1e-12)
-    assert "no_init_ci" not in claims.probe_row(claims.PROBE_CLAIMS[1], rs, "mnist", "intensity", 1)
+    np.testing.assert_allclose(row["no_init"]["values"], want, rtol=1e-12)  # and tested on those epochs alone
+    assert 0 < row["no_init"]["p"] <= 1 and not np.allclose(row["no_init"]["values"], row["values"])
+    later = claims.probe_row(claims.PROBE_CLAIMS[1], rs, "mnist", "intensity", 1)
+    assert "no_init_ci" not in later and "no_init" not in later
     for r in rs:
         r.close()
 
@@ -164,5 +167,5 @@ def test_the_reading_lists_contradicted_rows_and_target_disagreements():
     assert "C2, MNIST, phase 0, `lpips`: supported on the paper's batches and D, contradicted on the class-balanced" \
         in text
     assert "C4" not in text
-    assert pages._reading(rows[3:]).startswith("No row contradicts the paper, and every row has its verdict on D to "
-                                               "the common target and on the class-balanced cut too")
+    assert pages._reading(rows[3:]).startswith("No row contradicts the paper, and every row has its verdict on the "
+                                               "class-balanced cut and on D to the common target too")
