@@ -174,6 +174,13 @@ def _cmd_names(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_options(p: argparse.ArgumentParser, measure_help: str) -> None:
+    """The report's analysis options, shared by ``gradlab report`` and ``gradlab watch``."""
+    p.add_argument("--measure", default="l2", help=f"distance measure {measure_help} (default l2)")
+    p.add_argument("--bins", type=int, default=4, help="score quantile bins in the phase summary (4 = quartiles)")
+    p.add_argument("--perm", type=int, default=2000, help="permutations for the chance level (default 2000)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gradlab", description="Gradient-distance studies during training.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -278,10 +285,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _report_options(p: argparse.ArgumentParser, measure_help: str) -> None:
-    """The report's analysis options, shared by ``gradlab report`` and ``gradlab watch``."""
-    p.add_argument("--measure", default="l2", help=f"distance measure {measure_help} (default l2)")
-    p.add_argument("--bins", type=int, default=4, help="score quantile bins in the phase summary (4 = quartiles)")
-    p.add_argument("--perm", type=int, default=2000, help="permutations for the chance level (default 2000)")

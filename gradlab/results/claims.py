@@ -75,8 +75,12 @@ class Contrast:
         return prof, np.stack([g[0] for g in groups]), np.stack([g[1] for g in groups])
 
     def per_seed(self, runs: list[Run], probe: str, phase: int, skip_init: bool = False) -> np.ndarray:
-        prof, a, b = self.profiles(runs, probe, phase, skip_init=skip_init)
-        return np.array([p[ai].mean() - p[bi].mean() for p, ai, bi in zip(prof, a, b)])
+        return differences(*self.profiles(runs, probe, phase, skip_init=skip_init))
+
+
+def differences(prof: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``[S]``: each seed's mean of its profile over group ``a`` minus that over group ``b``."""
+    return np.array([p[ai].mean() - p[bi].mean() for p, ai, bi in zip(prof, a, b)])
 
 
 UPPER = Contrast(((0.75, 1.0),), ((0.0, 0.75),), "Q4 − Q1..Q3")
@@ -137,7 +141,6 @@ def probe_row(c: ProbeClaim, rs: list[Run], variant: str, m: str, ph: int) -> di
     if ph == 0 and all(len(r.phase_epochs(0)) > 1 for r in rs):  # phase 0 without theta_0, the initialisation
         nv, np_, _ = _contrast_test(c, rs, m, 0, shared, "own", skip_init=True)
         row["no_init"] = {"values": nv, "ci": stats.interval(nv), "p": np_}
-        row["no_init_ci"] = row["no_init"]["ci"]
     if all(has_common_target(r, m) for r in rs):
         cv, cp, _ = _contrast_test(c, rs, m, ph, shared, "common")
         row["common"] = {"values": cv, "ci": stats.interval(cv), "p": cp}
@@ -163,7 +166,7 @@ def _contrast_test(c: ProbeClaim, rs: list[Run], m: str, ph: int, shared: bool, 
     batches, else the t-test over seeds) and the t-test's p, on D to ``target`` (``skip_init``:
     the phase without epoch 0, theta_0)."""
     prof, a, b = c.contrast.profiles(rs, m, ph, target, skip_init=skip_init)
-    vals = np.array([p[ai].mean() - p[bi].mean() for p, ai, bi in zip(prof, a, b)])
+    vals = differences(prof, a, b)
     p_t = stats.t_test_p(vals)
     return vals, (stats.batch_permutation_p(prof, a, b) if shared else p_t), p_t
 

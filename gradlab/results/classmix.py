@@ -23,7 +23,7 @@ from gradlab.report.summary import seed_summary
 from gradlab.results import stats
 from gradlab.results.catalog import CONVERGENCE, DATASET_NAMES
 from gradlab.results.common import by_variant, final, seed_means
-from gradlab.results.markdown import ci, num, setting_line, table
+from gradlab.results.markdown import ci, interval_words, num, setting_line, table
 from gradlab.runfile.reader import Run
 
 COMPOSITION = ("label_entropy", "top_class_share")
@@ -62,23 +62,15 @@ def decomposition(runs: list[Run]) -> tuple[str, list[str]]:
         rows.append([f"`{m}`", "class mix: D(m) − D(m@class), random units"] + [ci(*x) for x in mix])
         rows.append([f"`{m}`", "beyond class balance: D(m@class) − 1, random@class units"] + [ci(*x) for x in prop])
         lines.append(f"`{m}`: " + "; ".join(
-            f"phase {ph}: class mix {_words(mix[ph], *_MIX_WORDS)}, its class-balanced batches are "
-            f"{_words(prop[ph], *_PROP_WORDS)} random@class" for ph in range(len(mix))) + ".")
+            f"phase {ph}: class mix {interval_words(mix[ph], *_MIX_WORDS)}, its class-balanced batches are "
+            f"{interval_words(prop[ph], *_PROP_WORDS)} random@class" for ph in range(len(mix))) + ".")
     head = ["metric", "difference"] + [f"phase {ph}" for ph in range(runs[0].num_phases)]
     return table(head, rows), lines
 
 
-_MIX_WORDS = ("makes its batches farther", "makes its batches closer", "is not distinguishable from 0")
-_PROP_WORDS = ("farther than", "closer than", "not distinguishable from")
-
-
-def _words(x: tuple[float, float, float], above: str, below: str, neither: str) -> str:
-    """``above`` / ``below`` when the interval lies above / below 0, else ``neither``; with one seed
-    there is no interval, and the words say so."""
-    _, lo, hi = x
-    if not np.isfinite(lo):
-        return "has no interval yet (one seed)" if above == _MIX_WORDS[0] else "without an interval (one seed) against"
-    return above if lo > 0 else below if hi < 0 else neither
+_MIX_WORDS = ("makes its batches farther", "makes its batches closer", "is not distinguishable from 0",
+              "has no interval yet (one seed)")
+_PROP_WORDS = ("farther than", "closer than", "not distinguishable from", "without an interval (one seed) against")
 
 
 def own_full_table(runs: list[Run]) -> str:

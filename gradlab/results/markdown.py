@@ -28,6 +28,15 @@ def ci(mean: float, lo: float, hi: float, digits: int = DIGITS) -> str:
     return f"{num(mean, digits)} [{num(lo, digits)}, {num(hi, digits)}]"
 
 
+def interval_words(x: tuple[float, float, float], above: str, below: str, neither: str, no_interval: str) -> str:
+    """How a ``(mean, lo, hi)`` interval reads: ``above`` / ``below`` when it lies above / below 0,
+    ``neither`` when it holds 0, and ``no_interval`` when there is none (one seed)."""
+    _, lo, hi = x
+    if not math.isfinite(lo):
+        return no_interval
+    return above if lo > 0 else below if hi < 0 else neither
+
+
 def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]

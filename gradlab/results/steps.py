@@ -19,7 +19,7 @@ from gradlab.errors import GradlabError
 from gradlab.results import stats
 from gradlab.results.catalog import DATASET_NAMES
 from gradlab.results.common import by_variant, curve
-from gradlab.results.markdown import ci, table
+from gradlab.results.markdown import ci, interval_words, table
 
 DATASETS = ("mnist", "fashion")
 
@@ -110,13 +110,11 @@ def reading(runs: dict, dataset: str) -> str:
     lines = []
     for c in (*CONTRASTS, HOMOGENEITY):
         a, b = paired(runs, dataset, c)
-        mean, lo, hi = stats.interval(auc(a) - auc(b))
-        if not np.isfinite(lo):
-            words = f"{len(a)} seed: no interval yet"
-        else:
-            words = ("above its control" if lo > 0 else "below its control" if hi < 0 else
-                     "not distinguishable from its control") + f" at {len(a)} seeds"
-        lines.append(f"- `{c.arm}` − `{c.control}`: mean test accuracy over epochs {ci(mean, lo, hi)}, {words}.")
+        x = stats.interval(auc(a) - auc(b))
+        words = interval_words(x, *(f"{w} its control at {len(a)} seeds" for w in ("above", "below",
+                                                                                 "not distinguishable from")),
+                               f"{len(a)} seed: no interval yet")
+        lines.append(f"- `{c.arm}` − `{c.control}`: mean test accuracy over epochs {ci(*x)}, {words}.")
     return "\n".join(lines) + "\n"
 
 
