@@ -50,7 +50,7 @@ SEARCH = Study("search_reference", "studies/search_reference.toml", ("synthetic"
 # They run for seeds 0-4 (studies/run_queue.sh, hours on 2 cores); the pages read the seeds committed so
 # far, named here, and say how many of the planned seeds they rest on.
 PLANNED_SEEDS = (0, 1, 2, 3, 4)
-CONVERGENCE = Study("convergence", "studies/convergence.toml", ("mnist", "fashion"), (0, 1, 2, 3), planned=PLANNED_SEEDS)
+CONVERGENCE = Study("convergence", "studies/convergence.toml", ("mnist", "fashion"), (0, 1, 2, 3, 4), planned=PLANNED_SEEDS)
 TRAINING = Study("training", "studies/training.toml",
                  tuple(f"{d}-{a}" for d in ("mnist", "fashion")
                        for a in ("shuffle", "class", "batches", "r1-batches", "r1-batches-control", "r1-images",
