@@ -102,9 +102,9 @@ class ProbeClaim:
 _CONCL = "section 5, Conclusions"
 PROBE_CLAIMS = (
     ProbeClaim("C1", "intensity: \"the best results during the first training phase come from mini-batches in the "
-               f"upper quartile\" (phase 1; {_CONCL})", ("intensity",), EARLY, UPPER, -1),
+               f"upper quartile\" (first phase; {_CONCL})", ("intensity",), EARLY, UPPER, -1),
     ProbeClaim("C2", "intensity: extremes far later, \"for later training phases ... intermediate intensities\" "
-               "(phases 2-3; section 4, Experiments and Results)", ("intensity",), LATER, EXTREMES, +1),
+               "(later phases; section 4, Experiments and Results)", ("intensity",), LATER, EXTREMES, +1),
     ProbeClaim("C3", "HSV: best batches \"from the outside the middle 80 percent\" in the first phase "
                f"({_CONCL})", ("hsv",), EARLY, OUTER_20, -1),
     ProbeClaim("C3", "HSV: extremes \"produce poor mini-batches after the first training phase\" "

@@ -211,8 +211,8 @@ One row per claim, per dataset and phase where the claim names a phase. A verdic
 setting in its data column, which is CPU-sized and not the paper's (the best-minibatch paper:
 DPN-92 on CIFAR-10; weight mechanism: Massachusetts buildings; AGC: SegNet and ClassNet on
 Cityscapes): "contradicted" means the effect has the opposite sign here, not that the paper's
-own runs were wrong. Phases are numbered from 0 here; the paper's "first training phase" is
-phase 0.
+own runs were wrong. Phases are numbered from 0 here: the paper's "first training phase" is
+phase 0, and its "later training phases" are phases 1 and 2.
 
 **Phases and θ₀.** The probe claims rest on the convergence study and the training claims on the
 training study: networks that reach their usual accuracy (the final accuracy stands above each
