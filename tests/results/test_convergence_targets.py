@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from gradlab.results import repo_root
-from gradlab.results.catalog import ACCURACY_TARGETS, CONVERGENCE, MIN_PHASE_EPOCHS, SEARCH, TRAINING
+from gradlab.results.catalog import ACCURACY_TARGETS, CONVERGENCE, MIN_PHASE_EPOCHS, MIN_SEEDS, SEARCH, TRAINING
 from gradlab.runfile.reader import Run
 
 ROOT = repo_root()
@@ -83,3 +83,14 @@ def test_every_committed_mnist_and_fashion_run_is_read_and_checked():
             if r.config["data"]["dataset"] in ACCURACY_TARGETS:
                 stray.append(p.name)
     assert not stray, stray
+
+
+def test_the_verdict_studies_have_their_planned_seeds():
+    """Issue 28: at least five seeds per variant behind every verdict about trained networks. The
+    pages read the catalogued seeds; every one of them must be committed (``Study.paths`` refuses a
+    missing one), so the catalog naming five seeds is the committed runs having them."""
+    for study in (CONVERGENCE, TRAINING):
+        assert len(study.seeds) >= MIN_SEEDS, (study.name, study.seeds)
+        assert study.seeds == study.planned, (study.name, study.seeds, study.planned)
+        for v in study.variants:
+            assert len(study.paths(ROOT, v)) == len(study.seeds)
