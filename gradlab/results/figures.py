@@ -80,7 +80,7 @@ def accuracy_vs_steps(runs: dict) -> bytes:
             for v, style in ((c.arm, "-"), (c.control, "--")):
                 x, y = st.accuracy_vs_steps(runs, d, (v,))[v]
                 ax.plot(x, y, style, marker="o", ms=2.5, label=v)
-            ax.set_title(f"{DATASET_NAMES[d]}: {c.claim if c.claim != '–' else 'sorting alone'}", fontsize=8)
+            ax.set_title(f"{DATASET_NAMES[d]}: {c.panel}", fontsize=8)
             ax.set_xlabel("optimisation steps", fontsize=7)
             ax.legend(fontsize=6)
         axes[i][0].set_ylabel("test accuracy", fontsize=7)

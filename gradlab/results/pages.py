@@ -36,12 +36,13 @@ def training_page(root: Path) -> dict[str, bytes]:
     out = [_TRAINING]
     for d in steps.DATASETS:
         rs = [r for (v, _), r in runs.items() if v.startswith(d + "-")]
+        ps = steps.pairs(runs, d)  # read once: the table and its reading
         out += [f"## {DATASET_NAMES[d]}\n", setting_line(rs),
                 _accuracy(runs, tuple(v for v in TRAINING.variants if v.startswith(d + "-")), "test_acc",
                           "final test accuracy"),
-                "Each contrast, paired by seed (mean over seeds [95% interval]):\n", steps.contrast_table(runs, d),
+                "Each contrast, paired by seed (mean over seeds [95% interval]):\n", steps.contrast_table(ps),
                 "Read from the paired intervals (no correction for multiple comparisons; the claims page gives "
-                "the Holm verdicts):\n", steps.reading(runs, d)]
+                "the Holm verdicts):\n", steps.reading(ps)]
     out += ["![Test accuracy against optimisation steps](training.png)\n", _footer(root, [(TRAINING, runs)])]
     return {"training.md": _md("\n".join(out)), "training.png": figures.accuracy_vs_steps(runs)}
 

@@ -31,6 +31,7 @@ class Contrast:
     control: str
     what: str  # what the arm does, in a few words
     paper: str  # the claim's words and where they stand
+    panel: str  # its panel's title in the accuracy-against-steps figure
 
 
 _R1 = ("\"slightly faster convergence by removing minibatches with extremely low or high intensities\" "
@@ -41,17 +42,17 @@ _G1 = ("gradlab's own finding, not the paper's: class-stratified random batches 
        "than random ones (class-mix page); does training on them converge faster?")
 CONTRASTS = (
     Contrast("R1", "r1-batches", "r1-batches-control", "sorted batches less the outer 10% by mean intensity at "
-             "each end, against as many sorted batches dropped at random", _R1),
+             "each end, against as many sorted batches dropped at random", _R1, "R1"),
     Contrast("R1", "r1-images", "r1-images-control", "shuffled batches of the middle 80% of images by intensity, "
-             "against 80% of the images at random", _R1),
+             "against 80% of the images at random", _R1, "R1"),
     Contrast("R2", "r2", "r2-control", "phase 0 on the upper-quartile images by intensity, against a random "
-             "quarter; every image afterwards", _R2),
+             "quarter; every image afterwards", _R2, "R2"),
     Contrast("G1", "class", "shuffle", "class-stratified random batches, redrawn every epoch, against random "
-             "batches", _G1),
+             "batches", _G1, "G1"),
 )
 # what the sorted batches alone cost, against shuffled training: not a claim, the context of the R1 batch arms
 HOMOGENEITY = Contrast("–", "batches", "shuffle", "every intensity-sorted batch, random visiting order, against "
-                       "random batches", "")
+                       "random batches", "", "sorting alone")
 
 
 def auc(acc: np.ndarray) -> np.ndarray:
@@ -64,16 +65,37 @@ def steps(runs: list) -> np.ndarray:
     return curve(runs, "train_steps")
 
 
-def paired(runs: dict, dataset: str, c: Contrast) -> tuple[np.ndarray, np.ndarray]:
-    """``(arm, control)`` test accuracy ``[S, E]``, after checking that both took the same steps in
-    every epoch of every seed (one ``GradlabError`` naming the first difference otherwise)."""
+@dataclass(frozen=True)
+class Pair:
+    """One contrast on one dataset, arm and control checked to take the same steps in every epoch."""
+
+    contrast: Contrast
+    arm: np.ndarray  # [S, E] the arm's test accuracy after every epoch, per seed
+    control: np.ndarray  # [S, E] the control's, the same seeds in the same order
+    steps: int  # optimisation steps of each side over the whole run
+
+    @property
+    def difference(self) -> np.ndarray:
+        """``[S]``: arm minus control, mean test accuracy over epochs, per seed."""
+        return auc(self.arm) - auc(self.control)
+
+
+def pair(runs: dict, dataset: str, c: Contrast) -> Pair:
+    """Arm and control of ``c`` on ``dataset``, after checking that both took the same steps in every
+    epoch of every seed (one ``GradlabError`` naming the first difference otherwise)."""
     arm, ctl = by_variant(runs, f"{dataset}-{c.arm}"), by_variant(runs, f"{dataset}-{c.control}")
     sa, sc = steps(arm), steps(ctl)
     if sa.shape != sc.shape or not np.array_equal(sa, sc):
         raise GradlabError(f"results: {dataset}-{c.arm} and {dataset}-{c.control} took different optimisation "
                            f"steps ({sa.sum(axis=1).tolist()} against {sc.sum(axis=1).tolist()} per seed); a "
                            f"contrast is made only at equal steps")
-    return curve(arm, "test_acc"), curve(ctl, "test_acc")
+    return Pair(c, curve(arm, "test_acc"), curve(ctl, "test_acc"), int(sa[0].sum()))
+
+
+def pairs(runs: dict, dataset: str) -> list[Pair]:
+    """Every contrast of one dataset, the claims' and sorting alone (``HOMOGENEITY``): what the training
+    page's table and its reading both read."""
+    return [pair(runs, dataset, c) for c in (*CONTRASTS, HOMOGENEITY)]
 
 
 def rows(runs: dict) -> list[dict]:
@@ -81,8 +103,7 @@ def rows(runs: dict) -> list[dict]:
     out = []
     for c in CONTRASTS:
         for d in DATASETS:
-            a, b = paired(runs, d, c)
-            vals = auc(a) - auc(b)
+            vals = pair(runs, d, c).difference
             out.append({"id": c.claim, "paper": c.paper, "data": DATASET_NAMES[d], "metric": "intensity"
                         if c.claim != "G1" else "class", "phase": "all",
                         "test": f"`{c.arm}` − `{c.control}` at equal steps: mean test accuracy over epochs > 0",
@@ -91,30 +112,27 @@ def rows(runs: dict) -> list[dict]:
     return out
 
 
-def contrast_table(runs: dict, dataset: str) -> str:
-    """Every contrast of one dataset: steps, each side's mean and final accuracy, the paired difference."""
-    body = []
-    for c in (*CONTRASTS, HOMOGENEITY):
-        a, b = paired(runs, dataset, c)
-        n_steps = int(steps(by_variant(runs, f"{dataset}-{c.arm}"))[0].sum())
-        body.append([c.claim, f"`{c.arm}` − `{c.control}`", c.what, f"{n_steps:,}",
-                     ci(*stats.interval(auc(a))), ci(*stats.interval(auc(b))),
-                     ci(*stats.interval(auc(a) - auc(b))), ci(*stats.interval(a[:, -1] - b[:, -1]))])
+def contrast_table(ps: list[Pair]) -> str:
+    """Every contrast of one dataset (``pairs``): steps, each side's mean and final accuracy, the paired
+    difference."""
+    body = [[p.contrast.claim, f"`{p.contrast.arm}` − `{p.contrast.control}`", p.contrast.what, f"{p.steps:,}",
+             ci(*stats.interval(auc(p.arm))), ci(*stats.interval(auc(p.control))),
+             ci(*stats.interval(p.difference)), ci(*stats.interval(p.arm[:, -1] - p.control[:, -1]))] for p in ps]
     return table(["claim", "contrast", "arm", "steps (each side)", "arm: mean test acc. over epochs",
                   "control: same", "difference (paired)", "final test acc. difference (paired)"], body)
 
 
-def reading(runs: dict, dataset: str) -> str:
-    """One generated line per contrast of ``dataset``, read from its paired interval (no correction;
-    the claims page gives the Holm-corrected verdict of the claims' rows)."""
+def reading(ps: list[Pair]) -> str:
+    """One generated line per contrast of one dataset (``pairs``), read from its paired interval (no
+    correction; the claims page gives the Holm-corrected verdict of the claims' rows)."""
     lines = []
-    for c in (*CONTRASTS, HOMOGENEITY):
-        a, b = paired(runs, dataset, c)
-        x = stats.interval(auc(a) - auc(b))
-        words = interval_words(x, *(f"{w} its control at {len(a)} seeds" for w in ("above", "below",
-                                                                                 "not distinguishable from")),
-                               f"{len(a)} seed: no interval yet")
-        lines.append(f"- `{c.arm}` − `{c.control}`: mean test accuracy over epochs {ci(*x)}, {words}.")
+    for p in ps:
+        n, x = len(p.arm), stats.interval(p.difference)
+        words = interval_words(x, *(f"{w} its control at {n} seeds" for w in ("above", "below",
+                                                                            "not distinguishable from")),
+                               f"{n} seed: no interval yet")
+        lines.append(f"- `{p.contrast.arm}` − `{p.contrast.control}`: mean test accuracy over epochs {ci(*x)}, "
+                     f"{words}.")
     return "\n".join(lines) + "\n"
 
 

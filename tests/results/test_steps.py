@@ -31,7 +31,9 @@ R2 = steps.CONTRASTS[2]
 
 def test_equal_steps_give_the_paired_difference_of_mean_accuracy():
     runs = _runs([0.5, 0.7, 0.9], [0.4, 0.7, 0.95], [25, 100, 100], [25, 100, 100])
-    a, b = steps.paired(runs, "mnist", R2)
+    p = steps.pair(runs, "mnist", R2)
+    a, b = p.arm, p.control
+    assert p.steps == 225  # each side's steps over the run: the table's column
     diff = steps.auc(a) - steps.auc(b)
     want = [np.mean([0.5, 0.7, 0.9]) + 0.01 * s - np.mean([0.4, 0.7, 0.95]) - 0.02 * s for s in range(3)]
     np.testing.assert_allclose(diff, want)
@@ -42,7 +44,7 @@ def test_equal_steps_give_the_paired_difference_of_mean_accuracy():
 def test_unequal_steps_are_refused():
     runs = _runs([0.5, 0.7], [0.4, 0.7], [25, 100], [100, 100])
     with pytest.raises(GradlabError, match="different optimisation steps"):
-        steps.paired(runs, "mnist", R2)
+        steps.pair(runs, "mnist", R2)
 
 
 def test_the_figure_draws_every_contrast_of_both_datasets():
@@ -67,7 +69,7 @@ def test_the_reading_follows_the_paired_interval(shift, words):
             noise = rng.normal(0, 0.003 if v == "r2" else 0.0)  # the arm's seeds spread a little
             acc = np.array([0.5, 0.8, 0.9]) + (shift + noise if v == "r2" else 0.0)
             runs[(f"mnist-{v}", s)] = _Run(acc, [100, 100, 100])
-    line = next(x for x in steps.reading(runs, "mnist").splitlines() if x.startswith("- `r2` − `r2-control`"))
+    line = next(x for x in steps.reading(steps.pairs(runs, "mnist")).splitlines() if x.startswith("- `r2` − `r2-control`"))
     assert line.endswith(f"{words} at 4 seeds."), line
     one = {k: v for k, v in runs.items() if k[1] == 0}
-    assert "1 seed: no interval yet" in steps.reading(one, "mnist")
+    assert "1 seed: no interval yet" in steps.reading(steps.pairs(one, "mnist"))
